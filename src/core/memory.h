@@ -1,0 +1,46 @@
+/*
+ * Guest physical memory. Every access to guest memory goes through guest_mem_ptr(), which checks
+ * that the whole range [gpa, gpa+len) lies inside one RAM region; nothing else turns a guest
+ * address into a host pointer.
+ */
+#ifndef KEMU_CORE_MEMORY_H
+#define KEMU_CORE_MEMORY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define GUEST_MEM_MAX_REGIONS 8
+
+struct guest_region {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t *hva;
+};
+
+struct guest_mem {
+    struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+    unsigned nr;
+    uint64_t ram_size; /* total RAM, the -m value */
+    void *mapping;     /* one anonymous mapping backing all regions */
+    size_t mapping_size;
+};
+
+/*
+ * Lay out ram_size bytes of RAM for an x86 PC: below `below_4g_limit` (the start of the PCI/MMIO
+ * hole) and the rest from 4 GiB. Memory is reserved lazily: only pages the guest touches count.
+ */
+int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_4g_limit,
+                       struct error *err);
+/* Wrap a caller-provided buffer as RAM at gpa 0 (unit tests, fuzzers). */
+void guest_mem_init_buffer(struct guest_mem *mem, void *buf, uint64_t size);
+void guest_mem_destroy(struct guest_mem *mem);
+
+/* Host pointer to [gpa, gpa+len), or NULL if any byte of it is outside guest RAM. */
+void *guest_mem_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *buf, uint64_t len);
+int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *buf, uint64_t len);
+
+#endif
