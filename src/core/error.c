@@ -42,6 +42,14 @@ void error_prefix(struct error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
-    snprintf(tmp, sizeof(tmp), "%s%s", prefix, err->msg);
+    size_t n = strlen(prefix);
+    if (n >= sizeof(tmp))
+        n = sizeof(tmp) - 1;
+    memcpy(tmp, prefix, n);
+    size_t m = strnlen(err->msg, sizeof(err->msg) - 1);
+    if (m > sizeof(tmp) - 1 - n)
+        m = sizeof(tmp) - 1 - n;
+    memcpy(tmp + n, err->msg, m);
+    tmp[n + m] = '\0';
     memcpy(err->msg, tmp, sizeof(tmp));
 }
