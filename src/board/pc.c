@@ -1,0 +1,336 @@
+#include "board/pc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86/bootparams.h"
+#include "arch/x86/cpu_init.h"
+#include "arch/x86/layout.h"
+#include "arch/x86/mptable.h"
+#include "hw/debugexit.h"
+#include "hw/i8042.h"
+#include "hw/serial.h"
+
+static const struct {
+    uint16_t base;
+    unsigned irq;
+} com_ports[PC_MAX_SERIAL] = {{0x3f8, 4}, {0x2f8, 3}, {0x3e8, 4}, {0x2e8, 3}};
+
+struct image {
+    const uint8_t *data;
+    size_t len;
+};
+
+struct pc {
+    struct vm vm;
+    struct pc_params p;
+    uint32_t *apic_ids;
+    struct image kernel, initrd;
+    struct x86_boot_info boot;
+    struct serial *serial[PC_MAX_SERIAL];
+    struct i8042 *kbc;
+    struct rtc *rtc;
+    int rtc_timer_fd;
+    struct debugexit *dbg;
+};
+
+static int map_image(const char *path, const char *what, struct image *img, struct error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "%s: could not open %s", what, path);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return error_setf(err, "%s: %s is not a regular file", what, path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return error_setf(err, "%s: %s is empty", what, path);
+    }
+    void *p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return error_setf_errno(err, errno, "%s: could not map %s", what, path);
+    img->data = p;
+    img->len = st.st_size;
+    return 0;
+}
+
+static void unmap_image(struct image *img)
+{
+    if (img->data)
+        munmap((void *)img->data, img->len);
+    img->data = NULL;
+}
+
+static int pc_load(struct vm *vm, struct error *err)
+{
+    struct pc *pc = vm->board_data;
+    if (x86_load_linux(&vm->mem, pc->kernel.data, pc->kernel.len, pc->initrd.data,
+                       pc->initrd.len, pc->p.append ? pc->p.append : "", &pc->boot, err) < 0) {
+        error_prefix(err, "-kernel %s: ", pc->p.kernel);
+        return -1;
+    }
+    if (x86_build_mptable(&vm->mem, X86_MPTABLE_ADDR, pc->apic_ids, pc->p.cpus, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* LINT0 delivers the PIC's ExtINT and LINT1 NMIs, as firmware would program them. */
+static int setup_lapic(struct vcpu *v, struct error *err)
+{
+    struct kvm_lapic_state l;
+    if (ioctl(v->kfd.fd, KVM_GET_LAPIC, &l) < 0)
+        return error_setf_errno(err, errno, "KVM_GET_LAPIC");
+    uint32_t lint0 = 0x700, lint1 = 0x400; /* delivery modes ExtINT and NMI, unmasked */
+    memcpy(&l.regs[0x350], &lint0, 4);
+    memcpy(&l.regs[0x360], &lint1, 4);
+    if (ioctl(v->kfd.fd, KVM_SET_LAPIC, &l) < 0)
+        return error_setf_errno(err, errno, "KVM_SET_LAPIC");
+    return 0;
+}
+
+static int setup_cpuid(struct pc *pc, struct vcpu *v, struct error *err)
+{
+    const struct kvm_cpuid2 *sup = pc->vm.kvm.supported_cpuid;
+    unsigned max = sup->nent + 16;
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + max * sizeof(c->entries[0]));
+    if (!c)
+        return error_setf(err, "out of memory");
+    memcpy(c->entries, sup->entries, sup->nent * sizeof(c->entries[0]));
+    unsigned nent = sup->nent;
+    int r = x86_cpuid_setup(c->entries, &nent, max, &pc->p.topo, v->index, pc->p.cpus);
+    if (r < 0) {
+        free(c);
+        return error_setf(err, "cannot build CPUID for CPU %u", v->index);
+    }
+    c->nent = nent;
+    r = ioctl(v->kfd.fd, KVM_SET_CPUID2, c);
+    int e = errno;
+    free(c);
+    if (r < 0)
+        return error_setf_errno(err, e, "KVM_SET_CPUID2 for CPU %u", v->index);
+    return 0;
+}
+
+static int pc_setup_vcpu(struct vm *vm, struct vcpu *v, struct error *err)
+{
+    struct pc *pc = vm->board_data;
+    if (setup_cpuid(pc, v, err) < 0 || setup_lapic(v, err) < 0)
+        return -1;
+    if (v->index != 0)
+        return 0; /* application processors wait for the boot CPU's INIT/SIPI */
+    struct kvm_sregs sregs;
+    struct kvm_regs regs;
+    struct kvm_fpu fpu;
+    if (ioctl(v->kfd.fd, KVM_GET_SREGS, &sregs) < 0)
+        return error_setf_errno(err, errno, "KVM_GET_SREGS");
+    memset(&regs, 0, sizeof(regs));
+    if (x86_setup_long_mode(&vm->mem, &pc->boot, &sregs, &regs, err) < 0)
+        return -1;
+    x86_fpu_init(&fpu);
+    if (ioctl(v->kfd.fd, KVM_SET_SREGS, &sregs) < 0)
+        return error_setf_errno(err, errno, "KVM_SET_SREGS");
+    if (ioctl(v->kfd.fd, KVM_SET_REGS, &regs) < 0)
+        return error_setf_errno(err, errno, "KVM_SET_REGS");
+    if (ioctl(v->kfd.fd, KVM_SET_FPU, &fpu) < 0)
+        return error_setf_errno(err, errno, "KVM_SET_FPU");
+    return 0;
+}
+
+static void pc_reset_devices(struct vm *vm)
+{
+    struct pc *pc = vm->board_data;
+    for (unsigned i = 0; i < PC_MAX_SERIAL; i++)
+        if (pc->serial[i])
+            serial_reset(pc->serial[i]);
+    if (pc->kbc)
+        i8042_reset(pc->kbc);
+    if (pc->rtc)
+        rtc_reset(pc->rtc);
+}
+
+static const struct vm_board_ops pc_board_ops = {
+    .setup_vcpu = pc_setup_vcpu,
+    .reset_devices = pc_reset_devices,
+    .load = pc_load,
+};
+
+static void request_reset(void *opaque)
+{
+    vm_request(opaque, VM_REQ_RESET, 0);
+}
+
+static void request_exit(void *opaque, int status)
+{
+    vm_request(opaque, VM_REQ_SHUTDOWN, status);
+}
+
+/* The RTC's periodic, alarm and update interrupts, driven by one timerfd on the main loop. */
+static void rtc_arm(struct pc *pc)
+{
+    int64_t deadline = rtc_next_deadline_ns(pc->rtc);
+    struct itimerspec its = {0};
+    if (deadline > 0) {
+        its.it_value.tv_sec = deadline / 1000000000;
+        its.it_value.tv_nsec = deadline % 1000000000;
+    }
+    timerfd_settime(pc->rtc_timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void on_rtc_timer(void *opaque, uint32_t events)
+{
+    struct pc *pc = opaque;
+    uint64_t n;
+    ssize_t r = read(pc->rtc_timer_fd, &n, sizeof(n));
+    (void)r;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    rtc_tick(pc->rtc, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    rtc_arm(pc);
+}
+
+static int add_devices(struct pc *pc, struct error *err)
+{
+    struct vm *vm = &pc->vm;
+    for (unsigned i = 0; i < PC_MAX_SERIAL; i++) {
+        if (!pc->p.serial[i])
+            continue;
+        pc->serial[i] = serial_create(pc->p.serial[i], vm_irq_line(vm, com_ports[i].irq));
+        if (!pc->serial[i])
+            return error_setf(err, "cannot create serial port %u", i);
+        if (bus_register(&vm->pio, com_ports[i].base, 8, &serial_bus_ops, pc->serial[i],
+                         "serial", err) < 0)
+            return -1;
+    }
+    if (!pc->p.microvm) {
+        pc->kbc = i8042_create(request_reset, vm, vm_irq_line(vm, 1), vm_irq_line(vm, 12));
+        if (!pc->kbc)
+            return error_setf(err, "cannot create the keyboard controller");
+        if (bus_register(&vm->pio, 0x60, 1, &i8042_data_ops, pc->kbc, "i8042-data", err) < 0 ||
+            bus_register(&vm->pio, 0x64, 1, &i8042_cmd_ops, pc->kbc, "i8042-cmd", err) < 0)
+            return -1;
+    }
+    uint64_t low = vm->mem.regions[0].size;
+    struct rtc_config rc = {
+        .base = pc->p.rtc_base,
+        .fixed_epoch = pc->p.rtc_fixed_epoch,
+        .ram_below_4g = low,
+        .ram_above_4g = pc->p.ram_size - low,
+        .nr_cpus = pc->p.cpus,
+    };
+    pc->rtc = rtc_create(&rc, vm_irq_line(vm, 8));
+    if (!pc->rtc)
+        return error_setf(err, "cannot create the RTC");
+    if (bus_register(&vm->pio, 0x70, 2, &rtc_bus_ops, pc->rtc, "rtc", err) < 0)
+        return -1;
+    pc->rtc_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (pc->rtc_timer_fd < 0)
+        return error_setf_errno(err, errno, "timerfd_create");
+    if (eventloop_add(vm->loop, pc->rtc_timer_fd, EPOLLIN, on_rtc_timer, pc, err) < 0)
+        return -1;
+    rtc_arm(pc);
+    if (pc->p.debug_exit) {
+        pc->dbg = debugexit_create(request_exit, vm);
+        if (!pc->dbg)
+            return error_setf(err, "cannot create isa-debug-exit");
+        if (bus_register(&vm->pio, pc->p.debug_exit_base, pc->p.debug_exit_size,
+                         &debugexit_bus_ops, pc->dbg, "isa-debug-exit", err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
+{
+    struct pc *pc = calloc(1, sizeof(*pc));
+    if (!pc)
+        return error_setf(err, "out of memory");
+    pc->p = *p;
+    pc->rtc_timer_fd = -1;
+    struct vm *vm = &pc->vm;
+    pc->apic_ids = calloc(p->maxcpus, sizeof(uint32_t));
+    if (!pc->apic_ids) {
+        free(pc);
+        return error_setf(err, "out of memory");
+    }
+    for (unsigned i = 0; i < p->maxcpus; i++)
+        pc->apic_ids[i] = x86_apic_id(&p->topo, i);
+    if (vm_init(vm, p->loop, p->cpus, pc->apic_ids, err) < 0)
+        goto fail;
+    vm->board = &pc_board_ops;
+    vm->board_data = pc;
+    vm->no_reboot = p->no_reboot;
+    if (kvm_open(&vm->kvm, "/dev/kvm", err) < 0)
+        goto fail;
+    if (p->cpus > (unsigned)vm->kvm.max_vcpus) {
+        error_setf(err, "-smp %u: exceeds the %d vCPUs KVM supports here", p->cpus,
+                   vm->kvm.max_vcpus);
+        goto fail;
+    }
+    if (pc->apic_ids[p->maxcpus - 1] >= (uint32_t)vm->kvm.max_vcpu_id) {
+        error_setf(err, "-smp: the topology needs APIC ID %u, above KVM's limit %d",
+                   pc->apic_ids[p->maxcpus - 1], vm->kvm.max_vcpu_id - 1);
+        goto fail;
+    }
+    if (!p->kernel) {
+        error_setf(err, "no -kernel given: kemu boots Linux directly (firmware boot comes later)");
+        goto fail;
+    }
+    if (map_image(p->kernel, "-kernel", &pc->kernel, err) < 0)
+        goto fail;
+    if (p->initrd && map_image(p->initrd, "-initrd", &pc->initrd, err) < 0)
+        goto fail;
+    if (guest_mem_init_x86(&vm->mem, p->ram_size, X86_PC_BELOW_4G_LIMIT, err) < 0) {
+        error_prefix(err, "-m: ");
+        goto fail;
+    }
+    if (add_devices(pc, err) < 0)
+        goto fail;
+    *out = pc;
+    return 0;
+fail:
+    pc_destroy(pc);
+    return -1;
+}
+
+struct vm *pc_vm(struct pc *pc)
+{
+    return &pc->vm;
+}
+
+void pc_destroy(struct pc *pc)
+{
+    if (!pc)
+        return;
+    if (pc->rtc_timer_fd >= 0 && pc->vm.loop)
+        eventloop_remove(pc->vm.loop, pc->rtc_timer_fd);
+    /* vCPUs first: nothing may touch a device while it is freed. */
+    vm_destroy(&pc->vm);
+    for (unsigned i = 0; i < PC_MAX_SERIAL; i++)
+        if (pc->serial[i])
+            serial_destroy(pc->serial[i]);
+    if (pc->kbc)
+        i8042_destroy(pc->kbc);
+    if (pc->rtc)
+        rtc_destroy(pc->rtc);
+    if (pc->dbg)
+        debugexit_destroy(pc->dbg);
+    if (pc->rtc_timer_fd >= 0)
+        close(pc->rtc_timer_fd);
+    unmap_image(&pc->kernel);
+    unmap_image(&pc->initrd);
+    free(pc->apic_ids);
+    free(pc);
+}

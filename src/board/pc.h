@@ -1,0 +1,41 @@
+/*
+ * The x86 boards: `pc` (i440FX-like PC; PCI arrives with the virtio work) and `microvm`. A board
+ * lays out guest memory, creates the platform devices, loads the kernel and sets up the vCPUs.
+ */
+#ifndef KEMU_BOARD_PC_H
+#define KEMU_BOARD_PC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch/x86/cpuid.h"
+#include "chardev/chardev.h"
+#include "core/vm.h"
+#include "hw/rtc.h"
+
+#define PC_MAX_SERIAL 4
+
+struct pc_params {
+    struct eventloop *loop;
+    bool microvm;
+    uint64_t ram_size;
+    unsigned cpus;    /* present at boot */
+    unsigned maxcpus; /* topology size */
+    struct x86_topology topo;
+    const char *kernel, *initrd, *append;
+    struct chardev *serial[PC_MAX_SERIAL]; /* NULL: port absent */
+    int rtc_base;                          /* RTC_BASE_* */
+    int64_t rtc_fixed_epoch;
+    bool debug_exit;
+    uint16_t debug_exit_base, debug_exit_size;
+    bool no_reboot;
+};
+
+struct pc;
+
+/* Build the machine; on success *out owns a ready VM (vCPUs not started yet). */
+int pc_create(const struct pc_params *p, struct pc **out, struct error *err);
+struct vm *pc_vm(struct pc *pc);
+void pc_destroy(struct pc *pc);
+
+#endif

@@ -1,0 +1,142 @@
+/* A UNIX-socket chardev: as a server it serves one client at a time; as a client it connects. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "chardev/fdchr.h"
+
+struct sockchr {
+    struct fdchr f;
+    int listen_fd;
+    int client_fd;
+    char path[108];
+};
+
+static void drop_client(struct sockchr *s)
+{
+    if (s->client_fd >= 0) {
+        if (s->f.in_fd == s->client_fd)
+            fdchr_set_input(&s->f, -1);
+        close(s->client_fd);
+    }
+    s->client_fd = -1;
+    s->f.out_fd = -1;
+}
+
+static void adopt_client(struct sockchr *s, int fd)
+{
+    drop_client(s);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    s->client_fd = fd;
+    s->f.out_fd = fd;
+    fdchr_set_input(&s->f, fd);
+}
+
+static void on_accept(void *opaque, uint32_t events)
+{
+    struct sockchr *s = opaque;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (s->client_fd >= 0) {
+        close(fd); /* one client at a time, as QEMU */
+        return;
+    }
+    adopt_client(s, fd);
+}
+
+static void sock_eof(struct fdchr *f)
+{
+    struct sockchr *s = (struct sockchr *)f;
+    /* fdchr already stopped watching the descriptor. */
+    if (s->client_fd >= 0)
+        close(s->client_fd);
+    s->client_fd = -1;
+    s->f.out_fd = -1;
+}
+
+static void sock_close(struct chardev *c)
+{
+    struct sockchr *s = (struct sockchr *)c;
+    drop_client(s);
+    fdchr_fini(&s->f);
+    if (s->listen_fd >= 0) {
+        eventloop_remove(s->f.loop, s->listen_fd);
+        close(s->listen_fd);
+        unlink(s->path);
+    }
+    free(s);
+}
+
+static const struct chardev_ops sock_ops = {
+    .write = fdchr_write,
+    .accept_input = fdchr_accept_input,
+    .close = sock_close,
+};
+
+struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server,
+                                   bool wait, struct error *err)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        error_setf(err, "UNIX socket path '%s' is too long", path);
+        return NULL;
+    }
+    strcpy(addr.sun_path, path);
+    struct sockchr *s = calloc(1, sizeof(*s));
+    if (!s) {
+        error_setf(err, "out of memory");
+        return NULL;
+    }
+    s->listen_fd = s->client_fd = -1;
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    if (fdchr_init(&s->f, &sock_ops, loop, -1, -1, err) < 0)
+        goto fail;
+    s->f.on_eof = sock_eof;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setf_errno(err, errno, "socket");
+        goto fail;
+    }
+    if (!server) {
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+            error_setf_errno(err, errno, "Failed to connect to '%s'", path);
+            close(fd);
+            goto fail;
+        }
+        adopt_client(s, fd);
+        return &s->f.base;
+    }
+    unlink(path); /* a stale socket from an earlier run */
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 1) < 0) {
+        error_setf_errno(err, errno, "Failed to bind socket to %s", path);
+        close(fd);
+        goto fail;
+    }
+    s->listen_fd = fd;
+    if (wait) {
+        fprintf(stderr, "kemu: waiting for connection on: disconnected:unix:%s,server=on\n",
+                path);
+        int c;
+        do {
+            c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        } while (c < 0 && errno == EINTR);
+        if (c < 0) {
+            error_setf_errno(err, errno, "accept on %s", path);
+            goto fail;
+        }
+        adopt_client(s, c);
+    }
+    if (eventloop_add(loop, fd, EPOLLIN, on_accept, s, err) < 0)
+        goto fail;
+    return &s->f.base;
+fail:
+    sock_close(&s->f.base);
+    return NULL;
+}

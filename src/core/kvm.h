@@ -1,0 +1,44 @@
+/*
+ * The KVM API, and nothing else: every ioctl on /dev/kvm, the VM and the vCPUs lives here so the
+ * rest of kemu does not depend on how the hypervisor is reached.
+ */
+#ifndef KEMU_CORE_KVM_H
+#define KEMU_CORE_KVM_H
+
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+struct kvm {
+    int sys_fd;   /* /dev/kvm */
+    int vm_fd;    /* -1 when no VM exists */
+    int run_size; /* size of each vCPU's shared kvm_run area */
+    int max_vcpus;
+    int max_vcpu_id;
+    struct kvm_cpuid2 *supported_cpuid;
+};
+
+/* Open /dev/kvm and check the API version and the capabilities kemu relies on. */
+int kvm_open(struct kvm *kvm, const char *path, struct error *err);
+void kvm_close(struct kvm *kvm);
+
+/*
+ * Create a VM with the in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Called again after
+ * kvm_destroy_vm() to reset the machine.
+ */
+int kvm_create_vm(struct kvm *kvm, struct error *err);
+void kvm_destroy_vm(struct kvm *kvm);
+int kvm_set_memory(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
+                   struct error *err);
+int kvm_irq_line(struct kvm *kvm, unsigned gsi, int level);
+
+struct kvm_vcpu_fd {
+    int fd;
+    struct kvm_run *run;
+};
+int kvm_create_vcpu(struct kvm *kvm, unsigned long id, struct kvm_vcpu_fd *v, struct error *err);
+void kvm_destroy_vcpu(struct kvm *kvm, struct kvm_vcpu_fd *v);
+
+#endif

@@ -1,0 +1,151 @@
+#include "core/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chardev/backends.h"
+
+static char *pidfile_path;
+static int pidfile_fd = -1;
+static int daemon_pipe = -1;
+
+int os_pidfile_create(const char *path, struct error *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "-pidfile %s: cannot open pid file", path);
+    struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &lk) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EAGAIN || e == EACCES)
+            return error_setf(err, "-pidfile %s: already locked by another process", path);
+        return error_setf_errno(err, e, "-pidfile %s: cannot lock pid file", path);
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || write(fd, buf, n) != n) {
+        int e = errno;
+        close(fd);
+        return error_setf_errno(err, e, "-pidfile %s: cannot write pid file", path);
+    }
+    pidfile_fd = fd;
+    pidfile_path = realpath(path, NULL);
+    return 0;
+}
+
+void os_pidfile_remove(void)
+{
+    if (pidfile_fd < 0)
+        return;
+    if (pidfile_path)
+        unlink(pidfile_path);
+    close(pidfile_fd);
+    free(pidfile_path);
+    pidfile_path = NULL;
+    pidfile_fd = -1;
+}
+
+int os_daemonize_start(int *parent_status, struct error *err)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return error_setf_errno(err, errno, "-daemonize: pipe");
+    pid_t pid = fork();
+    if (pid < 0)
+        return error_setf_errno(err, errno, "-daemonize: fork");
+    if (pid > 0) {
+        close(fds[1]);
+        unsigned char status = 1;
+        ssize_t n;
+        do {
+            n = read(fds[0], &status, 1);
+        } while (n < 0 && errno == EINTR);
+        close(fds[0]);
+        /* No byte: the child died before finishing start-up; it printed why. */
+        *parent_status = n == 1 ? status : 1;
+        return 1;
+    }
+    close(fds[0]);
+    daemon_pipe = fds[1];
+    setsid();
+    /* A second fork so the daemon can never reacquire a controlling terminal. */
+    pid = fork();
+    if (pid < 0)
+        _exit(1);
+    if (pid > 0)
+        _exit(0);
+    umask(027);
+    return 0;
+}
+
+void os_daemonize_finish(int status)
+{
+    if (daemon_pipe < 0)
+        return;
+    if (status == 0) {
+        int fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, STDIN_FILENO);
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            if (fd > STDERR_FILENO)
+                close(fd);
+        }
+        if (chdir("/") < 0) {
+            /* Nothing to report to: stderr is gone. Staying where we are is harmless. */
+        }
+    }
+    unsigned char b = (unsigned char)status;
+    ssize_t r = write(daemon_pipe, &b, 1);
+    (void)r;
+    close(daemon_pipe);
+    daemon_pipe = -1;
+}
+
+int os_signals_init(struct os_signals *s, struct error *err)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return error_setf(err, "cannot block signals");
+    s->fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s->fd < 0)
+        return error_setf_errno(err, errno, "signalfd");
+    signal(SIGPIPE, SIG_IGN); /* a closed console socket must not kill the VM */
+    return 0;
+}
+
+int os_signals_read(struct os_signals *s, int *pid)
+{
+    struct signalfd_siginfo si;
+    if (read(s->fd, &si, sizeof(si)) != sizeof(si))
+        return -1;
+    *pid = (int)si.ssi_pid;
+    return (int)si.ssi_signo;
+}
+
+static void crash_handler(int sig)
+{
+    chardev_stdio_restore_terminal();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void os_install_crash_handlers(void)
+{
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], crash_handler);
+}

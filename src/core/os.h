@@ -1,0 +1,30 @@
+/* Process-level services: pid file, daemonizing, termination signals. */
+#ifndef KEMU_CORE_OS_H
+#define KEMU_CORE_OS_H
+
+#include "core/error.h"
+#include "core/eventloop.h"
+
+/* Create and lock the pid file; it stays locked until os_pidfile_remove(). */
+int os_pidfile_create(const char *path, struct error *err);
+void os_pidfile_remove(void);
+
+/*
+ * -daemonize: fork. In the parent this waits for the child's verdict and returns 1 with
+ * *parent_status set (the caller exits with it); in the child it returns 0.
+ */
+int os_daemonize_start(int *parent_status, struct error *err);
+/* Child: start-up succeeded (or failed); detach from the terminal and release the parent. */
+void os_daemonize_finish(int status);
+
+struct os_signals {
+    int fd; /* signalfd for SIGTERM, SIGINT, SIGHUP */
+};
+/* Block the termination signals (before threads start) and route them to a signalfd. */
+int os_signals_init(struct os_signals *s, struct error *err);
+/* Read one pending signal; returns its number and the sender's pid, or -1. */
+int os_signals_read(struct os_signals *s, int *pid);
+/* Restore the terminal before dying from a crash signal. */
+void os_install_crash_handlers(void);
+
+#endif

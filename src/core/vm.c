@@ -1,0 +1,356 @@
+#include "core/vm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define SIG_VCPU_KICK SIGUSR1
+
+static void kick_handler(int sig)
+{
+    (void)sig; /* only there to make KVM_RUN return EINTR */
+}
+
+int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint32_t *apic_ids,
+            struct error *err)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->loop = loop;
+    vm->kvm.sys_fd = vm->kvm.vm_fd = -1;
+    vm->wake_fd = -1;
+    bus_init(&vm->pio, "port I/O");
+    bus_init(&vm->mmio, "MMIO");
+    vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->wake_fd < 0)
+        return error_setf_errno(err, errno, "eventfd");
+    vm->vcpus = calloc(nr_vcpus, sizeof(*vm->vcpus));
+    if (!vm->vcpus)
+        return error_setf(err, "out of memory");
+    vm->nr_vcpus = nr_vcpus;
+    for (unsigned i = 0; i < nr_vcpus; i++) {
+        vm->vcpus[i] = (struct vcpu){.vm = vm, .index = i, .apic_id = apic_ids[i]};
+        vm->vcpus[i].kfd.fd = -1;
+    }
+    struct sigaction sa = {.sa_handler = kick_handler};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIG_VCPU_KICK, &sa, NULL);
+    return 0;
+}
+
+static void stop_vcpus(struct vm *vm)
+{
+    atomic_store(&vm->stopping, true);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (!v->thread_started)
+            continue;
+        if (v->kfd.run)
+            v->kfd.run->immediate_exit = 1;
+        pthread_kill(v->thread, SIG_VCPU_KICK);
+    }
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (!v->thread_started)
+            continue;
+        pthread_join(v->thread, NULL);
+        v->thread_started = false;
+    }
+}
+
+static void destroy_kvm_vm(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        if (vm->vcpus[i].kfd.fd >= 0)
+            kvm_destroy_vcpu(&vm->kvm, &vm->vcpus[i].kfd);
+    kvm_destroy_vm(&vm->kvm);
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (vm->vcpus) {
+        stop_vcpus(vm);
+        destroy_kvm_vm(vm);
+        free(vm->vcpus);
+        vm->vcpus = NULL;
+    }
+    kvm_close(&vm->kvm);
+    guest_mem_destroy(&vm->mem);
+    bus_destroy(&vm->pio);
+    bus_destroy(&vm->mmio);
+    if (vm->wake_fd >= 0)
+        close(vm->wake_fd);
+    vm->wake_fd = -1;
+}
+
+void vm_request(struct vm *vm, enum vm_request req, int exit_status)
+{
+    /* The first request wins, except that anything ending the VM overrides a pending reset. */
+    int expected = VM_REQ_NONE;
+    bool posted = atomic_compare_exchange_strong(&vm->request, &expected, (int)req);
+    if (!posted && expected == VM_REQ_RESET && req != VM_REQ_RESET)
+        posted = atomic_compare_exchange_strong(&vm->request, &expected, (int)req);
+    if (posted) {
+        vm->exit_status = exit_status;
+        uint64_t one = 1;
+        ssize_t r = write(vm->wake_fd, &one, sizeof(one));
+        (void)r;
+    }
+    /* Whatever was asked, no vCPU should keep running guest code past this point. */
+    atomic_store(&vm->stopping, true);
+}
+
+static void irq_set(void *opaque, unsigned gsi, int level)
+{
+    struct vm *vm = opaque;
+    kvm_irq_line(&vm->kvm, gsi, level);
+}
+
+struct irq_line vm_irq_line(struct vm *vm, unsigned gsi)
+{
+    return (struct irq_line){.set = irq_set, .opaque = vm, .gsi = gsi};
+}
+
+/* QEMU-style register dump, so a failing guest can be diagnosed from the log. */
+static void dump_registers(struct vcpu *v)
+{
+    struct kvm_regs r;
+    struct kvm_sregs s;
+    if (ioctl(v->kfd.fd, KVM_GET_REGS, &r) < 0 || ioctl(v->kfd.fd, KVM_GET_SREGS, &s) < 0) {
+        fprintf(stderr, "kemu: cannot read the registers of CPU %u\n", v->index);
+        return;
+    }
+    fprintf(stderr,
+            "CPU#%u\n"
+            "RAX=%016llx RBX=%016llx RCX=%016llx RDX=%016llx\n"
+            "RSI=%016llx RDI=%016llx RBP=%016llx RSP=%016llx\n"
+            "R8 =%016llx R9 =%016llx R10=%016llx R11=%016llx\n"
+            "R12=%016llx R13=%016llx R14=%016llx R15=%016llx\n"
+            "RIP=%016llx RFL=%08llx\n",
+            v->index, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10,
+            r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags);
+    const struct {
+        const char *name;
+        struct kvm_segment *seg;
+    } segs[] = {{"ES", &s.es}, {"CS", &s.cs}, {"SS", &s.ss}, {"DS", &s.ds},
+                {"FS", &s.fs}, {"GS", &s.gs}, {"LDT", &s.ldt}, {"TR", &s.tr}};
+    for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++)
+        fprintf(stderr, "%-3s=%04x %016llx %08x type=%x dpl=%u l=%u db=%u\n", segs[i].name,
+                segs[i].seg->selector, segs[i].seg->base, segs[i].seg->limit, segs[i].seg->type,
+                segs[i].seg->dpl, segs[i].seg->l, segs[i].seg->db);
+    fprintf(stderr,
+            "GDT=     %016llx %08x\nIDT=     %016llx %08x\n"
+            "CR0=%08llx CR2=%016llx CR3=%016llx CR4=%08llx\nEFER=%016llx APIC_BASE=%016llx\n",
+            s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit, s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
+            s.apic_base);
+}
+
+static void handle_io(struct vcpu *v)
+{
+    struct kvm_run *run = v->kfd.run;
+    uint8_t *data = (uint8_t *)run + run->io.data_offset;
+    unsigned size = run->io.size;
+    /* data_offset and count come from the kernel, but stay inside the shared page regardless. */
+    if (size == 0 || size > 4 || run->io.data_offset + (uint64_t)size * run->io.count >
+                                     (uint64_t)v->vm->kvm.run_size)
+        return;
+    for (uint32_t i = 0; i < run->io.count; i++, data += size) {
+        if (run->io.direction == KVM_EXIT_IO_OUT) {
+            uint64_t val = 0;
+            memcpy(&val, data, size);
+            bus_write(&v->vm->pio, run->io.port, size, val);
+        } else {
+            uint64_t val;
+            bus_read(&v->vm->pio, run->io.port, size, &val);
+            memcpy(data, &val, size);
+        }
+    }
+}
+
+static void handle_mmio(struct vcpu *v)
+{
+    struct kvm_run *run = v->kfd.run;
+    unsigned len = run->mmio.len;
+    if (len == 0 || len > 8)
+        return;
+    if (run->mmio.is_write) {
+        uint64_t val = 0;
+        memcpy(&val, run->mmio.data, len);
+        bus_write(&v->vm->mmio, run->mmio.phys_addr, len, val);
+    } else {
+        uint64_t val;
+        bus_read(&v->vm->mmio, run->mmio.phys_addr, len, &val);
+        memcpy(run->mmio.data, &val, len);
+    }
+}
+
+static void vcpu_fatal(struct vcpu *v, const char *fmt, unsigned long long a, unsigned long long b)
+{
+    fprintf(stderr, "kemu: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n");
+    dump_registers(v);
+    vm_request(v->vm, VM_REQ_ERROR, 1);
+}
+
+static void *vcpu_thread(void *opaque)
+{
+    struct vcpu *v = opaque;
+    struct vm *vm = v->vm;
+    struct kvm_run *run = v->kfd.run;
+    char name[16];
+    snprintf(name, sizeof(name), "CPU %u/KVM", v->index);
+    pthread_setname_np(pthread_self(), name);
+    v->tid = (int)syscall(SYS_gettid);
+
+    while (!atomic_load(&vm->stopping)) {
+        if (ioctl(v->kfd.fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                run->immediate_exit = 0;
+                continue;
+            }
+            fprintf(stderr, "kemu: KVM_RUN on CPU %u: %s\n", v->index, strerror(errno));
+            dump_registers(v);
+            vm_request(vm, VM_REQ_ERROR, 1);
+            break;
+        }
+        switch (run->exit_reason) {
+        case KVM_EXIT_IO:
+            handle_io(v);
+            break;
+        case KVM_EXIT_MMIO:
+            handle_mmio(v);
+            break;
+        case KVM_EXIT_INTR:
+            break;
+        case KVM_EXIT_HLT:
+            /* Only without an in-kernel LAPIC; a halted CPU with nothing to wake it. */
+            vm_request(vm, VM_REQ_SHUTDOWN, 0);
+            break;
+        case KVM_EXIT_SHUTDOWN:
+            /* Triple fault: a PC resets. */
+            vm_request(vm, VM_REQ_RESET, 0);
+            break;
+        case KVM_EXIT_SYSTEM_EVENT:
+            if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
+                vm_request(vm, VM_REQ_RESET, 0);
+            else
+                vm_request(vm, VM_REQ_SHUTDOWN, 0);
+            break;
+        case KVM_EXIT_INTERNAL_ERROR:
+            vcpu_fatal(v, "KVM internal error. Suberror: %llu (CPU %llu)",
+                       run->internal.suberror, v->index);
+            break;
+        case KVM_EXIT_FAIL_ENTRY:
+            vcpu_fatal(v, "KVM entry failed, hardware error 0x%llx (CPU %llu)",
+                       run->fail_entry.hardware_entry_failure_reason, v->index);
+            break;
+        default:
+            vcpu_fatal(v, "unexpected KVM exit reason %llu (CPU %llu)", run->exit_reason,
+                       v->index);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static int start_kvm_vm(struct vm *vm, struct error *err)
+{
+    if (kvm_create_vm(&vm->kvm, err) < 0)
+        return -1;
+    for (unsigned i = 0; i < vm->mem.nr; i++) {
+        const struct guest_region *r = &vm->mem.regions[i];
+        if (kvm_set_memory(&vm->kvm, i, r->gpa, r->size, r->hva, err) < 0)
+            return -1;
+    }
+    if (vm->board->load(vm, err) < 0)
+        return -1;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (kvm_create_vcpu(&vm->kvm, v->apic_id, &v->kfd, err) < 0)
+            return -1;
+        if (vm->board->setup_vcpu(vm, v, err) < 0)
+            return -1;
+    }
+    atomic_store(&vm->stopping, false);
+    atomic_store(&vm->request, VM_REQ_NONE);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        int e = pthread_create(&v->thread, NULL, vcpu_thread, v);
+        if (e)
+            return error_setf_errno(err, e, "cannot start the thread of CPU %u", i);
+        v->thread_started = true;
+    }
+    return 0;
+}
+
+int vm_start(struct vm *vm, struct error *err)
+{
+    return start_kvm_vm(vm, err);
+}
+
+/* A reset rebuilds the KVM side from scratch: simpler and more thorough than undoing state. */
+static int reset_vm(struct vm *vm, struct error *err)
+{
+    stop_vcpus(vm);
+    destroy_kvm_vm(vm);
+    vm->board->reset_devices(vm);
+    /* A PC's RAM is not cleared by reset, but handing back the pages keeps the host lean. */
+    if (vm->mem.mapping)
+        madvise(vm->mem.mapping, vm->mem.mapping_size, MADV_DONTNEED);
+    vm->resets++;
+    return start_kvm_vm(vm, err);
+}
+
+static void on_wake(void *opaque, uint32_t events)
+{
+    struct vm *vm = opaque;
+    uint64_t n;
+    ssize_t r = read(vm->wake_fd, &n, sizeof(n));
+    (void)r;
+    int req = atomic_load(&vm->request);
+    switch (req) {
+    case VM_REQ_NONE:
+        return;
+    case VM_REQ_RESET:
+        if (vm->no_reboot) {
+            vm->exit_status = 0;
+            break;
+        } else {
+            struct error err = {0};
+            if (reset_vm(vm, &err) < 0) {
+                fprintf(stderr, "kemu: reset failed: %s\n", err.msg);
+                vm->exit_status = 1;
+                break;
+            }
+            return;
+        }
+    default:
+        break;
+    }
+    eventloop_quit(vm->loop);
+}
+
+int vm_run(struct vm *vm)
+{
+    struct error err = {0};
+    if (eventloop_add(vm->loop, vm->wake_fd, EPOLLIN, on_wake, vm, &err) < 0) {
+        fprintf(stderr, "kemu: %s\n", err.msg);
+        return 1;
+    }
+    /* A request may have been posted before the loop started. */
+    if (atomic_load(&vm->request) != VM_REQ_NONE)
+        on_wake(vm, EPOLLIN);
+    eventloop_run(vm->loop);
+    eventloop_remove(vm->loop, vm->wake_fd);
+    stop_vcpus(vm);
+    return vm->exit_status;
+}

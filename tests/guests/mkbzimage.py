@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Build a tiny bzImage whose every entry point immediately writes to QEMU's isa-debug-exit port.
+
+It is a valid boot-protocol 2.15 image with a 64-bit entry, so both kemu (64-bit entry) and QEMU
+(real-mode entry through its option ROM) boot it. Writing AL=CODE to port PORT makes either VMM
+exit with status (CODE << 1) | 1. Used by benchmarks and by system tests that must run on a
+/dev/kvm that cannot run Linux.
+"""
+import struct
+import sys
+
+
+def build(port=0xF4, code=0):
+    # mov al, code ; out port, al ; hlt ; jmp $-1  (same bytes in 16-, 32- and 64-bit mode)
+    exit_seq = bytes([0xB0, code, 0xE6, port, 0xF4, 0xEB, 0xFD])
+    setup_sects = 1
+    setup = bytearray(512 * (setup_sects + 1))
+    setup[0x1F1] = setup_sects
+    struct.pack_into("<H", setup, 0x1FE, 0xAA55)
+    setup[0x200:0x202] = bytes([0xEB, 0x7E])  # real-mode entry: jump to 0x280
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, 0x020F)  # boot protocol 2.15
+    setup[0x210] = 0xFF  # type_of_loader (filled by the loader)
+    setup[0x211] = 0x01  # loadflags: LOADED_HIGH
+    struct.pack_into("<I", setup, 0x214, 0x100000)  # code32_start
+    struct.pack_into("<I", setup, 0x22C, 0x7FFFFFFF)  # initrd_addr_max
+    struct.pack_into("<I", setup, 0x230, 0x200000)  # kernel_alignment
+    setup[0x234] = 1  # relocatable_kernel
+    setup[0x235] = 21  # min_alignment (2 MiB)
+    struct.pack_into("<H", setup, 0x236, 0x3)  # xloadflags: KERNEL_64 | CAN_BE_LOADED_ABOVE_4G
+    struct.pack_into("<I", setup, 0x238, 2047)  # cmdline_size
+    struct.pack_into("<Q", setup, 0x258, 0x1000000)  # pref_address
+    struct.pack_into("<I", setup, 0x260, 0x10000)  # init_size
+    setup[0x280 : 0x280 + len(exit_seq)] = exit_seq
+    kernel = bytearray(0x1000)
+    kernel[0 : len(exit_seq)] = exit_seq  # 32-bit entry
+    kernel[0x200 : 0x200 + len(exit_seq)] = exit_seq  # 64-bit entry
+    struct.pack_into("<I", setup, 0x1F4, len(kernel) // 16)  # syssize
+    return bytes(setup + kernel)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: mkbzimage.py OUT [PORT [CODE]]")
+    port = int(sys.argv[2], 0) if len(sys.argv) > 2 else 0xF4
+    code = int(sys.argv[3], 0) if len(sys.argv) > 3 else 0
+    with open(sys.argv[1], "wb") as f:
+        f.write(build(port, code))

@@ -1,0 +1,76 @@
+"""System tests: boot real Debian kernels under kemu and assert what the guest prints.
+
+Guests run where KVM can run Linux: on this machine if /dev/kvm has VMX/SVM, otherwise inside the
+test host (tests/testhost). Each test builds a kemu command line, runs it through guestrun.py
+and gets back the exit status and the console output.
+"""
+import base64
+import json
+import os
+import shlex
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "testhost"))
+
+import testhost  # noqa: E402
+
+KEMU = os.environ.get("KEMU") or os.path.join(ROOT, "build", "kemu")
+GUESTRUN = os.path.join(ROOT, "tests", "system", "guestrun.py")
+INIT_MARKER = "KEMU-GUEST-INIT"
+
+
+def pytest_report_header(config):
+    ok, why = testhost.kvm_can_run_linux()
+    where = "directly on this machine" if ok else "inside the test host"
+    return f"kemu system tests: guests run {where} ({why}); kemu = {KEMU}"
+
+
+def asset(name):
+    path = os.path.join(testhost.assets_dir(), name)
+    if not os.path.isfile(path):
+        pytest.skip(f"guest asset {path} is missing: run scripts/guest-assets.sh")
+    return path
+
+
+class Result:
+    def __init__(self, d):
+        self.status = d["status"]
+        self.output = d["output"]
+        self.seconds = d["seconds"]
+        self.killed = d["killed"]
+        self.timed_out = d["timed_out"]
+
+    def __repr__(self):
+        return (f"<status={self.status} killed={self.killed} timed_out={self.timed_out} "
+                f"{self.seconds}s>\n--- output tail ---\n{self.output[-3000:]}")
+
+
+def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_opts=(),
+              prefix=""):
+    """Boot kemu with the Debian kernel and our initramfs; `run` is a shell command the guest's
+    init executes before rebooting (-no-reboot then ends kemu)."""
+    if not os.access(KEMU, os.X_OK):
+        pytest.fail(f"{KEMU} is not built")
+    cmdline = "console=ttyS0 panic=-1 quiet " + append
+    if run is not None:
+        cmdline += " kemu.run=" + base64.b64encode(run.encode()).decode()
+    argv = [KEMU, "-enable-kvm", "-kernel", asset(f"vmlinuz-{kernel}"),
+            "-initrd", asset(f"initrd-{kernel}.gz"), "-append", cmdline.strip()] + list(args)
+    cmd = (prefix + " ".join(shlex.quote(a) for a in
+                             [sys.executable, GUESTRUN, "--timeout", str(timeout),
+                              *guestrun_opts, "--", *argv]))
+    status, out = testhost.run_on_kvm(cmd, timeout=timeout + 120, cwd=ROOT)
+    for line in out.splitlines():
+        if line.startswith("GUESTRUN-RESULT "):
+            return Result(json.loads(line[len("GUESTRUN-RESULT "):]))
+    pytest.fail(f"guestrun did not report (status {status}):\n{out[-3000:]}")
+
+
+def run_output(res):
+    """The text between the init marker and the run-exit marker."""
+    out = res.output
+    i = out.find(INIT_MARKER)
+    return out[i:] if i >= 0 else out

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Run one VMM command line, feed it input, watch its console, and report as JSON.
+
+The system tests run this where KVM can run Linux: directly on a host with VMX/SVM, or inside the
+test host (tests/testhost). Everything the test asserts comes from what the guest printed.
+
+  guestrun.py [--timeout S] [--input-after MARKER TEXT]... [--kill-after-count MARKER N]
+              [--stdin-tty] -- CMD ARGS...
+
+Output: one line 'GUESTRUN-RESULT <json>' with status, seconds, output and whether it was killed.
+"""
+import argparse
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--input-after", nargs=2, action="append", default=[],
+                    metavar=("MARKER", "TEXT"), help="send TEXT once MARKER was printed")
+    ap.add_argument("--kill-after-count", nargs=2, metavar=("MARKER", "N"),
+                    help="kill the VMM once MARKER was printed N times")
+    ap.add_argument("--stdin-tty", action="store_true", help="give the VMM a pty as terminal")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+
+    start = time.monotonic()
+    if a.stdin_tty:
+        master, slave = pty.openpty()
+        p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        os.close(slave)
+        out_fd = in_fd = master
+    else:
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        out_fd, in_fd = p.stdout.fileno(), p.stdin.fileno()
+
+    buf = b""
+    pending = [(m.encode(), t.encode().decode("unicode_escape").encode()) for m, t in a.input_after]
+    killed = timed_out = False
+    while True:
+        left = a.timeout - (time.monotonic() - start)
+        if left <= 0:
+            timed_out = True
+            break
+        r, _, _ = select.select([out_fd], [], [], min(left, 1.0))
+        if r:
+            try:
+                chunk = os.read(out_fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            text = buf.replace(b"\r", b"")
+            while pending and pending[0][0] in text:
+                os.write(in_fd, pending.pop(0)[1])
+            if a.kill_after_count:
+                m, n = a.kill_after_count
+                if text.count(m.encode()) >= int(n):
+                    killed = True
+                    break
+        elif p.poll() is not None:
+            break
+    if killed or timed_out:
+        p.send_signal(signal.SIGKILL)
+    try:
+        status = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        status = p.wait()
+    result = {
+        "status": status,
+        "seconds": round(time.monotonic() - start, 3),
+        "killed": killed,
+        "timed_out": timed_out,
+        "output": buf.decode("utf-8", "replace").replace("\r", ""),
+    }
+    sys.stdout.write("GUESTRUN-RESULT " + json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
