@@ -1,0 +1,1129 @@
+/* The kemu command line: one option table drives parsing, -help and error messages. */
+#include "cli/cmdline.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kemu-config.h"
+
+#define MiB (1ULL << 20)
+
+struct parse_state {
+    struct kemu_config *cfg;
+    /* Last argument of merged options, to name them in errors found after all options. */
+    const char *smp_arg, *mem_arg;
+    const char *serial_arg[KEMU_MAX_SERIALS];
+};
+
+static int oom(struct error *err)
+{
+    return error_setf(err, "out of memory");
+}
+
+/* Replace *dst by a copy of src. */
+static int set_str(char **dst, const char *src, struct error *err)
+{
+    char *s = strdup(src);
+    if (!s)
+        return oom(err);
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_'. */
+static bool id_wellformed(const char *id)
+{
+    if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z')))
+        return false;
+    for (const char *p = id + 1; *p; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static int check_id(const char *id, struct error *err)
+{
+    if (!id_wellformed(id))
+        return error_setf(err, "invalid id '%s' (a letter, then letters, digits, '-', '.' or '_')",
+                          id);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- groups ---- */
+
+static const struct opt_desc accel_desc[] = {
+    {"accel", OPT_STRING, NULL, "accelerator: kvm"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group accel_group = {"accel", "accel", false, accel_desc};
+
+static const struct opt_desc machine_desc[] = {
+    {"type", OPT_STRING, "pc", "machine type: pc, pc-i440fx-*, microvm"},
+    {"accel", OPT_STRING, NULL, "accelerator list, e.g. kvm or kvm:tcg (kvm only)"},
+    {"usb", OPT_BOOL, "off", "USB controller (must be off)"},
+    {"dump-guest-core", OPT_BOOL, "on", "include guest memory in a core dump"},
+    {"mem-merge", OPT_BOOL, "on", "allow KSM to merge guest memory pages"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group machine_group = {"machine", "type", false, machine_desc};
+
+static const struct opt_desc mem_desc[] = {
+    {"size", OPT_SIZE, "128M", "initial RAM size (MiB without a suffix)"},
+    {"slots", OPT_NUMBER, "0", "memory hotplug slots"},
+    {"maxmem", OPT_SIZE, NULL, "maximum RAM size including hotplugged memory"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group mem_group = {"memory", "size", false, mem_desc};
+
+static const struct opt_desc smp_desc[] = {
+    {"cpus", OPT_NUMBER, "1", "number of vCPUs present at start"},
+    {"sockets", OPT_NUMBER, NULL, "number of sockets"},
+    {"dies", OPT_NUMBER, "1", "dies per socket (pc only)"},
+    {"cores", OPT_NUMBER, NULL, "cores per die"},
+    {"threads", OPT_NUMBER, NULL, "threads per core"},
+    {"maxcpus", OPT_NUMBER, NULL, "maximum number of vCPUs (default: cpus)"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group smp_group = {"smp", "cpus", false, smp_desc};
+
+static const struct opt_desc name_desc[] = {
+    {"guest", OPT_STRING, NULL, "guest name"},
+    {"process", OPT_STRING, NULL, "host process name"},
+    {"debug-threads", OPT_BOOL, "off", "name the host threads after their role"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group name_group = {"name", "guest", false, name_desc};
+
+static const struct opt_desc display_desc[] = {
+    {"type", OPT_STRING, NULL, "display type: none"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group display_group = {"display", "type", true, display_desc};
+
+static const struct opt_desc rtc_desc[] = {
+    {"base", OPT_STRING, "utc", "utc, localtime, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"},
+    {"clock", OPT_STRING, "host", "host, rt or vm"},
+    {"driftfix", OPT_STRING, "none", "none or slew"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group rtc_group = {"rtc", NULL, false, rtc_desc};
+
+static const struct opt_desc chardev_desc[] = {
+    {"backend", OPT_STRING, NULL, "null, stdio, file or socket"},
+    {"id", OPT_STRING, NULL, "unique name, used by -serial chardev:ID"},
+    {"path", OPT_STRING, NULL, "file: output file; socket: unix socket path"},
+    {"host", OPT_STRING, NULL, "socket: TCP host"},
+    {"port", OPT_NUMBER, NULL, "socket: TCP port"},
+    {"server", OPT_BOOL, "off", "socket: listen instead of connecting"},
+    {"wait", OPT_BOOL, "on", "socket server: wait for a client before starting"},
+    {"append", OPT_BOOL, "off", "file: append instead of truncating"},
+    {"signal", OPT_BOOL, "on", "stdio: let ^C raise signals"},
+    {"mux", OPT_BOOL, "off", "share between several frontends and the monitor"},
+    {"logfile", OPT_STRING, NULL, "also log all output to this file"},
+    {"logappend", OPT_BOOL, "off", "append to the log file"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group chardev_group = {"chardev", "backend", false, chardev_desc};
+
+/* -device before the driver is known: any key; re-validated against the driver's group. */
+static const struct opt_desc device_desc[] = {
+    {"driver", OPT_STRING, NULL, "device model (-device help lists them)"},
+    {"id", OPT_STRING, NULL, "unique device name"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group device_group = {"device", "driver", true, device_desc};
+
+/* ------------------------------------------------------- device models ---- */
+
+/* Device models -device accepts: one row (and one property group) per model. */
+static const struct opt_desc isa_debug_exit_desc[] = {
+    {"driver", OPT_STRING, NULL, "isa-debug-exit"},
+    {"id", OPT_STRING, NULL, "unique device name"},
+    {"iobase", OPT_NUMBER, "0x501", "I/O port; a write of v exits kemu with (v << 1) | 1"},
+    {"iosize", OPT_NUMBER, "2", "I/O port range size (1, 2 or 4)"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group isa_debug_exit_group = {"isa-debug-exit", "driver", false,
+                                                       isa_debug_exit_desc};
+
+struct device_model {
+    const char *name;
+    const struct opts_group *props;
+    const char *bus;
+    const char *desc;
+};
+
+static const struct device_model device_models[] = {
+    {"isa-debug-exit", &isa_debug_exit_group, "ISA", "exit kemu from the guest (testing)"},
+};
+
+static const struct device_model *find_device_model(const char *name)
+{
+    for (size_t i = 0; i < sizeof(device_models) / sizeof(device_models[0]); i++)
+        if (!strcmp(device_models[i].name, name))
+            return &device_models[i];
+    return NULL;
+}
+
+/* --------------------------------------------------------- machines ---- */
+
+struct machine_type {
+    const char *name;
+    enum kemu_machine_type type;
+    bool dies_supported;
+    const char *desc;
+};
+
+static const struct machine_type machine_types[] = {
+    {"pc", KEMU_MACHINE_PC, true, "Standard PC (i440FX + PIIX, 1996) (alias: pc-i440fx-*)"},
+    {"microvm", KEMU_MACHINE_MICROVM, false, "microvm (i386)"},
+};
+
+static const struct machine_type *find_machine(const char *name)
+{
+    if (!strncmp(name, "pc-i440fx-", 10) && name[10])
+        return &machine_types[0];
+    for (size_t i = 0; i < sizeof(machine_types) / sizeof(machine_types[0]); i++)
+        if (!strcmp(machine_types[i].name, name))
+            return &machine_types[i];
+    return NULL;
+}
+
+static const char *const cpu_models[] = {"host", "max"};
+
+/* --------------------------------------------------------- handlers ---- */
+
+static int parse_accel_list(const char *list, struct error *err)
+{
+    /* "kvm", "kvm:tcg": kvm must be among them; kemu then uses kvm. */
+    const char *p = list;
+    while (1) {
+        size_t n = strcspn(p, ":");
+        if (n == 3 && !strncmp(p, "kvm", 3))
+            return 0;
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    return error_setf(err, "accelerator not supported (only kvm)");
+}
+
+static int h_enable_kvm(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->accel_kvm = true;
+    return 0;
+}
+
+static int h_accel(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    const char *a = opts_get_str(o, "accel");
+    if (!a)
+        return error_setf(err, "accelerator not specified");
+    if (strcmp(a, "kvm"))
+        return error_setf(err, "accelerator not supported (only kvm)");
+    if (opts_parse(&st->cfg->accel_opts, &accel_group, arg, err) < 0)
+        return -1;
+    st->cfg->accel_kvm = true;
+    return 0;
+}
+
+static int h_machine(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const char *type = opts_get_str(o, "type");
+    if (opts_has(o, "type")) {
+        const struct machine_type *mt = find_machine(type);
+        if (!mt)
+            return error_setf(err, "unsupported machine type '%s' (-machine help lists them)",
+                              type);
+        cfg->machine = mt->type;
+        if (set_str(&cfg->machine_name, type, err) < 0)
+            return -1;
+    }
+    const char *accel = opts_get_str(o, "accel");
+    if (accel) {
+        if (parse_accel_list(accel, err) < 0)
+            return -1;
+        cfg->accel_kvm = true;
+    }
+    bool usb = false;
+    if (opts_get_bool(o, "usb", &usb, err) < 0)
+        return -1;
+    if (usb)
+        return error_setf(err, "USB is not supported (usb=on)");
+    if (opts_has(o, "dump-guest-core") &&
+        opts_get_bool(o, "dump-guest-core", &cfg->dump_guest_core, err) < 0)
+        return -1;
+    if (opts_has(o, "mem-merge") && opts_get_bool(o, "mem-merge", &cfg->mem_merge, err) < 0)
+        return -1;
+    return opts_parse(&cfg->machine_opts, &machine_group, arg, err);
+}
+
+static int h_mem(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->mem_arg = arg;
+    return opts_parse(&st->cfg->mem_opts, &mem_group, arg, err);
+}
+
+static int h_smp(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->smp_arg = arg;
+    return opts_parse(&st->cfg->smp_opts, &smp_group, arg, err);
+}
+
+static void free_cpu_props(struct kemu_config *cfg)
+{
+    for (size_t i = 0; i < cfg->ncpu_props; i++) {
+        free(cfg->cpu_props[i].name);
+        free(cfg->cpu_props[i].value);
+    }
+    free(cfg->cpu_props);
+    cfg->cpu_props = NULL;
+    cfg->ncpu_props = 0;
+}
+
+static int add_cpu_prop(struct kemu_config *cfg, const char *name, size_t nlen, const char *value,
+                        size_t vlen, struct error *err)
+{
+    char *n = strndup(name, nlen), *v = strndup(value, vlen);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return oom(err);
+    }
+    for (size_t i = 0; i < cfg->ncpu_props; i++) {
+        if (!strcmp(cfg->cpu_props[i].name, n)) { /* the last one wins */
+            free(n);
+            free(cfg->cpu_props[i].value);
+            cfg->cpu_props[i].value = v;
+            return 0;
+        }
+    }
+    struct kemu_cpu_prop *p = realloc(cfg->cpu_props, (cfg->ncpu_props + 1) * sizeof(*p));
+    if (!p) {
+        free(n);
+        free(v);
+        return oom(err);
+    }
+    cfg->cpu_props = p;
+    p[cfg->ncpu_props].name = n;
+    p[cfg->ncpu_props].value = v;
+    cfg->ncpu_props++;
+    return 0;
+}
+
+/* -cpu model[,+flag][,-flag][,prop=value][,flag] */
+static int h_cpu(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    size_t mlen = strcspn(arg, ",");
+    bool known = false;
+    for (size_t i = 0; i < sizeof(cpu_models) / sizeof(cpu_models[0]); i++)
+        if (strlen(cpu_models[i]) == mlen && !strncmp(cpu_models[i], arg, mlen))
+            known = true;
+    if (!known)
+        return error_setf(err, "unknown CPU model '%.*s' (supported: host, max)", (int)mlen, arg);
+    char *model = strndup(arg, mlen);
+    if (!model)
+        return oom(err);
+    free(cfg->cpu_model);
+    cfg->cpu_model = model;
+    free_cpu_props(cfg);
+    for (const char *p = arg + mlen; *p;) {
+        p++; /* the ',' */
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        int r;
+        if (!len) {
+            continue; /* empty element, as QEMU skips them */
+        } else if (*p == '+' || *p == '-') {
+            if (len == 1 || eq)
+                return error_setf(err, "invalid CPU property '%.*s'", (int)len, p);
+            r = add_cpu_prop(cfg, p + 1, len - 1, *p == '+' ? "on" : "off", *p == '+' ? 2 : 3, err);
+        } else if (eq) {
+            if (eq == p)
+                return error_setf(err, "invalid CPU property '%.*s'", (int)len, p);
+            r = add_cpu_prop(cfg, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1, err);
+        } else {
+            r = add_cpu_prop(cfg, p, len, "on", 2, err);
+        }
+        if (r < 0)
+            return -1;
+        p += len;
+    }
+    return 0;
+}
+
+static int h_kernel(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return set_str(&st->cfg->kernel, arg, err);
+}
+
+static int h_initrd(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return set_str(&st->cfg->initrd, arg, err);
+}
+
+static int h_append(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return set_str(&st->cfg->append, arg, err);
+}
+
+static int h_name(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    if (opts_has(o, "guest") && set_str(&cfg->name, opts_get_str(o, "guest"), err) < 0)
+        return -1;
+    if (opts_has(o, "process") && set_str(&cfg->process_name, opts_get_str(o, "process"), err) < 0)
+        return -1;
+    if (opts_get_bool(o, "debug-threads", &cfg->debug_threads, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int h_nographic(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->nographic = true;
+    return 0;
+}
+
+static int h_display(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    const char *type = opts_get_str(o, "type");
+    if (!type)
+        return error_setf(err, "display type not specified");
+    if (strcmp(type, "none"))
+        return error_setf(err, "display '%s' not supported (only none)", type);
+    if (o->n > 1)
+        return error_setf(err, "display none takes no parameters");
+    return 0;
+}
+
+static int h_nodefaults(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->nodefaults = true;
+    return 0;
+}
+
+static int h_no_reboot(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->no_reboot = true;
+    return 0;
+}
+
+static int h_no_shutdown(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->no_shutdown = true;
+    return 0;
+}
+
+static int h_daemonize(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->daemonize = true;
+    return 0;
+}
+
+static int h_start_paused(struct parse_state *st, const char *arg, struct opts *o,
+                          struct error *err)
+{
+    st->cfg->start_paused = true;
+    return 0;
+}
+
+static int h_pidfile(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    if (!*arg)
+        return error_setf(err, "empty path");
+    return set_str(&st->cfg->pidfile, arg, err);
+}
+
+/* Parse exactly ndigits digits (or 1..ndigits when !exact) at *p. */
+static bool parse_digits(const char **p, unsigned maxdigits, int *out)
+{
+    int v = 0;
+    unsigned n = 0;
+    while (**p >= '0' && **p <= '9' && n < maxdigits) {
+        v = v * 10 + (**p - '0');
+        (*p)++;
+        n++;
+    }
+    *out = v;
+    return n > 0;
+}
+
+static int days_in_month(int year, int month)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return month == 2 && leap ? 29 : days[month - 1];
+}
+
+/* "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SS", as UTC. */
+static bool parse_rtc_date(const char *s, time_t *out)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0;
+    const char *p = s;
+    if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
+        !parse_digits(&p, 2, &d))
+        return false;
+    if (*p == 'T') {
+        p++;
+        if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi) || *p++ != ':' ||
+            !parse_digits(&p, 2, &se))
+            return false;
+    }
+    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
+        mi > 59 || se > 59)
+        return false;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = se};
+    *out = timegm(&tm);
+    return *out != (time_t)-1;
+}
+
+static int h_rtc(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const char *base = opts_get_str(o, "base");
+    if (opts_has(o, "base")) {
+        if (!strcmp(base, "utc")) {
+            cfg->rtc_base = KEMU_RTC_BASE_UTC;
+        } else if (!strcmp(base, "localtime")) {
+            cfg->rtc_base = KEMU_RTC_BASE_LOCALTIME;
+        } else if (parse_rtc_date(base, &cfg->rtc_base_time)) {
+            cfg->rtc_base = KEMU_RTC_BASE_DATE;
+        } else {
+            return error_setf(err,
+                              "invalid rtc base '%s' (utc, localtime, YYYY-MM-DD or "
+                              "YYYY-MM-DDTHH:MM:SS)",
+                              base);
+        }
+    }
+    if (opts_has(o, "clock")) {
+        const char *c = opts_get_str(o, "clock");
+        if (!strcmp(c, "host"))
+            cfg->rtc_clock = KEMU_RTC_CLOCK_HOST;
+        else if (!strcmp(c, "rt"))
+            cfg->rtc_clock = KEMU_RTC_CLOCK_RT;
+        else if (!strcmp(c, "vm"))
+            cfg->rtc_clock = KEMU_RTC_CLOCK_VM;
+        else
+            return error_setf(err, "invalid rtc clock '%s' (host, rt or vm)", c);
+    }
+    if (opts_has(o, "driftfix")) {
+        const char *d = opts_get_str(o, "driftfix");
+        if (!strcmp(d, "none"))
+            cfg->rtc_driftfix_slew = false;
+        else if (!strcmp(d, "slew"))
+            cfg->rtc_driftfix_slew = true;
+        else
+            return error_setf(err, "invalid rtc driftfix '%s' (none or slew)", d);
+    }
+    return 0;
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return !strncmp(s, prefix, strlen(prefix));
+}
+
+static int h_serial(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    static const char *const later[] = {"pty",     "vc",      "tcp:",  "telnet:",    "unix:",
+                                        "udp:",    "pipe:",   "/dev/", "websocket:", "msmouse",
+                                        "braille", "serial:", "tty:",  "mon:"};
+    if (cfg->nserials == KEMU_MAX_SERIALS)
+        return error_setf(err, "too many serial ports (at most %d)", KEMU_MAX_SERIALS);
+    struct kemu_serial *s = &cfg->serials[cfg->nserials];
+    memset(s, 0, sizeof(*s));
+    if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
+        s->kind = KEMU_SERIAL_STDIO;
+        s->mux = arg[0] == 'm';
+    } else if (!strcmp(arg, "null")) {
+        s->kind = KEMU_SERIAL_NULL;
+    } else if (!strcmp(arg, "none")) {
+        s->kind = KEMU_SERIAL_NONE;
+    } else if (has_prefix(arg, "file:")) {
+        if (!arg[5])
+            return error_setf(err, "file: needs a path");
+        s->kind = KEMU_SERIAL_FILE;
+        if (set_str(&s->path, arg + 5, err) < 0)
+            return -1;
+    } else if (has_prefix(arg, "chardev:")) {
+        if (!arg[8])
+            return error_setf(err, "chardev: needs an id");
+        s->kind = KEMU_SERIAL_CHARDEV;
+        if (set_str(&s->chardev_id, arg + 8, err) < 0)
+            return -1;
+    } else {
+        for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+            if (has_prefix(arg, later[i]))
+                return error_setf(err, "'%s' is not supported yet", arg);
+        return error_setf(err, "'%s' is not a valid char driver", arg);
+    }
+    st->serial_arg[cfg->nserials] = arg;
+    cfg->nserials++;
+    return 0;
+}
+
+static int chardev_key_allowed(enum kemu_chardev_backend b, const char *key)
+{
+    static const char *const common[] = {"backend", "id", "mux", "logfile", "logappend"};
+    for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+        if (!strcmp(key, common[i]))
+            return 1;
+    switch (b) {
+    case KEMU_CHARDEV_NULL:
+        return 0;
+    case KEMU_CHARDEV_STDIO:
+        return !strcmp(key, "signal");
+    case KEMU_CHARDEV_FILE:
+        return !strcmp(key, "path") || !strcmp(key, "append");
+    case KEMU_CHARDEV_SOCKET:
+        return !strcmp(key, "path") || !strcmp(key, "host") || !strcmp(key, "port") ||
+               !strcmp(key, "server") || !strcmp(key, "wait");
+    }
+    return 0;
+}
+
+static int fill_chardev(struct kemu_chardev_spec *c, const struct opts *o, struct error *err)
+{
+    static const char *const names[] = {"null", "stdio", "file", "socket"};
+    static const char *const later[] = {
+        "pty",      "vc",        "pipe",         "udp",     "serial",  "tty",
+        "parallel", "ringbuf",   "memory",       "msmouse", "braille", "testdev",
+        "spicevmc", "spiceport", "qemu-vdagent", "dbus",    "wctablet"};
+    const char *backend = opts_get_str(o, "backend");
+    if (!backend)
+        return error_setf(err, "backend not specified");
+    size_t b;
+    for (b = 0; b < 4; b++)
+        if (!strcmp(backend, names[b]))
+            break;
+    if (b == 4) {
+        for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+            if (!strcmp(backend, later[i]))
+                return error_setf(err, "chardev backend '%s' is not supported yet", backend);
+        return error_setf(err, "'%s' is not a valid char driver name", backend);
+    }
+    c->backend = (enum kemu_chardev_backend)b;
+    for (size_t i = 0; i < o->n; i++)
+        if (!chardev_key_allowed(c->backend, o->kv[i].key))
+            return error_setf(err, "parameter '%s' is not valid for backend '%s'", o->kv[i].key,
+                              backend);
+    const char *id = opts_get_str(o, "id");
+    if (!id)
+        return error_setf(err, "chardev id is required (id=...)");
+    if (check_id(id, err) < 0 || set_str(&c->id, id, err) < 0)
+        return -1;
+    if (opts_get_bool(o, "mux", &c->mux, err) < 0 ||
+        opts_get_bool(o, "logappend", &c->logappend, err) < 0 ||
+        opts_get_bool(o, "append", &c->append, err) < 0 ||
+        opts_get_bool(o, "signal", &c->signal, err) < 0 ||
+        opts_get_bool(o, "server", &c->server, err) < 0 ||
+        opts_get_bool(o, "wait", &c->wait, err) < 0)
+        return -1;
+    const char *logfile = opts_get_str(o, "logfile");
+    if (logfile && set_str(&c->logfile, logfile, err) < 0)
+        return -1;
+    const char *path = opts_get_str(o, "path");
+    if (path && !*path)
+        return error_setf(err, "empty path");
+    if (path && set_str(&c->path, path, err) < 0)
+        return -1;
+    if (c->backend == KEMU_CHARDEV_FILE && !path)
+        return error_setf(err, "file backend needs path=");
+    if (c->backend == KEMU_CHARDEV_SOCKET) {
+        const char *host = opts_get_str(o, "host");
+        if (path && (host || opts_has(o, "port")))
+            return error_setf(err, "socket backend takes either path= or host=,port=");
+        if (!path) {
+            uint64_t port = 0;
+            if (!host || !opts_has(o, "port"))
+                return error_setf(err, "socket backend needs path= or host= and port=");
+            if (opts_get_number(o, "port", &port, err) < 0)
+                return -1;
+            if (port > 65535)
+                return error_setf(err, "port %" PRIu64 " is out of range", port);
+            c->port = (uint16_t)port;
+            if (set_str(&c->host, host, err) < 0)
+                return -1;
+        }
+        if (!c->server && opts_has(o, "wait"))
+            return error_setf(err, "'wait' is only valid with server=on");
+    }
+    return 0;
+}
+
+static void free_chardev(struct kemu_chardev_spec *c)
+{
+    free(c->id);
+    free(c->path);
+    free(c->host);
+    free(c->logfile);
+    opts_free(&c->opts);
+}
+
+static int h_chardev(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    struct kemu_chardev_spec c = {0};
+    if (fill_chardev(&c, o, err) < 0) {
+        free_chardev(&c);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nchardevs; i++) {
+        if (!strcmp(cfg->chardevs[i].id, c.id)) {
+            error_setf(err, "duplicate chardev id '%s'", c.id);
+            free_chardev(&c);
+            return -1;
+        }
+    }
+    struct kemu_chardev_spec *a = realloc(cfg->chardevs, (cfg->nchardevs + 1) * sizeof(*a));
+    if (!a) {
+        free_chardev(&c);
+        return oom(err);
+    }
+    cfg->chardevs = a;
+    c.opts = *o; /* take the parsed list */
+    memset(o, 0, sizeof(*o));
+    a[cfg->nchardevs++] = c;
+    return 0;
+}
+
+static int h_device(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const char *driver = opts_get_str(o, "driver");
+    if (!driver)
+        return error_setf(err, "driver not specified");
+    const struct device_model *m = find_device_model(driver);
+    if (!m)
+        return error_setf(err, "'%s' is not a valid device model name", driver);
+    if (opts_validate(o, m->props, err) < 0)
+        return -1;
+    const char *id = opts_get_str(o, "id");
+    if (id && check_id(id, err) < 0)
+        return -1;
+    return opts_list_add(&cfg->devices, &cfg->ndevices, o, "device", err);
+}
+
+static int h_version(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->action = KEMU_ACTION_PRINT_VERSION;
+    return 0;
+}
+
+static int h_help(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    st->cfg->action = KEMU_ACTION_PRINT_HELP;
+    return 0;
+}
+
+/* ------------------------------------------------------------ table ---- */
+
+enum {
+    ARG = 1 << 0,     /* takes an argument */
+    HELP_ARG = 1 << 1 /* "help" or "?" as the argument prints option help */
+};
+
+/*
+ * One row per option. To add one (-drive, -netdev, -object):
+ *   1. describe its keys in an opts_group (above), with help text for each key;
+ *   2. write a handler that turns the parsed opts into cfg fields; for a repeatable option
+ *      kept as a list, validate and opts_list_add() it to an array + count in kemu_config,
+ *      freed with opts_list_free() in kemu_config_free();
+ *   3. add the row here: -help, "-X help" and error prefixes then come for free.
+ * The handler's errors are prefixed with "-X ARG: " by cmdline_parse().
+ */
+struct cmdline_option {
+    const char *name; /* without the leading '-' */
+    unsigned flags;
+    const char *arg_name;           /* synopsis of the argument when there is no group */
+    const struct opts_group *group; /* argument is a key=value list parsed with this group */
+    int (*handle)(struct parse_state *st, const char *arg, struct opts *o, struct error *err);
+    const char *help;
+};
+
+static const struct cmdline_option options[] = {
+    {"h", 0, NULL, NULL, h_help, "display this help and exit"},
+    {"help", 0, NULL, NULL, h_help, "display this help and exit"},
+    {"version", 0, NULL, NULL, h_version, "display version information and exit"},
+    {"machine", ARG | HELP_ARG, NULL, &machine_group, h_machine,
+     "select the machine (-machine help lists them)"},
+    {"M", ARG | HELP_ARG, NULL, &machine_group, h_machine, "same as -machine"},
+    {"enable-kvm", 0, NULL, NULL, h_enable_kvm, "use KVM (the only accelerator)"},
+    {"accel", ARG | HELP_ARG, NULL, &accel_group, h_accel, "select the accelerator (kvm)"},
+    {"cpu", ARG | HELP_ARG, "MODEL[,+FLAG|-FLAG|PROP=VALUE...]", NULL, h_cpu,
+     "select the CPU model (-cpu help lists them)"},
+    {"smp", ARG | HELP_ARG, NULL, &smp_group, h_smp, "set the number of vCPUs and the topology"},
+    {"m", ARG | HELP_ARG, NULL, &mem_group, h_mem, "set the RAM size (default 128M)"},
+    {"kernel", ARG, "FILE", NULL, h_kernel, "boot this Linux kernel (bzImage)"},
+    {"initrd", ARG, "FILE", NULL, h_initrd, "use FILE as the initial ram disk"},
+    {"append", ARG, "CMDLINE", NULL, h_append, "kernel command line"},
+    {"name", ARG | HELP_ARG, NULL, &name_group, h_name, "name the guest"},
+    {"nographic", 0, NULL, NULL, h_nographic, "no display; serial port and monitor on stdio"},
+    {"display", ARG | HELP_ARG, NULL, &display_group, h_display, "display type (only none)"},
+    {"nodefaults", 0, NULL, NULL, h_nodefaults, "create no default devices (serial port)"},
+    {"no-reboot", 0, NULL, NULL, h_no_reboot, "exit instead of rebooting"},
+    {"no-shutdown", 0, NULL, NULL, h_no_shutdown, "stop instead of exiting on guest shutdown"},
+    {"S", 0, NULL, NULL, h_start_paused, "do not start the vCPUs (start from the monitor)"},
+    {"rtc", ARG | HELP_ARG, NULL, &rtc_group, h_rtc, "set the RTC start time and clock"},
+    {"serial", ARG, "stdio|mon:stdio|file:PATH|null|none|chardev:ID", NULL, h_serial,
+     "redirect the next serial port (up to 4)"},
+    {"chardev", ARG | HELP_ARG, NULL, &chardev_group, h_chardev, "define a character device"},
+    {"device", ARG | HELP_ARG, NULL, &device_group, h_device,
+     "add a device (-device help lists them)"},
+    {"pidfile", ARG, "FILE", NULL, h_pidfile, "write the process id to FILE"},
+    {"daemonize", 0, NULL, NULL, h_daemonize, "detach from the terminal after start-up"},
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const struct cmdline_option *find_option(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (!strcmp(options[i].name, name))
+            return &options[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------- finalizing ---- */
+
+static int finish_memory(struct parse_state *st, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const struct opts *o = &cfg->mem_opts;
+    if (!st->mem_arg)
+        return 0;
+    if (opts_has(o, "size")) {
+        const char *s = opts_get_str(o, "size");
+        uint64_t size;
+        int r = opts_parse_size(s, MiB, &size);
+        if (r == -ERANGE)
+            return error_setf(err, "RAM size '%s' is too large (maximum 1T)", s);
+        if (r < 0)
+            return error_setf(err, "invalid size '%s'", s);
+        if (size < KEMU_MIN_RAM_SIZE)
+            return error_setf(err, "RAM size '%s' is too small (minimum 1M)", s);
+        if (size > KEMU_MAX_RAM_SIZE)
+            return error_setf(err, "RAM size '%s' is too large (maximum 1T)", s);
+        cfg->ram_size = (size + 4095) & ~4095ULL;
+    }
+    if (opts_get_number(o, "slots", &cfg->ram_slots, err) < 0)
+        return -1;
+    cfg->ram_maxmem = cfg->ram_size;
+    if (opts_has(o, "maxmem")) {
+        if (opts_get_size(o, "maxmem", &cfg->ram_maxmem, err) < 0)
+            return -1;
+        if (cfg->ram_maxmem < cfg->ram_size)
+            return error_setf(err,
+                              "maxmem (%" PRIu64 ") must be at least the RAM size (%" PRIu64 ")",
+                              cfg->ram_maxmem, cfg->ram_size);
+        if (cfg->ram_maxmem > KEMU_MAX_RAM_SIZE)
+            return error_setf(err, "maxmem '%s' is too large (maximum 1T)",
+                              opts_get_str(o, "maxmem"));
+        if (cfg->ram_maxmem > cfg->ram_size && !cfg->ram_slots)
+            return error_setf(err, "maxmem was specified, but no hotplug slots were specified");
+    } else if (cfg->ram_slots) {
+        return error_setf(err, "slots specified but no maxmem");
+    }
+    if (cfg->ram_slots > 256)
+        return error_setf(err, "slots must be at most 256");
+    return 0;
+}
+
+static int finish_smp(struct parse_state *st, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const struct opts *o = &cfg->smp_opts;
+    struct smp_request req = {0};
+    static const char *const keys[] = {"cpus", "sockets", "dies", "cores", "threads", "maxcpus"};
+    bool *has[] = {&req.has_cpus,  &req.has_sockets, &req.has_dies,
+                   &req.has_cores, &req.has_threads, &req.has_maxcpus};
+    uint64_t *val[] = {&req.cpus, &req.sockets, &req.dies, &req.cores, &req.threads, &req.maxcpus};
+    for (size_t i = 0; i < 6; i++) {
+        *has[i] = opts_has(o, keys[i]);
+        if (*has[i] && opts_get_number(o, keys[i], val[i], err) < 0)
+            return -1;
+    }
+    if (!st->smp_arg)
+        req.has_cpus = true, req.cpus = 1;
+    const struct machine_type *mt = find_machine(cfg->machine_name);
+    struct smp_machine m = {cfg->machine_name, mt && mt->dies_supported, KEMU_MAX_CPUS};
+    return smp_resolve(&req, &m, &cfg->smp, err);
+}
+
+static int finish_serials(struct parse_state *st, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    for (size_t i = 0; i < cfg->nserials; i++) {
+        struct kemu_serial *s = &cfg->serials[i];
+        if (s->kind != KEMU_SERIAL_CHARDEV)
+            continue;
+        size_t j;
+        for (j = 0; j < cfg->nchardevs; j++)
+            if (!strcmp(cfg->chardevs[j].id, s->chardev_id))
+                break;
+        if (j == cfg->nchardevs) {
+            error_setf(err, "chardev '%s' not found", s->chardev_id);
+            error_prefix(err, "-serial %s: ", st->serial_arg[i]);
+            return -1;
+        }
+        s->chardev = j;
+        for (size_t k = 0; k < i; k++) {
+            if (cfg->serials[k].kind == KEMU_SERIAL_CHARDEV && cfg->serials[k].chardev == j &&
+                !cfg->chardevs[j].mux) {
+                error_setf(err, "chardev '%s' is already in use (use mux=on to share it)",
+                           s->chardev_id);
+                error_prefix(err, "-serial %s: ", st->serial_arg[i]);
+                return -1;
+            }
+        }
+    }
+    if (!cfg->nserials && !cfg->nodefaults) {
+        cfg->serials[0].kind = KEMU_SERIAL_STDIO;
+        cfg->serials[0].mux = cfg->nographic;
+        cfg->nserials = 1;
+        cfg->serial_default = true;
+    }
+    return 0;
+}
+
+static int finish(struct parse_state *st, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    if (finish_memory(st, err) < 0) {
+        error_prefix(err, "-m %s: ", st->mem_arg);
+        return -1;
+    }
+    if (finish_smp(st, err) < 0) {
+        if (st->smp_arg)
+            error_prefix(err, "-smp %s: ", st->smp_arg);
+        return -1;
+    }
+    if (cfg->initrd && !cfg->kernel)
+        return error_setf(err, "-initrd: only allowed with -kernel");
+    if (cfg->append && !cfg->kernel)
+        return error_setf(err, "-append: only allowed with -kernel");
+    return finish_serials(st, err);
+}
+
+/* ------------------------------------------------------------ entry ---- */
+
+static int defaults(struct kemu_config *cfg, struct error *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->machine = KEMU_MACHINE_PC;
+    cfg->dump_guest_core = true;
+    cfg->mem_merge = true;
+    cfg->ram_size = KEMU_DEFAULT_RAM_SIZE;
+    cfg->ram_maxmem = KEMU_DEFAULT_RAM_SIZE;
+    cfg->rtc_base = KEMU_RTC_BASE_UTC;
+    cfg->rtc_clock = KEMU_RTC_CLOCK_HOST;
+    cfg->machine_opts.group = &machine_group;
+    cfg->mem_opts.group = &mem_group;
+    cfg->smp_opts.group = &smp_group;
+    cfg->accel_opts.group = &accel_group;
+    if (set_str(&cfg->machine_name, "pc", err) < 0 || set_str(&cfg->cpu_model, "host", err) < 0)
+        return -1;
+    return 0;
+}
+
+static void request_option_help(struct kemu_config *cfg, const struct cmdline_option *opt,
+                                const struct opts *o)
+{
+    cfg->action = KEMU_ACTION_PRINT_OPTION_HELP;
+    cfg->help_option = opt->name;
+    /* "-device DRIVER,help", "-machine TYPE,help": properties of that driver or machine. */
+    const char *what = o && opt->group && opt->group->implied && opts_has(o, opt->group->implied)
+                           ? opts_get_str(o, opt->group->implied)
+                           : NULL;
+    if (what)
+        cfg->help_arg = strdup(what); /* on failure, the generic list is printed */
+}
+
+static int parse_args(int argc, char **argv, struct kemu_config *cfg, struct error *err)
+{
+    struct parse_state st = {.cfg = cfg};
+    if (defaults(cfg, err) < 0)
+        return -1;
+    for (int i = 1; i < argc; i++) {
+        const char *text = argv[i];
+        if (text[0] != '-')
+            return error_setf(err,
+                              "%s: disk images without an option are not supported yet, "
+                              "use -drive",
+                              text);
+        const char *name = text + 1;
+        if (name[0] == '-' && name[1])
+            name++; /* "--smp" is "-smp" */
+        const struct cmdline_option *opt = find_option(name);
+        if (!opt)
+            return error_setf(err, "%s: invalid option", text);
+        const char *arg = NULL;
+        if (opt->flags & ARG) {
+            if (i + 1 >= argc)
+                return error_setf(err, "%s: option requires an argument", text);
+            arg = argv[++i];
+            if ((opt->flags & HELP_ARG) && opts_is_help(arg)) {
+                request_option_help(cfg, opt, NULL);
+                return 0;
+            }
+        }
+        struct opts o = {0};
+        int r = 0;
+        if (opt->group) {
+            r = opts_parse(&o, opt->group, arg, err);
+            if (r == 0 && o.help) {
+                request_option_help(cfg, opt, &o);
+                opts_free(&o);
+                return 0;
+            }
+        }
+        if (r == 0)
+            r = opt->handle(&st, arg, opt->group ? &o : NULL, err);
+        opts_free(&o);
+        if (r < 0) {
+            if (arg)
+                error_prefix(err, "%s %s: ", text, arg);
+            else
+                error_prefix(err, "%s: ", text);
+            return -1;
+        }
+        if (cfg->action != KEMU_ACTION_RUN)
+            return 0;
+    }
+    return finish(&st, err);
+}
+
+int cmdline_parse(int argc, char **argv, struct kemu_config *cfg, struct error *err)
+{
+    int r = parse_args(argc, argv, cfg, err);
+    if (r < 0 && err) {
+        /* One line, whatever the arguments held. */
+        for (char *p = err->msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
+    }
+    return r;
+}
+
+void kemu_config_free(struct kemu_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->help_arg);
+    free(cfg->machine_name);
+    free(cfg->cpu_model);
+    free_cpu_props(cfg);
+    free(cfg->kernel);
+    free(cfg->initrd);
+    free(cfg->append);
+    free(cfg->name);
+    free(cfg->process_name);
+    free(cfg->pidfile);
+    for (size_t i = 0; i < KEMU_MAX_SERIALS; i++) {
+        free(cfg->serials[i].path);
+        free(cfg->serials[i].chardev_id);
+    }
+    for (size_t i = 0; i < cfg->nchardevs; i++)
+        free_chardev(&cfg->chardevs[i]);
+    free(cfg->chardevs);
+    opts_list_free(&cfg->devices, &cfg->ndevices);
+    opts_free(&cfg->machine_opts);
+    opts_free(&cfg->mem_opts);
+    opts_free(&cfg->smp_opts);
+    opts_free(&cfg->accel_opts);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ----------------------------------------------------------- output ---- */
+
+void cmdline_print_version(FILE *f)
+{
+    fprintf(f, "kemu version %s (QEMU-compatible)\n", KEMU_VERSION);
+}
+
+void cmdline_print_usage(FILE *f)
+{
+    fprintf(f, "usage: kemu [options]\n\n");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const struct cmdline_option *o = &options[i];
+        char syn[512] = "";
+        if (o->group)
+            opts_synopsis(o->group, syn, sizeof(syn));
+        else if (o->arg_name)
+            snprintf(syn, sizeof(syn), "%s", o->arg_name);
+        char left[600];
+        snprintf(left, sizeof(left), "-%s%s%s", o->name, *syn ? " " : "", syn);
+        if (strlen(left) <= 28)
+            fprintf(f, "  %-28s %s\n", left, o->help);
+        else
+            fprintf(f, "  %s\n  %-28s %s\n", left, "", o->help);
+    }
+    fprintf(f, "\n\"-OPTION help\" lists the parameters of an option.\n");
+}
+
+void cmdline_print_option_help(const struct kemu_config *cfg, FILE *f)
+{
+    const char *name = cfg->help_option ? cfg->help_option : "";
+    const struct cmdline_option *opt = find_option(name);
+    if ((!strcmp(name, "machine") || !strcmp(name, "M")) && cfg->help_arg) {
+        opts_print_help(&machine_group, f);
+    } else if (!strcmp(name, "machine") || !strcmp(name, "M")) {
+        fprintf(f, "Supported machines are:\n");
+        for (size_t i = 0; i < sizeof(machine_types) / sizeof(machine_types[0]); i++)
+            fprintf(f, "%-20s %s%s\n", machine_types[i].name, machine_types[i].desc,
+                    i == 0 ? " (default)" : "");
+    } else if (!strcmp(name, "cpu")) {
+        fprintf(f, "Available CPUs:\n");
+        fprintf(f, "  host  KVM processor with all supported host features (default)\n");
+        fprintf(f, "  max   enables all features supported by the accelerator\n");
+    } else if (!strcmp(name, "device")) {
+        const struct device_model *m = cfg->help_arg ? find_device_model(cfg->help_arg) : NULL;
+        if (m) {
+            opts_print_help(m->props, f);
+        } else {
+            if (cfg->help_arg)
+                fprintf(f, "'%s' is not a valid device model name\n", cfg->help_arg);
+            fprintf(f, "Available devices:\n");
+            for (size_t i = 0; i < sizeof(device_models) / sizeof(device_models[0]); i++)
+                fprintf(f, "name \"%s\", bus %s, desc \"%s\"\n", device_models[i].name,
+                        device_models[i].bus, device_models[i].desc);
+        }
+    } else if (!strcmp(name, "accel")) {
+        fprintf(f, "Accelerators supported: kvm\n");
+    } else if (opt && opt->group) {
+        opts_print_help(opt->group, f);
+    }
+}
+
+int cmdline_print_action(const struct kemu_config *cfg, FILE *f)
+{
+    switch (cfg->action) {
+    case KEMU_ACTION_RUN:
+        return -1;
+    case KEMU_ACTION_PRINT_VERSION:
+        cmdline_print_version(f);
+        return 0;
+    case KEMU_ACTION_PRINT_HELP:
+        cmdline_print_usage(f);
+        return 0;
+    case KEMU_ACTION_PRINT_OPTION_HELP:
+        cmdline_print_option_help(cfg, f);
+        return 0;
+    }
+    return -1;
+}
