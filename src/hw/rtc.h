@@ -1,0 +1,74 @@
+/*
+ * MC146818 real-time clock and CMOS RAM, as on every PC: index port 0x70, data port 0x71,
+ * IRQ 8. Besides the clock it carries the CMOS bytes a PC BIOS fills in (memory sizes,
+ * equipment byte, CPU count) that some guests and firmware read.
+ */
+#ifndef KEMU_HW_RTC_H
+#define KEMU_HW_RTC_H
+
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/irq.h"
+
+#define RTC_IO_BASE 0x70
+#define RTC_IO_LEN  2 /* 0x70 index (bit 7 = NMI disable, ignored), 0x71 data */
+
+enum {
+    RTC_BASE_UTC,       /* the RTC shows UTC (QEMU -rtc base=utc, the default) */
+    RTC_BASE_LOCALTIME, /* the RTC shows the host's local time (base=localtime) */
+    RTC_BASE_FIXED,     /* the RTC starts at fixed_epoch and runs from there (base=<date>) */
+};
+
+struct rtc_config {
+    int base;            /* RTC_BASE_* */
+    int64_t fixed_epoch; /* RTC_BASE_FIXED: seconds since 1970-01-01 00:00:00, shown as UTC */
+    uint64_t ram_below_4g, ram_above_4g; /* bytes, for the CMOS memory-size fields */
+    unsigned nr_cpus;                    /* CMOS 0x5f = nr_cpus - 1 (as QEMU sets for SeaBIOS) */
+
+    /*
+     * Optional. clock() returns the time in ns on the clock every rtc_* function uses; NULL
+     * means CLOCK_MONOTONIC (tests inject a fake). wall_clock() gives the host's wall time in
+     * ns since 1970 for base=utc/localtime, read once at creation; NULL means CLOCK_REALTIME.
+     */
+    int64_t (*clock)(void *opaque);
+    int64_t (*wall_clock)(void *opaque);
+    void *clock_opaque;
+
+    /*
+     * Optional. Called (on a vCPU thread, without the device lock) after a register access
+     * that may have moved rtc_next_deadline_ns(), so the event loop can re-arm its timer.
+     */
+    void (*deadline_changed)(void *opaque);
+    void *deadline_opaque;
+};
+
+struct rtc;
+
+/* Returns NULL when out of memory. */
+struct rtc *rtc_create(const struct rtc_config *cfg, struct irq_line irq);
+/*
+ * System reset, as the chip's RESET pin: clears PIE/AIE/UIE/SQWE and the interrupt flags and
+ * lowers the IRQ. The time and the CMOS RAM (battery-backed) are kept.
+ */
+void rtc_reset(struct rtc *rtc);
+void rtc_destroy(struct rtc *rtc);
+
+/*
+ * Timer interface. All times are CLOCK_MONOTONIC ns (or the injected clock): the guest's
+ * time of day is the monotonic clock plus an offset fixed at creation (from the wall clock or
+ * the fixed date) and moved by guest writes to the time registers, so host wall-clock steps
+ * (NTP, settimeofday) do not jump the guest RTC or its timers, and one clock serves both.
+ *
+ * rtc_next_deadline_ns: when rtc_tick must next run for an enabled interrupt (periodic,
+ * alarm, update-ended) to be raised on time; INT64_MAX when none is needed (no interrupt
+ * enabled, or IRQF is already set and nothing can change until the guest reads register C).
+ * rtc_tick: bring flags up to now_ns and raise IRQ 8 as due. Calling it early or late is
+ * harmless; flags that need no interrupt are also computed lazily when the guest reads C.
+ */
+int64_t rtc_next_deadline_ns(struct rtc *rtc);
+void rtc_tick(struct rtc *rtc, int64_t now_ns);
+
+extern const struct bus_ops rtc_bus_ops;
+
+#endif
