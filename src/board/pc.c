@@ -1,6 +1,7 @@
 #include "board/pc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct pc {
     struct i8042 *kbc;
     struct rtc *rtc;
     int rtc_timer_fd;
+    pthread_mutex_t rtc_timer_lock; /* the deadline is re-armed from vCPU and main threads */
     struct debugexit *dbg;
 };
 
@@ -180,13 +182,23 @@ static void request_exit(void *opaque, int status)
 /* The RTC's periodic, alarm and update interrupts, driven by one timerfd on the main loop. */
 static void rtc_arm(struct pc *pc)
 {
+    pthread_mutex_lock(&pc->rtc_timer_lock);
     int64_t deadline = rtc_next_deadline_ns(pc->rtc);
-    struct itimerspec its = {0};
-    if (deadline > 0) {
+    struct itimerspec its = {0}; /* all zero disarms */
+    if (deadline > 0 && deadline != INT64_MAX) {
         its.it_value.tv_sec = deadline / 1000000000;
         its.it_value.tv_nsec = deadline % 1000000000;
     }
     timerfd_settime(pc->rtc_timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    pthread_mutex_unlock(&pc->rtc_timer_lock);
+}
+
+/* The guest enabled or changed an RTC interrupt (vCPU thread). */
+static void rtc_deadline_changed(void *opaque)
+{
+    struct pc *pc = opaque;
+    if (pc->rtc_timer_fd >= 0)
+        rtc_arm(pc);
 }
 
 static void on_rtc_timer(void *opaque, uint32_t events)
@@ -229,6 +241,8 @@ static int add_devices(struct pc *pc, struct error *err)
         .ram_below_4g = low,
         .ram_above_4g = pc->p.ram_size - low,
         .nr_cpus = pc->p.cpus,
+        .deadline_changed = rtc_deadline_changed,
+        .deadline_opaque = pc,
     };
     pc->rtc = rtc_create(&rc, vm_irq_line(vm, 8));
     if (!pc->rtc)
@@ -259,6 +273,7 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
         return error_setf(err, "out of memory");
     pc->p = *p;
     pc->rtc_timer_fd = -1;
+    pthread_mutex_init(&pc->rtc_timer_lock, NULL);
     struct vm *vm = &pc->vm;
     pc->apic_ids = calloc(p->maxcpus, sizeof(uint32_t));
     if (!pc->apic_ids) {

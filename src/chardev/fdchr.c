@@ -129,10 +129,13 @@ int fdchr_init(struct fdchr *f, const struct chardev_ops *ops, struct eventloop 
     if (eventloop_add(loop, f->kick_fd, EPOLLIN, on_kick, f, err) < 0)
         return -1;
     if (in_fd >= 0) {
-        if (eventloop_add(loop, in_fd, EPOLLIN, on_input, f, err) < 0)
-            return -1;
-        f->in_fd = in_fd;
-        f->reading = true;
+        struct error e = {0};
+        if (eventloop_add(loop, in_fd, EPOLLIN, on_input, f, &e) == 0) {
+            f->in_fd = in_fd;
+            f->reading = true;
+        }
+        /* Otherwise the input cannot be polled (a regular file, /dev/null): run without input,
+         * as QEMU does. */
     }
     return 0;
 }
