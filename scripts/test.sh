@@ -51,4 +51,4 @@ if [ "${SKIP_SYSTEM:-0}" = 1 ]; then
     exit 0
 fi
 echo "== system tests"
-python3 -m pytest -rs -v tests/system tests/testhost "$@"
+/usr/bin/python3 -m pytest -rs -v tests/system tests/testhost "$@"

@@ -65,6 +65,7 @@ int kvm_open(struct kvm *kvm, const char *path, struct error *err)
     if (kvm->max_vcpu_id <= 0)
         kvm->max_vcpu_id = kvm->max_vcpus;
 
+    kvm->tsc_deadline = ioctl(kvm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     /* The supported CPUID set; grow the buffer until the kernel is satisfied. */
     for (int n = 64; n <= 4096; n *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));

@@ -17,6 +17,7 @@ struct kvm {
     int run_size; /* size of each vCPU's shared kvm_run area */
     int max_vcpus;
     int max_vcpu_id;
+    bool tsc_deadline; /* the LAPIC's TSC-deadline timer can be offered to the guest */
     struct kvm_cpuid2 *supported_cpuid;
 };
 

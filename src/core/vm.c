@@ -15,6 +15,9 @@
 
 #define SIG_VCPU_KICK SIGUSR1
 
+/* KEMU_TRACE=1 in the environment logs every port and MMIO exit to stderr (debugging aid). */
+static bool trace_exits;
+
 static void kick_handler(int sig)
 {
     (void)sig; /* only there to make KVM_RUN return EINTR */
@@ -40,6 +43,8 @@ int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint
         vm->vcpus[i] = (struct vcpu){.vm = vm, .index = i, .apic_id = apic_ids[i]};
         vm->vcpus[i].kfd.fd = -1;
     }
+    const char *trace = getenv("KEMU_TRACE");
+    trace_exits = trace && *trace && strcmp(trace, "0") != 0;
     struct sigaction sa = {.sa_handler = kick_handler};
     sigemptyset(&sa.sa_mask);
     sigaction(SIG_VCPU_KICK, &sa, NULL);
@@ -166,10 +171,16 @@ static void handle_io(struct vcpu *v)
         if (run->io.direction == KVM_EXIT_IO_OUT) {
             uint64_t val = 0;
             memcpy(&val, data, size);
+            if (trace_exits)
+                fprintf(stderr, "kemu-trace: cpu%u out 0x%x/%u = 0x%llx\n", v->index,
+                        run->io.port, size, (unsigned long long)val);
             bus_write(&v->vm->pio, run->io.port, size, val);
         } else {
             uint64_t val;
             bus_read(&v->vm->pio, run->io.port, size, &val);
+            if (trace_exits)
+                fprintf(stderr, "kemu-trace: cpu%u in 0x%x/%u -> 0x%llx\n", v->index,
+                        run->io.port, size, (unsigned long long)val);
             memcpy(data, &val, size);
         }
     }
@@ -181,6 +192,10 @@ static void handle_mmio(struct vcpu *v)
     unsigned len = run->mmio.len;
     if (len == 0 || len > 8)
         return;
+    if (trace_exits)
+        fprintf(stderr, "kemu-trace: cpu%u mmio %s 0x%llx/%u\n", v->index,
+                run->mmio.is_write ? "write" : "read", (unsigned long long)run->mmio.phys_addr,
+                len);
     if (run->mmio.is_write) {
         uint64_t val = 0;
         memcpy(&val, run->mmio.data, len);

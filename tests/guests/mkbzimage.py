@@ -11,8 +11,11 @@ import sys
 
 
 def build(port=0xF4, code=0):
-    # mov al, code ; out port, al ; hlt ; jmp $-1  (same bytes in 16-, 32- and 64-bit mode)
-    exit_seq = bytes([0xB0, code, 0xE6, port, 0xF4, 0xEB, 0xFD])
+    # mov al, code ; mov dx, port ; out dx, al ; hlt ; jmp $-1. The operand-size prefix that
+    # makes "mov dx, imm16" differs between real mode and 32/64-bit mode.
+    lo, hi = port & 0xFF, port >> 8
+    real_seq = bytes([0xB0, code, 0xBA, lo, hi, 0xEE, 0xF4, 0xEB, 0xFD])
+    exit_seq = bytes([0xB0, code, 0x66, 0xBA, lo, hi, 0xEE, 0xF4, 0xEB, 0xFD])
     setup_sects = 1
     setup = bytearray(512 * (setup_sects + 1))
     setup[0x1F1] = setup_sects
@@ -31,7 +34,7 @@ def build(port=0xF4, code=0):
     struct.pack_into("<I", setup, 0x238, 2047)  # cmdline_size
     struct.pack_into("<Q", setup, 0x258, 0x1000000)  # pref_address
     struct.pack_into("<I", setup, 0x260, 0x10000)  # init_size
-    setup[0x280 : 0x280 + len(exit_seq)] = exit_seq
+    setup[0x280 : 0x280 + len(real_seq)] = real_seq
     kernel = bytearray(0x1000)
     kernel[0 : len(exit_seq)] = exit_seq  # 32-bit entry
     kernel[0x200 : 0x200 + len(exit_seq)] = exit_seq  # 64-bit entry

@@ -1,0 +1,130 @@
+"""kemu on this machine's own /dev/kvm with tiny guests that need no Linux (tests/guests/
+mkbzimage.py), and command-line errors. These run even where /dev/kvm cannot run Linux (PVM)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import KEMU, ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "guests"))
+import mkbzimage  # noqa: E402
+
+needs_kvm = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                               reason="no usable /dev/kvm on this machine")
+
+
+def kemu(*args, timeout=30, **kw):
+    if not os.access(KEMU, os.X_OK):
+        pytest.fail(f"{KEMU} is not built")
+    return subprocess.run([KEMU, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    def make(port, value):
+        p = tmp_path / f"tiny-{port:x}-{value:x}.bzImage"
+        p.write_bytes(mkbzimage.build(port, value))
+        return str(p)
+    return make
+
+
+@needs_kvm
+@pytest.mark.parametrize("machine", ["pc", "microvm"])
+def test_debug_exit_status(tiny, machine):
+    r = kemu("-enable-kvm", "-M", machine, "-m", "64M", "-nographic", "-nodefaults",
+             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", tiny(0xF4, 5))
+    assert r.returncode == (5 << 1) | 1, r
+
+
+@needs_kvm
+def test_debug_exit_default_port(tiny):
+    # QEMU's default iobase is 0x501.
+    r = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-device", "isa-debug-exit",
+             "-kernel", tiny(0x501, 3))
+    assert r.returncode == 7, r
+
+
+@needs_kvm
+@pytest.mark.parametrize("port,value", [(0x64, 0xFE), (0xCF9, 0x06)], ids=["i8042", "cf9"])
+def test_reset_with_no_reboot_exits_zero(tiny, port, value):
+    r = kemu("-enable-kvm", "-m", "64M", "-nographic", "-no-reboot", "-kernel", tiny(port, value))
+    assert r.returncode == 0, r
+
+
+@needs_kvm
+def test_reset_without_no_reboot_restarts(tiny):
+    # The guest resets at its first instruction: kemu keeps rebooting it until told to stop.
+    p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-display", "none",
+                          "-kernel", tiny(0x64, 0xFE)], stdin=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert p.poll() is None, "kemu exited instead of resetting the guest"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 0
+    assert "terminating on signal 15" in err
+
+
+@needs_kvm
+def test_daemonize_and_pidfile(tiny, tmp_path):
+    pidfile = tmp_path / "kemu.pid"
+    log = tmp_path / "serial.log"
+    # Port 0x80 is unassigned: the guest then halts with interrupts off, forever.
+    r = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-daemonize", "-pidfile",
+             str(pidfile), "-serial", f"file:{log}", "-kernel", tiny(0x80, 0))
+    assert r.returncode == 0, r
+    pid = int(pidfile.read_text())
+    os.kill(pid, 0)  # alive
+    # A second instance cannot take the same pid file.
+    r2 = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-pidfile", str(pidfile),
+              "-kernel", tiny(0x80, 0))
+    assert r2.returncode == 1 and "pidfile" in r2.stderr, r2
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("daemon did not exit on SIGTERM")
+    assert not pidfile.exists(), "pid file left behind"
+
+
+BAD = [
+    (["-smp", "2,socket=2"], "-smp 2,socket=2: unknown parameter 'socket'"),
+    (["-smp", "4,sockets=2,cores=3"], "Invalid CPU topology"),
+    (["-m", "12Q"], "-m"),
+    (["-kernel"], "-kernel"),
+    (["-frobnicate"], "-frobnicate"),
+    (["-M", "vexpress"], "vexpress"),
+    (["-accel", "tcg"], "tcg"),
+    (["-serial", "pty"], "-serial"),
+    (["-device", "nosuchdev"], "nosuchdev"),
+    (["-rtc", "base=yesterday"], "-rtc"),
+    (["-kernel", "/nonexistent/vmlinuz"], "/nonexistent/vmlinuz"),
+    (["-kernel", "/etc/hostname"], "-kernel"),
+    (["-serial", "chardev:nope"], "nope"),
+    (["-chardev", "file,id=c0"], "path"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_option_one_line_exit_1(args, needle):
+    r = kemu("-display", "none", *args)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("kemu: ") and needle in lines[0], lines[0]
+
+
+def test_version_and_help():
+    r = kemu("-version")
+    assert r.returncode == 0 and "kemu" in r.stdout
+    r = kemu("-smp", "help")
+    assert r.returncode == 0 and "sockets" in r.stdout
