@@ -8,9 +8,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* Where KVM puts the real-mode TSS and identity page table it needs on Intel: inside the hole. */
-#define KVM_TSS_ADDR         0xfffbd000ULL
-#define KVM_IDENTITY_MAP_ADR 0xfffbc000ULL
+#include "arch/x86/gsi.h"
+#include "arch/x86/layout.h"
+
 
 static const struct {
     int cap;
@@ -111,12 +111,22 @@ int kvm_create_vm(struct kvm *kvm, struct error *err)
     if (fd < 0)
         return error_setf_errno(err, errno, "KVM_CREATE_VM");
     kvm->vm_fd = fd;
-    if (ioctl(fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0)
+    if (ioctl(fd, KVM_SET_TSS_ADDR, X86_KVM_TSS_ADDR) < 0)
         goto fail;
-    uint64_t idmap = KVM_IDENTITY_MAP_ADR;
+    uint64_t idmap = X86_KVM_IDENTITY_MAP_ADDR;
     if (ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
         goto fail;
     if (ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        goto fail;
+    /* KVM's default routing puts GSI 0 on IOAPIC pin 0; a PC (and our MADT) has the PIT on
+     * pin 2. Route as a PC does, or the guest gets no timer ticks through the IOAPIC. */
+    struct {
+        struct kvm_irq_routing r;
+        struct kvm_irq_routing_entry e[X86_PC_GSI_ROUTES];
+    } rt;
+    memset(&rt, 0, sizeof(rt));
+    rt.r.nr = x86_pc_gsi_routing(rt.e, X86_PC_GSI_ROUTES);
+    if (ioctl(fd, KVM_SET_GSI_ROUTING, &rt) < 0)
         goto fail;
     /* The speaker-port dummy lets port 0x61 reads (PIT calibration) stay in the kernel. */
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};

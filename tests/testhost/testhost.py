@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""Run commands where KVM can run an unmodified Linux guest.
+
+On machines whose /dev/kvm is PVM (no hardware VMX/SVM), real guests run inside a *test host*:
+Debian's QEMU under TCG (which exposes AMD SVM), booting Debian's generic kernel with the
+initramfs built by scripts/guest-assets.sh. That initramfs loads kvm-amd, mounts this machine's /
+read-only over 9p, a scratch ext4 disk as the writable /tmp, and serves commands on the serial
+console: each runs in `chroot /host` and comes back framed by random markers.
+
+Public API:
+    kvm_can_run_linux() -> (bool, str)
+    assets_dir() -> str;  missing_assets(names=...) -> list[str]
+    TestHost(...).start() / .run(cmd, timeout=..., cwd=None, env=None) -> (int, str) / .stop()
+    run_on_kvm(cmd, timeout=..., cwd=None, env=None) -> (int, str)
+CLI:
+    testhost.py run [--timeout N] [--testhost] -- CMD...
+    testhost.py shell
+"""
+
+import atexit
+import base64
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+__all__ = [
+    "TestHostError", "TestHostTimeout", "TestHost", "kvm_can_run_linux", "assets_dir",
+    "missing_assets", "run_on_kvm",
+]
+
+TESTHOST_ASSETS = ("vmlinuz-generic", "testhost-initrd.gz")
+GUEST_ASSETS = ("vmlinuz-cloud", "initrd-cloud.gz", "vmlinuz-generic", "initrd-generic.gz")
+
+# SeaBIOS and the kernel's early console leave terminal control sequences on the first lines.
+_ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][0-9A-Za-z]|[c78=>])")
+
+
+def _clean(data: bytes) -> str:
+    return _ESCAPES.sub(b"", data).replace(b"\r", b"").decode("utf-8", "replace")
+
+
+def assets_dir() -> str:
+    """Where scripts/guest-assets.sh puts kernels and initramfs images."""
+    return os.environ.get("KEMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kemu")
+
+
+def missing_assets(names=TESTHOST_ASSETS + GUEST_ASSETS) -> list:
+    d = assets_dir()
+    return [n for n in dict.fromkeys(names) if not os.path.isfile(os.path.join(d, n))]
+
+
+def kvm_can_run_linux():
+    """(True, reason) where /dev/kvm has real VMX/SVM behind it; (False, reason) otherwise."""
+    if not os.path.exists("/dev/kvm"):
+        return False, "no /dev/kvm"
+    if os.path.isdir("/sys/module/kvm_pvm"):
+        return False, "/dev/kvm is PVM (kvm_pvm), which cannot run unmodified Linux guests"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError as e:
+        return False, f"cannot read /proc/cpuinfo: {e}"
+    if "vmx" in flags or "svm" in flags:
+        return True, "/dev/kvm with hardware " + ("VMX" if "vmx" in flags else "SVM")
+    return False, "no vmx/svm in /proc/cpuinfo flags"
+
+
+class TestHostError(RuntimeError):
+    """The test host failed; the message ends with the tail of its console log."""
+
+
+class TestHostTimeout(TestHostError):
+    pass
+
+
+class TestHost:
+    """A TCG QEMU VM with working /dev/kvm that runs shell commands in a chroot of this machine."""
+
+    # pytest must not mistake this class for a test class.
+    __test__ = False
+
+    def __init__(self, memory="4G", smp=2, scratch_gib=2, boot_timeout=300,
+                 qemu="qemu-system-x86_64", cache_dir=None, extra_qemu_args=()):
+        self.memory = memory
+        self.smp = smp
+        self.scratch_gib = scratch_gib
+        self.boot_timeout = boot_timeout
+        self.qemu = qemu
+        self.cache_dir = cache_dir or assets_dir()
+        self.extra_qemu_args = list(extra_qemu_args)
+        self.boot_seconds = None      # measured by start()
+        self._proc = None
+        self._tmpdir = None
+        self._reader = None
+        self._cond = threading.Condition()
+        self._buf = bytearray()       # unconsumed console output
+        self._log = bytearray()       # bounded tail of everything, for error messages
+        self._eof = False
+        self._lock = threading.Lock()  # one command at a time
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self):
+        if self.running:
+            return
+        missing = [n for n in TESTHOST_ASSETS
+                   if not os.path.isfile(os.path.join(self.cache_dir, n))]
+        if missing:
+            raise TestHostError(f"missing test host assets in {self.cache_dir}: "
+                                f"{', '.join(missing)} (run scripts/guest-assets.sh)")
+        t0 = time.monotonic()
+        self._tmpdir = tempfile.mkdtemp(prefix="kemu-testhost-")
+        scratch = os.path.join(self._tmpdir, "scratch.img")
+        self._make_scratch(scratch)
+
+        nonce = secrets.token_hex(8)
+        append = ("console=ttyS0 loglevel=4 panic=-1 mitigations=off nokaslr "
+                  f"kth.nonce={nonce}")
+        cmd = [
+            self.qemu, "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-smp", str(self.smp), "-m", self.memory,
+            "-nographic", "-no-reboot", "-nodefaults",
+            "-serial", "stdio",
+            "-kernel", os.path.join(self.cache_dir, "vmlinuz-generic"),
+            "-initrd", os.path.join(self.cache_dir, "testhost-initrd.gz"),
+            "-append", append,
+            "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
+                       "multidevs=remap",
+            # Scratch data only: no need to flush anything to the image file.
+            "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe",
+        ] + self.extra_qemu_args
+        self._buf.clear()
+        self._log.clear()
+        self._eof = False
+        # Own session: the caller's terminal signals (^C) must not hit QEMU before stop() does.
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._reader = threading.Thread(target=self._read_console, name="testhost-console",
+                                        daemon=True)
+        self._reader.start()
+        try:
+            ready = re.compile(f"KTH-READY:{nonce}\r?\n".encode())
+            self._wait_for(ready, self.boot_timeout, "boot", boot=True)
+        except BaseException:
+            self.stop()
+            raise
+        with self._cond:
+            self._buf.clear()
+        self.boot_seconds = time.monotonic() - t0
+
+    def stop(self):
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            self._reader = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def _make_scratch(self, path):
+        with open(path, "wb") as f:
+            f.truncate(self.scratch_gib << 30)
+        mkfs = shutil.which("mkfs.ext4") or "/sbin/mkfs.ext4"
+        # No journal and lazy init: the image is thrown away after the run.
+        r = subprocess.run([mkfs, "-q", "-F", "-O", "^has_journal",
+                            "-E", "lazy_itable_init=1,lazy_journal_init=1", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise TestHostError(f"mkfs.ext4 failed: {r.stdout.decode(errors='replace')}")
+
+    # -- console ----------------------------------------------------------------------------
+
+    def _read_console(self):
+        fd = self._proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            with self._cond:
+                if not data:
+                    self._eof = True
+                    self._cond.notify_all()
+                    return
+                self._buf += data
+                self._log += data
+                if len(self._log) > 256 * 1024:
+                    del self._log[:-128 * 1024]
+                self._cond.notify_all()
+
+    def log_tail(self, lines=60) -> str:
+        with self._cond:
+            text = _clean(bytes(self._log))
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail(self, what, exc=TestHostError):
+        tail = self.log_tail()
+        self.stop()
+        return exc(f"test host: {what}\n--- console tail ---\n{tail}")
+
+    def _wait_for(self, pattern: re.Pattern, timeout, what, boot=False):
+        """Wait until pattern matches in the console buffer; return the match."""
+        deadline = time.monotonic() + timeout
+        exc = TestHostError
+        with self._cond:
+            while True:
+                m = pattern.search(self._buf)
+                if m:
+                    return m
+                if boot and b"KTH-FAIL:" in self._buf:
+                    err = f"{what}: init failed"
+                    break
+                if self._eof:
+                    err = f"{what}: QEMU exited"
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    err, exc = f"{what}: timed out after {timeout} s", TestHostTimeout
+                    break
+                self._cond.wait(min(left, 1.0))
+        # Outside the lock: stop() waits for the reader thread, which needs it.
+        raise self._fail(err, exc)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(self, cmd: str, timeout: float = 600, cwd: str = None, env: dict = None):
+        """Run a shell command in the test host's chroot; return (status, combined output).
+
+        cwd defaults to the caller's cwd (the same path exists inside: / is shared). On a
+        timeout the host is stopped (its state is unknown) and TestHostTimeout is raised.
+        """
+        if not self.running:
+            raise TestHostError("test host is not running (call start())")
+        cwd = cwd or os.getcwd()
+        envs = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in (env or {}).items())
+        b64 = lambda s: base64.b64encode(s.encode()).decode() or "Cg=="  # never an empty field
+        marker = "KTH-" + secrets.token_hex(12)
+        request = f"{marker} {b64(cwd)} {b64(cmd)} {b64(envs or ':')}\n".encode()
+        begin = f"{marker}:BEGIN\n".encode()
+        end = re.compile(re.escape(f"{marker}:END:".encode()) + rb"(\d+)\r?\n")
+        with self._lock:
+            try:
+                self._proc.stdin.write(request)
+                self._proc.stdin.flush()
+            except OSError:
+                raise self._fail("cannot write to the console")
+            m = self._wait_for(end, timeout, f"command {cmd!r}")
+            with self._cond:
+                # The reader only appends, so the match's offsets still hold.
+                status = int(m.group(1))
+                b = self._buf.rfind(begin, 0, m.start())
+                out = self._buf[b + len(begin):m.start()] if b >= 0 else self._buf[:m.start()]
+                del self._buf[:m.end()]
+        # The agent puts a newline before the END marker so it starts a line: drop it.
+        if out.endswith(b"\n"):
+            out = out[:-1]
+        return status, _clean(bytes(out))
+
+    def interact(self):
+        """Pass this terminal's lines to the host as commands until EOF (a simple shell)."""
+        cwd = os.getcwd()
+        while True:
+            try:
+                line = input(f"testhost:{cwd}# ")
+            except EOFError:
+                print()
+                return
+            if not line.strip():
+                continue
+            # cd must persist across lines: report $PWD after the command and track it here.
+            st, out = self.run(f"{line}\nkth_st=$?; printf '\\nKTH-CWD=%s' \"$PWD\"; "
+                               "exit $kth_st", timeout=24 * 3600, cwd=cwd)
+            out, sep, newcwd = out.rpartition("\nKTH-CWD=")
+            if sep:
+                cwd = newcwd.strip() or cwd
+            sys.stdout.write(out)
+            if st:
+                print(f"[exit {st}]")
+
+
+_shared_host = None
+_shared_lock = threading.Lock()
+
+
+def _stop_shared():
+    global _shared_host
+    if _shared_host is not None:
+        _shared_host.stop()
+        _shared_host = None
+
+
+def shared_testhost() -> TestHost:
+    """The module's test host, booted on first use and reused until exit."""
+    global _shared_host
+    with _shared_lock:
+        if _shared_host is None:
+            _shared_host = TestHost()
+            atexit.register(_stop_shared)
+        if not _shared_host.running:
+            _shared_host.start()
+        return _shared_host
+
+
+def run_on_kvm(cmd: str, timeout: float = 600, cwd: str = None, env: dict = None,
+               force_testhost: bool = False):
+    """Run cmd where KVM runs real guests: here if /dev/kvm can, else in the shared test host."""
+    if not force_testhost and kvm_can_run_linux()[0]:
+        full_env = dict(os.environ)
+        full_env.update({k: str(v) for k, v in (env or {}).items()})
+        try:
+            r = subprocess.run(cmd, shell=True, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise TestHostTimeout(f"command {cmd!r} timed out after {timeout} s\n"
+                                  f"{_clean(e.output or b'')[-4000:]}")
+        return r.returncode, _clean(r.stdout)
+    return shared_testhost().run(cmd, timeout=timeout, cwd=cwd, env=env)
+
+
+def _main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("run", help="run a shell command (CMD... joined; one word is used as is)")
+    r.add_argument("--timeout", type=float, default=3600)
+    r.add_argument("--testhost", action="store_true",
+                   help="use the test host even where /dev/kvm could run guests")
+    r.add_argument("cmd", nargs="+")
+    sub.add_parser("shell", help="interactive command loop inside the test host")
+    a = ap.parse_args(argv)
+
+    if a.action == "run":
+        cmd = a.cmd[0] if len(a.cmd) == 1 else shlex.join(a.cmd)
+        try:
+            st, out = run_on_kvm(cmd, timeout=a.timeout, force_testhost=a.testhost)
+        except TestHostError as e:
+            print(f"testhost: {e}", file=sys.stderr)
+            return 125
+        sys.stdout.write(out + ("\n" if out and not out.endswith("\n") else ""))
+        return st
+    with TestHost() as h:
+        print(f"test host up in {h.boot_seconds:.1f} s; commands run in chroot /host; ^D quits",
+              file=sys.stderr)
+        h.interact()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
