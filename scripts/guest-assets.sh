@@ -274,6 +274,22 @@ done
 
 # Only emergencies on the console from here on: kernel lines would mix into command output.
 echo 1 > /proc/sys/kernel/printk
+
+# Console mode (testhost.py console): one interactive command with the console as its terminal.
+ccmd=; ccwd=/
+for w in $(cat /proc/cmdline); do
+    case $w in
+    kth.cmd=*) ccmd=$(echo "${w#kth.cmd=}" | base64 -d) ;;
+    kth.cwd=*) ccwd=$(echo "${w#kth.cwd=}" | base64 -d) ;;
+    esac
+done
+if [ -n "$ccmd" ]; then
+    setsid cttyhack chroot /host /usr/bin/env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/tmp TMPDIR=/tmp TERM=linux LANG=C.UTF-8 KEMU_TESTHOST=1 \
+        /bin/sh -c 'cd "$1" 2>/dev/null || cd /tmp; eval "$2"' kth "$ccwd" "$ccmd"
+    reboot -f
+fi
 # Raw, no echo: requests are single lines and nothing of them comes back.
 stty raw -echo
 echo "KTH-READY:$nonce"

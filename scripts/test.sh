@@ -31,8 +31,8 @@ else
         CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
             -Db_lundef=false -Dtests=disabled >/dev/null
     ninja -C build-fuzz >/dev/null
-    for f in build-fuzz/fuzz_*; do
-        [ -x "$f" ] || continue
+    for f in build-fuzz/tests/fuzz/fuzz_*; do
+        [ -f "$f" ] && [ -x "$f" ] || continue
         name=$(basename "$f" | sed 's/^fuzz_//')
         corpus="$ROOT/tests/fuzz/corpus/$name"
         work=$(mktemp -d)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 
 #include "board/pc.h"
 #include "chardev/backends.h"
@@ -211,6 +212,8 @@ int main(int argc, char **argv)
         }
     }
     os_install_crash_handlers();
+    if (app.cfg.process_name)
+        prctl(PR_SET_NAME, app.cfg.process_name); /* -name ...,process=NAME, as QEMU */
 
     int status = 1;
     if (eventloop_init(&app.loop, &err) < 0 || os_signals_init(&app.sig, &err) < 0 ||

@@ -120,13 +120,16 @@ int kvm_create_vm(struct kvm *kvm, struct error *err)
         goto fail;
     /* KVM's default routing puts GSI 0 on IOAPIC pin 0; a PC (and our MADT) has the PIT on
      * pin 2. Route as a PC does, or the guest gets no timer ticks through the IOAPIC. */
-    struct {
-        struct kvm_irq_routing r;
-        struct kvm_irq_routing_entry e[X86_PC_GSI_ROUTES];
-    } rt;
-    memset(&rt, 0, sizeof(rt));
-    rt.r.nr = x86_pc_gsi_routing(rt.e, X86_PC_GSI_ROUTES);
-    if (ioctl(fd, KVM_SET_GSI_ROUTING, &rt) < 0)
+    struct kvm_irq_routing *rt =
+        calloc(1, sizeof(*rt) + X86_PC_GSI_ROUTES * sizeof(struct kvm_irq_routing_entry));
+    if (!rt) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    rt->nr = x86_pc_gsi_routing(rt->entries, X86_PC_GSI_ROUTES);
+    int r = ioctl(fd, KVM_SET_GSI_ROUTING, rt);
+    free(rt);
+    if (r < 0)
         goto fail;
     /* The speaker-port dummy lets port 0x61 reads (PIT calibration) stay in the kernel. */
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};

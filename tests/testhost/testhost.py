@@ -136,21 +136,7 @@ class TestHost:
         self._make_scratch(scratch)
 
         nonce = secrets.token_hex(8)
-        append = ("console=ttyS0 loglevel=4 panic=-1 mitigations=off nokaslr "
-                  f"kth.nonce={nonce}")
-        cmd = [
-            self.qemu, "-accel", "tcg,thread=multi", "-cpu", "max",
-            "-smp", str(self.smp), "-m", self.memory,
-            "-nographic", "-no-reboot", "-nodefaults",
-            "-serial", "stdio",
-            "-kernel", os.path.join(self.cache_dir, "vmlinuz-generic"),
-            "-initrd", os.path.join(self.cache_dir, "testhost-initrd.gz"),
-            "-append", append,
-            "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
-                       "multidevs=remap",
-            # Scratch data only: no need to flush anything to the image file.
-            "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe",
-        ] + self.extra_qemu_args
+        cmd = self._qemu_argv(scratch, f"kth.nonce={nonce}", ["-nographic", "-serial", "stdio"])
         self._buf.clear()
         self._log.clear()
         self._eof = False
@@ -169,6 +155,38 @@ class TestHost:
         with self._cond:
             self._buf.clear()
         self.boot_seconds = time.monotonic() - t0
+
+    def _qemu_argv(self, scratch, extra_append, console_args):
+        append = "console=ttyS0 loglevel=4 panic=-1 mitigations=off nokaslr " + extra_append
+        return [
+            self.qemu, "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-smp", str(self.smp), "-m", self.memory,
+            "-no-reboot", "-nodefaults", *console_args,
+            "-kernel", os.path.join(self.cache_dir, "vmlinuz-generic"),
+            "-initrd", os.path.join(self.cache_dir, "testhost-initrd.gz"),
+            "-append", append,
+            "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
+                       "multidevs=remap",
+            # Scratch data only: no need to flush anything to the image file.
+            "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe",
+        ] + self.extra_qemu_args
+
+    def console(self, cmd: str, cwd: str = None) -> int:
+        """Boot a test host whose console is this terminal and run one interactive command on
+        it (the demo). Every key, Ctrl-A and Ctrl-C included, reaches the command."""
+        self._tmpdir = tempfile.mkdtemp(prefix="kemu-testhost-")
+        try:
+            scratch = os.path.join(self._tmpdir, "scratch.img")
+            self._make_scratch(scratch)
+            b64 = lambda t: base64.b64encode(t.encode()).decode()
+            argv = self._qemu_argv(
+                scratch, f"quiet kth.cwd={b64(cwd or os.getcwd())} kth.cmd={b64(cmd)}",
+                ["-display", "none", "-chardev", "stdio,id=con,signal=off",
+                 "-serial", "chardev:con"])
+            return subprocess.call(argv)
+        finally:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
 
     def stop(self):
         proc, self._proc = self._proc, None
@@ -358,7 +376,22 @@ def _main(argv=None):
                    help="use the test host even where /dev/kvm could run guests")
     r.add_argument("cmd", nargs="+")
     sub.add_parser("shell", help="interactive command loop inside the test host")
+    c = sub.add_parser("console", help="run one interactive command with this terminal as its "
+                                       "console, here if /dev/kvm can run Linux, else in a "
+                                       "test host")
+    c.add_argument("cmd", nargs="+")
+    sub.add_parser("can-run-linux", help="exit 0 if /dev/kvm here can run Linux guests")
     a = ap.parse_args(argv)
+
+    if a.action == "can-run-linux":
+        ok, why = kvm_can_run_linux()
+        print(why)
+        return 0 if ok else 1
+    if a.action == "console":
+        cmd = a.cmd[0] if len(a.cmd) == 1 else shlex.join(a.cmd)
+        if kvm_can_run_linux()[0]:
+            return subprocess.call(cmd, shell=True)
+        return TestHost().console(cmd)
 
     if a.action == "run":
         cmd = a.cmd[0] if len(a.cmd) == 1 else shlex.join(a.cmd)
