@@ -22,6 +22,7 @@ gzip
 kmod
 e2fsprogs
 iproute2
+time
 acpica-tools
 "
 

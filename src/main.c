@@ -17,7 +17,7 @@ struct app {
     struct kemu_config cfg;
     struct eventloop loop;
     struct os_signals sig;
-    struct chardev **chardevs; /* one per -chardev, same order */
+    struct chardev **chardevs;                 /* one per -chardev, same order */
     struct chardev *serial_own[PC_MAX_SERIAL]; /* created for -serial stdio/file/null */
     struct pc *pc;
 };
@@ -149,8 +149,9 @@ static int build_machine(struct app *app, struct error *err)
                 opts_get_number(d, "iosize", &size, err) < 0)
                 return -1;
             if (base > 0xffff || size == 0 || size > 4 || base + size > 0x10000)
-                return error_setf(err, "-device isa-debug-exit: iobase 0x%llx/iosize %llu out "
-                                       "of the I/O port range",
+                return error_setf(err,
+                                  "-device isa-debug-exit: iobase 0x%llx/iosize %llu out "
+                                  "of the I/O port range",
                                   (unsigned long long)base, (unsigned long long)size);
             p.debug_exit = true;
             p.debug_exit_base = (uint16_t)base;

@@ -82,16 +82,20 @@ static void unmap_image(struct image *img)
 static int pc_load(struct vm *vm, struct error *err)
 {
     struct pc *pc = vm->board_data;
-    if (x86_load_linux(&vm->mem, pc->kernel.data, pc->kernel.len, pc->initrd.data,
-                       pc->initrd.len, pc->p.append ? pc->p.append : "", &pc->boot, err) < 0) {
+    if (x86_load_linux(&vm->mem, pc->kernel.data, pc->kernel.len, pc->initrd.data, pc->initrd.len,
+                       pc->p.append ? pc->p.append : "", &pc->boot, err) < 0) {
         error_prefix(err, "-kernel %s: ", pc->p.kernel);
         return -1;
     }
     if (x86_build_mptable(&vm->mem, X86_MPTABLE_ADDR, pc->apic_ids, pc->p.cpus, err) < 0)
         return -1;
-    struct x86_acpi_config ac = {.apic_ids = pc->apic_ids, .nr_cpus = pc->p.cpus,
-                                 .legacy_pc = !pc->p.microvm, .pm_base = ACPI_PM_BASE,
-                                 .sci_irq = 9, .base = X86_ACPI_ADDR, .size = X86_ACPI_MAX_SIZE};
+    struct x86_acpi_config ac = {.apic_ids = pc->apic_ids,
+                                 .nr_cpus = pc->p.cpus,
+                                 .legacy_pc = !pc->p.microvm,
+                                 .pm_base = ACPI_PM_BASE,
+                                 .sci_irq = 9,
+                                 .base = X86_ACPI_ADDR,
+                                 .size = X86_ACPI_MAX_SIZE};
     struct x86_acpi_info ai;
     if (x86_build_acpi(&vm->mem, &ac, &ai, err) < 0)
         return -1;
@@ -253,8 +257,8 @@ static int add_devices(struct pc *pc, struct error *err)
         pc->serial[i] = serial_create(pc->p.serial[i], vm_irq_line(vm, com_ports[i].irq));
         if (!pc->serial[i])
             return error_setf(err, "cannot create serial port %u", i);
-        if (bus_register(&vm->pio, com_ports[i].base, 8, &serial_bus_ops, pc->serial[i],
-                         "serial", err) < 0)
+        if (bus_register(&vm->pio, com_ports[i].base, 8, &serial_bus_ops, pc->serial[i], "serial",
+                         err) < 0)
             return -1;
     }
     if (!pc->p.microvm) {
@@ -285,8 +289,8 @@ static int add_devices(struct pc *pc, struct error *err)
         return error_setf(err, "cannot create the ACPI PM block");
     if (bus_register(&vm->pio, ACPI_PM_BASE, ACPI_PM_LEN, &acpi_pm_bus_ops, pc->pm, "acpi-pm",
                      err) < 0 ||
-        bus_register(&vm->pio, ACPI_RESET_PORT, 1, &acpi_reset_bus_ops, pc->pm, "acpi-reset",
-                     err) < 0)
+        bus_register(&vm->pio, ACPI_RESET_PORT, 1, &acpi_reset_bus_ops, pc->pm, "acpi-reset", err) <
+            0)
         return -1;
     pc->rtc_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     if (pc->rtc_timer_fd < 0)
@@ -298,8 +302,8 @@ static int add_devices(struct pc *pc, struct error *err)
         pc->dbg = debugexit_create(request_exit, vm);
         if (!pc->dbg)
             return error_setf(err, "cannot create isa-debug-exit");
-        if (bus_register(&vm->pio, pc->p.debug_exit_base, pc->p.debug_exit_size,
-                         &debugexit_bus_ops, pc->dbg, "isa-debug-exit", err) < 0)
+        if (bus_register(&vm->pio, pc->p.debug_exit_base, pc->p.debug_exit_size, &debugexit_bus_ops,
+                         pc->dbg, "isa-debug-exit", err) < 0)
             return -1;
     }
     return 0;

@@ -21,8 +21,8 @@ struct chardev *chardev_stdio_new(struct eventloop *loop, const struct chardev_s
 struct chardev *chardev_file_new(const char *path, bool append, struct error *err);
 struct chardev *chardev_null_new(struct error *err);
 /* A UNIX socket: server=true listens (and, if wait, blocks until a client connects). */
-struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server,
-                                   bool wait, struct error *err);
+struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server, bool wait,
+                                   struct error *err);
 void chardev_free(struct chardev *c);
 
 /* Put the terminal back the way kemu found it; safe to call more than once and from signals. */

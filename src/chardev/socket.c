@@ -80,8 +80,8 @@ static const struct chardev_ops sock_ops = {
     .close = sock_close,
 };
 
-struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server,
-                                   bool wait, struct error *err)
+struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server, bool wait,
+                                   struct error *err)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(addr.sun_path)) {
@@ -121,8 +121,7 @@ struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, boo
     }
     s->listen_fd = fd;
     if (wait) {
-        fprintf(stderr, "kemu: waiting for connection on: disconnected:unix:%s,server=on\n",
-                path);
+        fprintf(stderr, "kemu: waiting for connection on: disconnected:unix:%s,server=on\n", path);
         int c;
         do {
             c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);

@@ -25,7 +25,7 @@ struct bus_range {
 };
 
 struct bus {
-    const char *name; /* "pio" or "mmio", for messages */
+    const char *name;         /* "pio" or "mmio", for messages */
     struct bus_range *ranges; /* sorted by base, non-overlapping */
     unsigned nr, cap;
 };

@@ -1,4 +1,5 @@
-/* Error reporting: library code fills a struct error and returns -1; only main() prints and exits. */
+/* Error reporting: library code fills a struct error and returns -1; only main() prints and exits.
+ */
 #ifndef KEMU_CORE_ERROR_H
 #define KEMU_CORE_ERROR_H
 
@@ -10,7 +11,8 @@ struct error {
     char msg[512];
 };
 
-/* Set the message (first setter wins, so the innermost, most precise reason survives). Returns -1. */
+/* Set the message (first setter wins, so the innermost, most precise reason survives). Returns -1.
+ */
 int error_setf(struct error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Like error_setf, with ": strerror(errnum)" appended. Returns -1. */
 int error_setf_errno(struct error *err, int errnum, const char *fmt, ...)

@@ -11,17 +11,13 @@
 #include "arch/x86/gsi.h"
 #include "arch/x86/layout.h"
 
-
 static const struct {
     int cap;
     const char *name;
 } required_caps[] = {
-    {KVM_CAP_IRQCHIP, "in-kernel irqchip"},
-    {KVM_CAP_USER_MEMORY, "user memory"},
-    {KVM_CAP_SET_TSS_ADDR, "TSS address"},
-    {KVM_CAP_EXT_CPUID, "extended CPUID"},
-    {KVM_CAP_PIT2, "in-kernel PIT"},
-    {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    {KVM_CAP_IRQCHIP, "in-kernel irqchip"}, {KVM_CAP_USER_MEMORY, "user memory"},
+    {KVM_CAP_SET_TSS_ADDR, "TSS address"},  {KVM_CAP_EXT_CPUID, "extended CPUID"},
+    {KVM_CAP_PIT2, "in-kernel PIT"},        {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
 };
 
 int kvm_open(struct kvm *kvm, const char *path, struct error *err)
@@ -32,11 +28,12 @@ int kvm_open(struct kvm *kvm, const char *path, struct error *err)
     if (kvm->sys_fd < 0) {
         int e = errno;
         if (e == ENOENT)
-            return error_setf(err, "%s: no such device; is the kvm module loaded "
-                                   "(modprobe kvm_intel or kvm_amd)?", path);
-        if (e == EACCES)
-            return error_setf(err, "%s: permission denied; add the user to the 'kvm' group",
+            return error_setf(err,
+                              "%s: no such device; is the kvm module loaded "
+                              "(modprobe kvm_intel or kvm_amd)?",
                               path);
+        if (e == EACCES)
+            return error_setf(err, "%s: permission denied; add the user to the 'kvm' group", path);
         return error_setf_errno(err, e, "%s", path);
     }
     int ver = ioctl(kvm->sys_fd, KVM_GET_API_VERSION, 0);

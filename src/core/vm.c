@@ -145,7 +145,7 @@ static void dump_registers(struct vcpu *v)
     const struct {
         const char *name;
         struct kvm_segment *seg;
-    } segs[] = {{"ES", &s.es}, {"CS", &s.cs}, {"SS", &s.ss}, {"DS", &s.ds},
+    } segs[] = {{"ES", &s.es}, {"CS", &s.cs}, {"SS", &s.ss},   {"DS", &s.ds},
                 {"FS", &s.fs}, {"GS", &s.gs}, {"LDT", &s.ldt}, {"TR", &s.tr}};
     for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++)
         fprintf(stderr, "%-3s=%04x %016llx %08x type=%x dpl=%u l=%u db=%u\n", segs[i].name,
@@ -164,23 +164,23 @@ static void handle_io(struct vcpu *v)
     uint8_t *data = (uint8_t *)run + run->io.data_offset;
     unsigned size = run->io.size;
     /* data_offset and count come from the kernel, but stay inside the shared page regardless. */
-    if (size == 0 || size > 4 || run->io.data_offset + (uint64_t)size * run->io.count >
-                                     (uint64_t)v->vm->kvm.run_size)
+    if (size == 0 || size > 4 ||
+        run->io.data_offset + (uint64_t)size * run->io.count > (uint64_t)v->vm->kvm.run_size)
         return;
     for (uint32_t i = 0; i < run->io.count; i++, data += size) {
         if (run->io.direction == KVM_EXIT_IO_OUT) {
             uint64_t val = 0;
             memcpy(&val, data, size);
             if (trace_exits)
-                fprintf(stderr, "kemu-trace: cpu%u out 0x%x/%u = 0x%llx\n", v->index,
-                        run->io.port, size, (unsigned long long)val);
+                fprintf(stderr, "kemu-trace: cpu%u out 0x%x/%u = 0x%llx\n", v->index, run->io.port,
+                        size, (unsigned long long)val);
             bus_write(&v->vm->pio, run->io.port, size, val);
         } else {
             uint64_t val;
             bus_read(&v->vm->pio, run->io.port, size, &val);
             if (trace_exits)
-                fprintf(stderr, "kemu-trace: cpu%u in 0x%x/%u -> 0x%llx\n", v->index,
-                        run->io.port, size, (unsigned long long)val);
+                fprintf(stderr, "kemu-trace: cpu%u in 0x%x/%u -> 0x%llx\n", v->index, run->io.port,
+                        size, (unsigned long long)val);
             memcpy(data, &val, size);
         }
     }
@@ -261,16 +261,15 @@ static void *vcpu_thread(void *opaque)
                 vm_request(vm, VM_REQ_SHUTDOWN, 0);
             break;
         case KVM_EXIT_INTERNAL_ERROR:
-            vcpu_fatal(v, "KVM internal error. Suberror: %llu (CPU %llu)",
-                       run->internal.suberror, v->index);
+            vcpu_fatal(v, "KVM internal error. Suberror: %llu (CPU %llu)", run->internal.suberror,
+                       v->index);
             break;
         case KVM_EXIT_FAIL_ENTRY:
             vcpu_fatal(v, "KVM entry failed, hardware error 0x%llx (CPU %llu)",
                        run->fail_entry.hardware_entry_failure_reason, v->index);
             break;
         default:
-            vcpu_fatal(v, "unexpected KVM exit reason %llu (CPU %llu)", run->exit_reason,
-                       v->index);
+            vcpu_fatal(v, "unexpected KVM exit reason %llu (CPU %llu)", run->exit_reason, v->index);
             break;
         }
     }

@@ -22,7 +22,7 @@ struct vm;
 
 struct vcpu {
     struct vm *vm;
-    unsigned index;  /* 0..nr_vcpus-1; 0 is the boot processor */
+    unsigned index;   /* 0..nr_vcpus-1; 0 is the boot processor */
     uint32_t apic_id; /* also the KVM vCPU id */
     struct kvm_vcpu_fd kfd;
     pthread_t thread;
@@ -61,11 +61,11 @@ struct vm {
     void *board_data;
 
     bool no_reboot;
-    atomic_int request;    /* enum vm_request, first one wins until handled */
-    atomic_bool stopping;  /* vCPU threads must leave KVM_RUN */
-    int exit_status;       /* process exit status for VM_REQ_SHUTDOWN / ERROR */
-    int wake_fd;           /* eventfd: wakes the main loop when a request is posted */
-    unsigned resets;       /* how many times the guest was reset */
+    atomic_int request;   /* enum vm_request, first one wins until handled */
+    atomic_bool stopping; /* vCPU threads must leave KVM_RUN */
+    int exit_status;      /* process exit status for VM_REQ_SHUTDOWN / ERROR */
+    int wake_fd;          /* eventfd: wakes the main loop when a request is posted */
+    unsigned resets;      /* how many times the guest was reset */
 };
 
 int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint32_t *apic_ids,

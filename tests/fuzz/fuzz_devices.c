@@ -27,9 +27,7 @@ static ssize_t sink_write(struct chardev *c, const uint8_t *buf, size_t len)
 
 static const struct chardev_ops sink_ops = {.write = sink_write};
 
-static void irq_set(void *opaque, unsigned gsi, int level)
-{
-}
+static void irq_set(void *opaque, unsigned gsi, int level) {}
 
 static void on_reset(void *opaque)
 {

@@ -14,6 +14,7 @@
 #include "arch/x86/aml.h"
 #include "arch/x86/layout.h"
 #include "hw/acpi_pm.h"
+#include "core/bytes.h"
 
 #define RAM_SIZE (1024 * 1024)
 
@@ -35,21 +36,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static uint8_t sum(const uint8_t *p, size_t n)
 {
     uint8_t s = 0;
@@ -65,7 +51,7 @@ static const uint8_t *find_rsdp(void)
         const uint8_t *p = ram + a;
         if (memcmp(p, "RSD PTR ", 8) || sum(p, 20))
             continue;
-        if (p[15] >= 2 && sum(p, get32(p + 20)))
+        if (p[15] >= 2 && sum(p, le_get32(p + 20)))
             continue;
         return p;
     }
@@ -78,7 +64,7 @@ static const uint8_t *table(uint64_t addr, const char *sig)
     assert_true(addr + 36 <= RAM_SIZE);
     const uint8_t *t = ram + addr;
     assert_memory_equal(t, sig, 4);
-    uint32_t len = get32(t + 4);
+    uint32_t len = le_get32(t + 4);
     assert_true(len >= 36 && addr + len <= RAM_SIZE);
     assert_int_equal(sum(t, len), 0);
     assert_memory_equal(t + 10, "KEMU  ", 6);
@@ -115,16 +101,16 @@ static struct walk walk_tables(const struct x86_acpi_info *info)
     assert_non_null(w.rsdp);
     assert_int_equal(w.rsdp - ram, info->rsdp_addr);
     assert_int_equal(w.rsdp[15], 2);
-    assert_int_equal(get32(w.rsdp + 20), 36);
+    assert_int_equal(le_get32(w.rsdp + 20), 36);
     assert_memory_equal(w.rsdp + 9, "KEMU  ", 6);
 
-    w.xsdt = table(get64(w.rsdp + 24), "XSDT");
-    w.rsdt = table(get32(w.rsdp + 16), "RSDT");
-    uint32_t xn = (get32(w.xsdt + 4) - 36) / 8, rn = (get32(w.rsdt + 4) - 36) / 4;
+    w.xsdt = table(le_get64(w.rsdp + 24), "XSDT");
+    w.rsdt = table(le_get32(w.rsdp + 16), "RSDT");
+    uint32_t xn = (le_get32(w.xsdt + 4) - 36) / 8, rn = (le_get32(w.rsdt + 4) - 36) / 4;
     assert_int_equal(xn, rn);
     for (unsigned i = 0; i < xn; i++) {
-        uint64_t a = get64(w.xsdt + 36 + 8 * i);
-        assert_int_equal(a, get32(w.rsdt + 36 + 4 * i));
+        uint64_t a = le_get64(w.xsdt + 36 + 8 * i);
+        assert_int_equal(a, le_get32(w.rsdt + 36 + 4 * i));
         const uint8_t *t = ram + a;
         if (!memcmp(t, "FACP", 4))
             w.fadt = table(a, "FACP");
@@ -137,22 +123,22 @@ static struct walk walk_tables(const struct x86_acpi_info *info)
     assert_non_null(w.madt);
 
     const uint8_t *f = w.fadt;
-    assert_int_equal(get32(f + 4), 276);
+    assert_int_equal(le_get32(f + 4), 276);
     assert_int_equal(f[8], 6);
-    uint64_t dsdt = get64(f + 140), facs = get32(f + 36);
-    assert_int_equal(dsdt, get32(f + 40));
-    assert_int_equal(get64(f + 132), 0); /* at most one of FIRMWARE_CTRL, X_FIRMWARE_CTRL */
+    uint64_t dsdt = le_get64(f + 140), facs = le_get32(f + 36);
+    assert_int_equal(dsdt, le_get32(f + 40));
+    assert_int_equal(le_get64(f + 132), 0); /* at most one of FIRMWARE_CTRL, X_FIRMWARE_CTRL */
     w.dsdt = table(dsdt, "DSDT");
     assert_int_equal(facs % 64, 0);
     w.facs = ram + facs;
     assert_memory_equal(w.facs, "FACS", 4);
-    assert_int_equal(get32(w.facs + 4), 64);
+    assert_int_equal(le_get32(w.facs + 4), 64);
 
     /* Every table lies inside the window. */
     const uint8_t *all[] = {w.rsdp, w.xsdt, w.rsdt, w.fadt, w.facs, w.dsdt, w.madt};
     for (unsigned i = 0; i < 7; i++) {
         uint64_t a = (uint64_t)(all[i] - ram);
-        uint32_t len = i == 0 ? 36 : get32(all[i] + 4);
+        uint32_t len = i == 0 ? 36 : le_get32(all[i] + 4);
         assert_true(a >= X86_ACPI_ADDR && a + len <= X86_ACPI_ADDR + info->used);
     }
     assert_true(info->used <= X86_ACPI_MAX_SIZE);
@@ -164,7 +150,7 @@ static void check_gas(const uint8_t *g, uint8_t bits, uint64_t addr)
     assert_int_equal(g[0], 1); /* system I/O */
     assert_int_equal(g[1], bits);
     assert_int_equal(g[2], 0);
-    assert_int_equal(get64(g + 4), addr);
+    assert_int_equal(le_get64(g + 4), addr);
 }
 
 static void test_fadt(void **state)
@@ -174,18 +160,18 @@ static void test_fadt(void **state)
     build(ids, 1, true, &info);
     struct walk w = walk_tables(&info);
     const uint8_t *f = w.fadt;
-    assert_int_equal(get16(f + 46), 9);     /* SCI_INT */
-    assert_int_equal(get32(f + 48), 0);     /* SMI_CMD */
-    assert_int_equal(get32(f + 56), 0x600); /* PM1a_EVT_BLK */
-    assert_int_equal(get32(f + 64), 0x604); /* PM1a_CNT_BLK */
-    assert_int_equal(get32(f + 76), 0x608); /* PM_TMR_BLK */
-    assert_int_equal(get32(f + 80), 0x610); /* GPE0_BLK */
+    assert_int_equal(le_get16(f + 46), 9);     /* SCI_INT */
+    assert_int_equal(le_get32(f + 48), 0);     /* SMI_CMD */
+    assert_int_equal(le_get32(f + 56), 0x600); /* PM1a_EVT_BLK */
+    assert_int_equal(le_get32(f + 64), 0x604); /* PM1a_CNT_BLK */
+    assert_int_equal(le_get32(f + 76), 0x608); /* PM_TMR_BLK */
+    assert_int_equal(le_get32(f + 80), 0x610); /* GPE0_BLK */
     assert_int_equal(f[88], 4);
     assert_int_equal(f[89], 2);
     assert_int_equal(f[91], 4);
     assert_int_equal(f[92], 4);
-    assert_int_equal(get16(f + 109), 3); /* LEGACY_DEVICES | 8042 */
-    uint32_t flags = get32(f + 112);
+    assert_int_equal(le_get16(f + 109), 3); /* LEGACY_DEVICES | 8042 */
+    uint32_t flags = le_get32(f + 112);
     assert_true(flags & (1u << 0));   /* WBINVD */
     assert_true(flags & (1u << 2));   /* PROC_C1 */
     assert_false(flags & (1u << 4));  /* fixed power button */
@@ -202,8 +188,8 @@ static void test_fadt(void **state)
 
     build(ids, 1, false, &info);
     w = walk_tables(&info);
-    assert_int_equal(get16(w.fadt + 109), 4); /* microvm: VGA not present, no 8042 */
-    assert_int_equal(get32(w.madt + 40), 0);  /* no PCAT_COMPAT */
+    assert_int_equal(le_get16(w.fadt + 109), 4); /* microvm: VGA not present, no 8042 */
+    assert_int_equal(le_get32(w.madt + 40), 0);  /* no PCAT_COMPAT */
 }
 
 struct madt_counts {
@@ -221,22 +207,22 @@ static struct madt_counts parse_madt(const uint8_t *m)
     struct madt_counts c;
     memset(&c, 0, sizeof(c));
     memset(c.iso_gsi, 0xff, sizeof(c.iso_gsi));
-    assert_int_equal(get32(m + 36), 0xfee00000u);
-    const uint8_t *p = m + 44, *end = m + get32(m + 4);
+    assert_int_equal(le_get32(m + 36), 0xfee00000u);
+    const uint8_t *p = m + 44, *end = m + le_get32(m + 4);
     while (p < end) {
         assert_true(p[1] >= 2 && p + p[1] <= end);
         switch (p[0]) {
         case 0:
             assert_int_equal(p[1], 8);
-            assert_int_equal(get32(p + 4), 1);
+            assert_int_equal(le_get32(p + 4), 1);
             c.uids[c.ncpu] = p[2];
             c.ids[c.ncpu++] = p[3];
             c.lapic++;
             break;
         case 1:
             assert_int_equal(p[1], 12);
-            assert_int_equal(get32(p + 4), 0xfec00000u);
-            assert_int_equal(get32(p + 8), 0);
+            assert_int_equal(le_get32(p + 4), 0xfec00000u);
+            assert_int_equal(le_get32(p + 8), 0);
             c.ioapic_id = p[2];
             c.ioapic++;
             break;
@@ -244,8 +230,8 @@ static struct madt_counts parse_madt(const uint8_t *m)
             assert_int_equal(p[1], 10);
             assert_int_equal(p[2], 0);
             assert_true(p[3] < 16);
-            c.iso_gsi[p[3]] = get32(p + 4);
-            c.iso_flags[p[3]] = get16(p + 8);
+            c.iso_gsi[p[3]] = le_get32(p + 4);
+            c.iso_flags[p[3]] = le_get16(p + 8);
             c.iso++;
             break;
         case 4:
@@ -256,14 +242,14 @@ static struct madt_counts parse_madt(const uint8_t *m)
             break;
         case 9:
             assert_int_equal(p[1], 16);
-            assert_int_equal(get32(p + 8), 1);
-            c.uids[c.ncpu] = get32(p + 12);
-            c.ids[c.ncpu++] = get32(p + 4);
+            assert_int_equal(le_get32(p + 8), 1);
+            c.uids[c.ncpu] = le_get32(p + 12);
+            c.ids[c.ncpu++] = le_get32(p + 4);
             c.x2apic++;
             break;
         case 10:
             assert_int_equal(p[1], 12);
-            assert_int_equal(get32(p + 4), 0xffffffffu);
+            assert_int_equal(le_get32(p + 4), 0xffffffffu);
             assert_int_equal(p[8], 1);
             c.x2nmi++;
             break;
@@ -281,7 +267,7 @@ static void check_madt(const uint32_t *ids, unsigned n)
     struct x86_acpi_info info;
     build(ids, n, true, &info);
     struct walk w = walk_tables(&info);
-    assert_int_equal(get32(w.madt + 40), 1); /* PCAT_COMPAT */
+    assert_int_equal(le_get32(w.madt + 40), 1); /* PCAT_COMPAT */
     struct madt_counts c = parse_madt(w.madt);
     assert_int_equal(c.ncpu, n);
     for (unsigned i = 0; i < n; i++) {
@@ -573,7 +559,7 @@ static void test_integers_and_ids(void **state)
 /* Find `needle` in the DSDT body. */
 static const uint8_t *dsdt_find(const uint8_t *dsdt, const void *needle, size_t n)
 {
-    uint32_t len = get32(dsdt + 4);
+    uint32_t len = le_get32(dsdt + 4);
     for (uint32_t i = 36; i + n <= len; i++)
         if (!memcmp(dsdt + i, needle, n))
             return dsdt + i;
@@ -589,7 +575,7 @@ static void test_dsdt(void **state)
     /* microvm: exactly Name(\_S5, Package(4) {0, 0, 0, 0}). */
     static const uint8_t s5[] = {0x08, 0x5c, '_',  'S',  '5',  '_', 0x12,
                                  0x06, 0x04, 0x00, 0x00, 0x00, 0x00};
-    assert_int_equal(get32(w.dsdt + 4), 36 + sizeof(s5));
+    assert_int_equal(le_get32(w.dsdt + 4), 36 + sizeof(s5));
     assert_memory_equal(w.dsdt + 36, s5, sizeof(s5));
     assert_int_equal(ACPI_PM_SLP_TYP_S5, 0);
 
@@ -631,7 +617,7 @@ static void test_iasl(void **state)
         snprintf(path, sizeof(path), "%s/%s.dat", dir, names[i]);
         FILE *f = fopen(path, "wb");
         assert_non_null(f);
-        assert_int_equal(fwrite(tabs[i], get32(tabs[i] + 4), 1, f), 1);
+        assert_int_equal(fwrite(tabs[i], le_get32(tabs[i] + 4), 1, f), 1);
         fclose(f);
         snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >%s.log 2>&1", dir, names[i], names[i]);
         assert_int_equal(system(cmd), 0);

@@ -12,6 +12,7 @@
 #include "arch/x86/bootparams.h"
 #include "arch/x86/e820.h"
 #include "arch/x86/layout.h"
+#include "core/bytes.h"
 
 #define MIB          (1024 * 1024)
 #define RAM_SIZE     (32 * MIB)
@@ -31,33 +32,6 @@ struct fixture {
     size_t kernel_len;
 };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* A minimal bzImage as a 2.15 kernel would look: header fields plus a recognisable payload. */
 static uint8_t *make_bzimage(size_t *len)
 {
@@ -65,22 +39,22 @@ static uint8_t *make_bzimage(size_t *len)
     uint8_t *k = calloc(1, n);
     assert_non_null(k);
     k[0x1f1] = SETUP_SECTS;
-    put32(k + 0x1f4, PAYLOAD_SIZE / 16); /* syssize */
-    put16(k + 0x1fa, 0xffff);
-    put16(k + 0x1fe, 0xaa55);
+    le_put32(k + 0x1f4, PAYLOAD_SIZE / 16); /* syssize */
+    le_put16(k + 0x1fa, 0xffff);
+    le_put16(k + 0x1fe, 0xaa55);
     k[0x200] = 0xeb;
     k[0x201] = 0x6a; /* header ends at 0x26c */
     memcpy(k + 0x202, "HdrS", 4);
-    put16(k + 0x206, 0x020f);
-    k[0x211] = 0x01;                   /* LOADED_HIGH */
-    put32(k + 0x214, 0x100000);        /* code32_start */
-    put32(k + 0x22c, 0x7fffffff);      /* initrd_addr_max */
-    put32(k + 0x230, 0x200000);        /* kernel_alignment */
-    k[0x234] = 1;                      /* relocatable */
-    put16(k + 0x236, 0x0001 | 0x0002); /* XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G */
-    put32(k + 0x238, CMDLINE_SIZE);
-    put32(k + 0x258, PREF_ADDR); /* pref_address */
-    put32(k + 0x260, INIT_SIZE);
+    le_put16(k + 0x206, 0x020f);
+    k[0x211] = 0x01;                      /* LOADED_HIGH */
+    le_put32(k + 0x214, 0x100000);        /* code32_start */
+    le_put32(k + 0x22c, 0x7fffffff);      /* initrd_addr_max */
+    le_put32(k + 0x230, 0x200000);        /* kernel_alignment */
+    k[0x234] = 1;                         /* relocatable */
+    le_put16(k + 0x236, 0x0001 | 0x0002); /* XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G */
+    le_put32(k + 0x238, CMDLINE_SIZE);
+    le_put32(k + 0x258, PREF_ADDR); /* pref_address */
+    le_put32(k + 0x260, INIT_SIZE);
     k[0x26c] = 0x5a; /* beyond the header: must not be copied */
     for (size_t i = 0; i < PAYLOAD_SIZE; i++)
         k[SETUP_SIZE + i] = (uint8_t)(i * 7 + 3);
@@ -156,19 +130,19 @@ static void test_good_kernel(void **state)
     const uint8_t *zp = f->ram + X86_ZERO_PAGE_ADDR;
     assert_int_equal(zp[0x1f1], SETUP_SECTS);
     assert_memory_equal(zp + 0x202, "HdrS", 4);
-    assert_int_equal(get16(zp + 0x206), 0x020f);
-    assert_int_equal(get16(zp + 0x1fa), 0xffff);
+    assert_int_equal(le_get16(zp + 0x206), 0x020f);
+    assert_int_equal(le_get16(zp + 0x1fa), 0xffff);
     assert_int_equal(zp[0x210], 0xff);
     assert_int_equal(zp[0x211], 0x81); /* LOADED_HIGH | CAN_USE_HEAP */
-    assert_int_equal(get16(zp + 0x224), 0xfe00);
-    assert_int_equal(get32(zp + 0x228), X86_CMDLINE_ADDR);
-    assert_int_equal(get32(zp + 0xc8), 0);
-    assert_int_equal(get32(zp + 0x218), bi.initrd_addr);
-    assert_int_equal(get32(zp + 0x21c), sizeof(initrd));
-    assert_int_equal(get32(zp + 0xc0), 0);
-    assert_int_equal(get32(zp + 0xc4), 0);
-    assert_int_equal(get32(zp + 0x260), INIT_SIZE);
-    assert_int_equal(get16(zp + 0x236), 3);
+    assert_int_equal(le_get16(zp + 0x224), 0xfe00);
+    assert_int_equal(le_get32(zp + 0x228), X86_CMDLINE_ADDR);
+    assert_int_equal(le_get32(zp + 0xc8), 0);
+    assert_int_equal(le_get32(zp + 0x218), bi.initrd_addr);
+    assert_int_equal(le_get32(zp + 0x21c), sizeof(initrd));
+    assert_int_equal(le_get32(zp + 0xc0), 0);
+    assert_int_equal(le_get32(zp + 0xc4), 0);
+    assert_int_equal(le_get32(zp + 0x260), INIT_SIZE);
+    assert_int_equal(le_get16(zp + 0x236), 3);
     assert_int_equal(zp[0x26c], 0); /* not part of the header */
     assert_int_equal(zp[0x1ef], 0); /* sentinel */
 
@@ -176,18 +150,18 @@ static void test_good_kernel(void **state)
     assert_int_equal(zp[0x1e8], 6);
     assert_int_equal(bi.e820_entries, 6);
     const uint8_t *e = zp + 0x2d0;
-    assert_int_equal(get64(e), 0);
-    assert_int_equal(get64(e + 8), X86_EBDA_ADDR);
-    assert_int_equal(get32(e + 16), 1);
-    assert_int_equal(get64(e + 20), X86_EBDA_ADDR);
-    assert_int_equal(get64(e + 28), 0x100000 - X86_EBDA_ADDR);
-    assert_int_equal(get32(e + 36), 2);
-    assert_int_equal(get64(e + 40), 0x100000);
-    assert_int_equal(get64(e + 48), RAM_SIZE - 0x100000);
-    assert_int_equal(get32(e + 56), 1);
-    assert_int_equal(get64(e + 60), X86_IOAPIC_ADDR);
-    assert_int_equal(get64(e + 80), X86_LAPIC_ADDR);
-    assert_int_equal(get64(e + 100), X86_KVM_IDENTITY_MAP_ADDR);
+    assert_int_equal(le_get64(e), 0);
+    assert_int_equal(le_get64(e + 8), X86_EBDA_ADDR);
+    assert_int_equal(le_get32(e + 16), 1);
+    assert_int_equal(le_get64(e + 20), X86_EBDA_ADDR);
+    assert_int_equal(le_get64(e + 28), 0x100000 - X86_EBDA_ADDR);
+    assert_int_equal(le_get32(e + 36), 2);
+    assert_int_equal(le_get64(e + 40), 0x100000);
+    assert_int_equal(le_get64(e + 48), RAM_SIZE - 0x100000);
+    assert_int_equal(le_get32(e + 56), 1);
+    assert_int_equal(le_get64(e + 60), X86_IOAPIC_ADDR);
+    assert_int_equal(le_get64(e + 80), X86_LAPIC_ADDR);
+    assert_int_equal(le_get64(e + 100), X86_KVM_IDENTITY_MAP_ADDR);
 }
 
 static void test_acpi_rsdp(void **state)
@@ -196,9 +170,9 @@ static void test_acpi_rsdp(void **state)
     struct x86_boot_info bi;
     struct error err = {0};
     assert_int_equal(x86_load_linux(&f->mem, f->kernel, f->kernel_len, NULL, 0, "", &bi, &err), 0);
-    assert_int_equal(get64(f->ram + X86_ZERO_PAGE_ADDR + 0x70), 0);
+    assert_int_equal(le_get64(f->ram + X86_ZERO_PAGE_ADDR + 0x70), 0);
     assert_int_equal(x86_boot_set_acpi_rsdp(&f->mem, &bi, 0xe0000, &err), 0);
-    assert_int_equal(get64(f->ram + X86_ZERO_PAGE_ADDR + 0x70), 0xe0000);
+    assert_int_equal(le_get64(f->ram + X86_ZERO_PAGE_ADDR + 0x70), 0xe0000);
     bi.zero_page = RAM_SIZE - 4;
     assert_int_equal(x86_boot_set_acpi_rsdp(&f->mem, &bi, 0xe0000, &err), -1);
     assert_true(err.set);
@@ -212,7 +186,7 @@ static void test_no_initrd_no_cmdline(void **state)
     assert_int_equal(x86_load_linux(&f->mem, f->kernel, f->kernel_len, NULL, 0, NULL, &bi, &err),
                      0);
     assert_int_equal(bi.initrd_addr, 0);
-    assert_int_equal(get32(f->ram + X86_ZERO_PAGE_ADDR + 0x218), 0);
+    assert_int_equal(le_get32(f->ram + X86_ZERO_PAGE_ADDR + 0x218), 0);
     assert_int_equal(f->ram[X86_CMDLINE_ADDR], 0);
 }
 
@@ -262,16 +236,16 @@ static void test_bad_magic(void **state)
 static void test_old_protocol(void **state)
 {
     struct fixture *f = *state;
-    put16(f->kernel + 0x206, 0x0204);
+    le_put16(f->kernel + 0x206, 0x0204);
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "too old");
-    put16(f->kernel + 0x206, 0x020a); /* has no xloadflags */
+    le_put16(f->kernel + 0x206, 0x020a); /* has no xloadflags */
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "64-bit");
 }
 
 static void test_no_64bit_entry(void **state)
 {
     struct fixture *f = *state;
-    put16(f->kernel + 0x236, 0x0002);
+    le_put16(f->kernel + 0x236, 0x0002);
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "64-bit");
 }
 
@@ -333,7 +307,7 @@ static void test_initrd_does_not_fit(void **state)
     expect_error(f, f->kernel, f->kernel_len, initrd, len, "", "initrd");
     free(initrd);
     /* initrd_addr_max below the kernel's end */
-    put32(f->kernel + 0x22c, PREF_ADDR + INIT_SIZE + 4095);
+    le_put32(f->kernel + 0x22c, PREF_ADDR + INIT_SIZE + 4095);
     uint8_t small[4097] = {0};
     expect_error(f, f->kernel, f->kernel_len, small, sizeof(small), "", "initrd");
 }
@@ -341,7 +315,7 @@ static void test_initrd_does_not_fit(void **state)
 static void test_initrd_addr_max(void **state)
 {
     struct fixture *f = *state;
-    put32(f->kernel + 0x22c, 0x17fffff); /* last byte allowed: 24 MiB - 1 */
+    le_put32(f->kernel + 0x22c, 0x17fffff); /* last byte allowed: 24 MiB - 1 */
     uint8_t initrd[5000] = {1};
     struct x86_boot_info bi;
     struct error err = {0};
@@ -350,7 +324,7 @@ static void test_initrd_addr_max(void **state)
         0);
     assert_int_equal(bi.initrd_addr, 0x1800000 - 8192);
     /* Exactly fits: one page right above the kernel's runtime area. */
-    put32(f->kernel + 0x22c, PREF_ADDR + INIT_SIZE + 4095);
+    le_put32(f->kernel + 0x22c, PREF_ADDR + INIT_SIZE + 4095);
     assert_int_equal(x86_load_linux(&f->mem, f->kernel, f->kernel_len, initrd, 4096, "", &bi, &err),
                      0);
     assert_int_equal(bi.initrd_addr, PREF_ADDR + INIT_SIZE);
@@ -359,10 +333,10 @@ static void test_initrd_addr_max(void **state)
 static void test_kernel_larger_than_ram(void **state)
 {
     struct fixture *f = *state;
-    put32(f->kernel + 0x260, 16 * MIB + 1); /* init_size from 16 MiB beyond 32 MiB */
+    le_put32(f->kernel + 0x260, 16 * MIB + 1); /* init_size from 16 MiB beyond 32 MiB */
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "RAM");
     /* A tiny guest: under 1 MiB of RAM. */
-    put32(f->kernel + 0x260, INIT_SIZE);
+    le_put32(f->kernel + 0x260, INIT_SIZE);
     struct guest_mem small;
     guest_mem_init_buffer(&small, f->ram, 512 * 1024);
     struct x86_boot_info bi;
@@ -377,27 +351,27 @@ static void test_runtime_start(void **state)
     struct x86_boot_info bi;
     struct error err = {0};
     /* relocatable: max(1 MiB, pref_address) aligned up to kernel_alignment */
-    put32(f->kernel + 0x258, 0x300001);
-    put32(f->kernel + 0x230, 0x400000);
+    le_put32(f->kernel + 0x258, 0x300001);
+    le_put32(f->kernel + 0x230, 0x400000);
     assert_int_equal(x86_load_linux(&f->mem, f->kernel, f->kernel_len, NULL, 0, "", &bi, &err), 0);
     assert_int_equal(bi.runtime_start, 0x400000);
     assert_int_equal(bi.kernel_end, 0x400000 + INIT_SIZE);
     /* not relocatable: pref_address itself */
     f->kernel[0x234] = 0;
-    put32(f->kernel + 0x258, 0x600000);
+    le_put32(f->kernel + 0x258, 0x600000);
     assert_int_equal(x86_load_linux(&f->mem, f->kernel, f->kernel_len, NULL, 0, "", &bi, &err), 0);
     assert_int_equal(bi.runtime_start, 0x600000);
     /* hostile values: no overflow, a clear error */
     f->kernel[0x234] = 1;
-    put32(f->kernel + 0x258, 0xffffffff);
-    put32(f->kernel + 0x25c, 0xffffffff);
+    le_put32(f->kernel + 0x258, 0xffffffff);
+    le_put32(f->kernel + 0x25c, 0xffffffff);
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "RAM");
-    put32(f->kernel + 0x258, PREF_ADDR);
-    put32(f->kernel + 0x25c, 0);
-    put32(f->kernel + 0x230, 0xffffffff);
+    le_put32(f->kernel + 0x258, PREF_ADDR);
+    le_put32(f->kernel + 0x25c, 0);
+    le_put32(f->kernel + 0x230, 0xffffffff);
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "RAM");
     f->kernel[0x234] = 0;
-    put32(f->kernel + 0x25c, 0x80000000);
+    le_put32(f->kernel + 0x25c, 0x80000000);
     expect_error(f, f->kernel, f->kernel_len, NULL, 0, "", "RAM");
 }
 

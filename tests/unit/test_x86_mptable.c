@@ -11,18 +11,9 @@
 #include "arch/x86/cpuid.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
+#include "core/bytes.h"
 
 #define RAM_SIZE (2 * 1024 * 1024)
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static uint8_t sum(const uint8_t *p, size_t n)
 {
@@ -47,16 +38,16 @@ static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
     const uint8_t *mpf = find_mpf(ram, X86_BIOS_AREA_ADDR, 0x10000);
     assert_non_null(mpf);
     assert_int_equal(mpf[11], 0); /* feature byte 1: a table follows */
-    uint32_t phys = get32(mpf + 4);
+    uint32_t phys = le_get32(mpf + 4);
     const uint8_t *mpc = ram + phys;
     assert_memory_equal(mpc, "PCMP", 4);
-    uint16_t len = get16(mpc + 4);
+    uint16_t len = le_get16(mpc + 4);
     assert_int_equal(mpc[6], 4);
     assert_int_equal(sum(mpc, len), 0);
-    assert_int_equal(get32(mpc + 36), X86_LAPIC_ADDR);
+    assert_int_equal(le_get32(mpc + 36), X86_LAPIC_ADDR);
     assert_int_equal(len + 16, x86_mptable_size(n));
 
-    unsigned count = get16(mpc + 34), procs = 0, buses = 0, ioapics = 0, ioints = 0, lints = 0;
+    unsigned count = le_get16(mpc + 34), procs = 0, buses = 0, ioapics = 0, ioints = 0, lints = 0;
     unsigned irq_seen = 0, ioapic_id = 0, last_type = 0;
     int irq0_pin = -1;
     const uint8_t *p = mpc + 44, *end = mpc + len;
@@ -80,7 +71,7 @@ static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
             ioapic_id = p[1];
             assert_int_equal(p[2], 0x11);
             assert_int_equal(p[3], 1);
-            assert_int_equal(get32(p + 4), X86_IOAPIC_ADDR);
+            assert_int_equal(le_get32(p + 4), X86_IOAPIC_ADDR);
             ioapics++;
             break;
         case 3:
@@ -143,7 +134,7 @@ static void test_sparse_ids(void **state)
     assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 6, &err), 0);
     check_table(ram, ids, 6);
     const uint8_t *mpf = find_mpf(ram, X86_BIOS_AREA_ADDR, 0x10000);
-    const uint8_t *mpc = ram + get32(mpf + 4);
+    const uint8_t *mpc = ram + le_get32(mpf + 4);
     assert_int_equal(mpc[44 + 6 * 20 + 2 * 8 + 1], 7); /* IOAPIC ID after the last APIC ID */
     free(ram);
 }

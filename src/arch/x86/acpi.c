@@ -43,6 +43,7 @@
 #include "arch/x86/aml.h"
 #include "arch/x86/layout.h"
 #include "hw/acpi_pm.h"
+#include "core/bytes.h"
 
 #define HDR_SIZE  36
 #define RSDP_SIZE 36
@@ -101,42 +102,16 @@ static uint64_t align_up(uint64_t v, uint64_t a)
     return (v + a - 1) & ~(a - 1);
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-    uint8_t s = 0;
-    for (size_t i = 0; i < len; i++)
-        s += p[i];
-    return (uint8_t)(0 - s);
-}
-
 static void header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
 {
     memcpy(t, sig, 4);
-    put32(t + 4, len);
+    le_put32(t + 4, len);
     t[8] = rev;
     memcpy(t + 10, X86_ACPI_OEM_ID, 6);
     memcpy(t + 16, X86_ACPI_OEM_TABLE_ID, 8);
-    put32(t + 24, 1); /* OEM revision */
+    le_put32(t + 24, 1); /* OEM revision */
     memcpy(t + 28, X86_ACPI_CREATOR_ID, 4);
-    put32(t + 32, 1); /* creator revision */
+    le_put32(t + 32, 1); /* creator revision */
 }
 
 /* Call last, once the table is complete. */
@@ -145,7 +120,7 @@ static void finish(uint8_t *t)
     uint32_t len =
         (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
     t[9] = 0;
-    t[9] = checksum(t, len);
+    t[9] = checksum8(t, len);
 }
 
 static void gas(uint8_t *p, uint8_t space, uint8_t bits, uint8_t access, uint64_t addr)
@@ -154,7 +129,7 @@ static void gas(uint8_t *p, uint8_t space, uint8_t bits, uint8_t access, uint64_
     p[1] = bits;
     p[2] = 0; /* bit offset */
     p[3] = access;
-    put64(p + 4, addr);
+    le_put64(p + 4, addr);
 }
 
 static bool use_x2apic_entry(uint32_t apic_id, unsigned index)
@@ -186,8 +161,8 @@ static uint8_t *madt_iso(uint8_t *p, uint8_t irq, uint32_t gsi, uint16_t flags)
     p[1] = MADT_ISO_LEN;
     p[2] = 0; /* bus: ISA */
     p[3] = irq;
-    put32(p + 4, gsi);
-    put16(p + 8, flags);
+    le_put32(p + 4, gsi);
+    le_put16(p + 8, flags);
     return p + MADT_ISO_LEN;
 }
 
@@ -195,47 +170,47 @@ static void build_madt(uint8_t *t, uint32_t len, const struct x86_acpi_config *c
                        uint8_t ioapic_id)
 {
     header(t, "APIC", len, MADT_REVISION);
-    put32(t + HDR_SIZE, (uint32_t)X86_LAPIC_ADDR);
-    put32(t + HDR_SIZE + 4, cfg->legacy_pc ? MADT_PCAT_COMPAT : 0);
+    le_put32(t + HDR_SIZE, (uint32_t)X86_LAPIC_ADDR);
+    le_put32(t + HDR_SIZE + 4, cfg->legacy_pc ? MADT_PCAT_COMPAT : 0);
     uint8_t *p = t + HDR_SIZE + 8;
     for (unsigned i = 0; i < cfg->nr_cpus; i++) {
         uint32_t id = cfg->apic_ids[i];
         if (use_x2apic_entry(id, i)) {
             p[0] = MADT_X2APIC;
             p[1] = MADT_X2APIC_LEN;
-            put32(p + 4, id);
-            put32(p + 8, MADT_ENABLED);
-            put32(p + 12, i); /* ACPI processor UID */
+            le_put32(p + 4, id);
+            le_put32(p + 8, MADT_ENABLED);
+            le_put32(p + 12, i); /* ACPI processor UID */
             p += MADT_X2APIC_LEN;
         } else {
             p[0] = MADT_LAPIC;
             p[1] = MADT_LAPIC_LEN;
             p[2] = (uint8_t)i; /* ACPI processor UID */
             p[3] = (uint8_t)id;
-            put32(p + 4, MADT_ENABLED);
+            le_put32(p + 4, MADT_ENABLED);
             p += MADT_LAPIC_LEN;
         }
     }
     p[0] = MADT_IOAPIC;
     p[1] = MADT_IOAPIC_LEN;
     p[2] = ioapic_id;
-    put32(p + 4, (uint32_t)X86_IOAPIC_ADDR);
-    put32(p + 8, 0); /* GSI base */
+    le_put32(p + 4, (uint32_t)X86_IOAPIC_ADDR);
+    le_put32(p + 8, 0); /* GSI base */
     p += MADT_IOAPIC_LEN;
     p = madt_iso(p, 0, 2, MPS_ACTIVE_HIGH | MPS_EDGE);
     p = madt_iso(p, cfg->sci_irq, cfg->sci_irq, MPS_ACTIVE_HIGH | MPS_LEVEL);
     p[0] = MADT_LAPIC_NMI;
     p[1] = MADT_LAPIC_NMI_LEN;
     p[2] = 0xff; /* all processors */
-    put16(p + 3, MPS_ACTIVE_HIGH | MPS_EDGE);
+    le_put16(p + 3, MPS_ACTIVE_HIGH | MPS_EDGE);
     p[5] = 1; /* LINT1 */
     p += MADT_LAPIC_NMI_LEN;
     if (any_x2apic) {
         p[0] = MADT_X2APIC_NMI;
         p[1] = MADT_X2APIC_NMI_LEN;
-        put16(p + 2, MPS_ACTIVE_HIGH | MPS_EDGE);
-        put32(p + 4, 0xffffffffu); /* all processors */
-        p[8] = 1;                  /* LINT1 */
+        le_put16(p + 2, MPS_ACTIVE_HIGH | MPS_EDGE);
+        le_put32(p + 4, 0xffffffffu); /* all processors */
+        p[8] = 1;                     /* LINT1 */
     }
     finish(t);
 }
@@ -304,31 +279,31 @@ static void build_fadt(uint8_t *t, const struct x86_acpi_config *cfg, uint64_t f
     uint64_t tmr = pm + ACPI_PM_TMR_OFFSET, gpe0 = pm + ACPI_GPE0_OFFSET;
 
     header(t, "FACP", FADT_SIZE, FADT_REVISION);
-    put32(t + 36, (uint32_t)facs); /* FIRMWARE_CTRL */
-    put32(t + 40, (uint32_t)dsdt); /* DSDT */
-    t[45] = 0;                     /* Preferred_PM_Profile: unspecified */
-    put16(t + 46, cfg->sci_irq);   /* SCI_INT */
-    put32(t + 48, 0);              /* SMI_CMD: none, always in ACPI mode */
-    put32(t + 56, (uint32_t)evt);  /* PM1a_EVT_BLK */
-    put32(t + 64, (uint32_t)cnt);  /* PM1a_CNT_BLK */
-    put32(t + 76, (uint32_t)tmr);  /* PM_TMR_BLK */
-    put32(t + 80, (uint32_t)gpe0); /* GPE0_BLK */
+    le_put32(t + 36, (uint32_t)facs); /* FIRMWARE_CTRL */
+    le_put32(t + 40, (uint32_t)dsdt); /* DSDT */
+    t[45] = 0;                        /* Preferred_PM_Profile: unspecified */
+    le_put16(t + 46, cfg->sci_irq);   /* SCI_INT */
+    le_put32(t + 48, 0);              /* SMI_CMD: none, always in ACPI mode */
+    le_put32(t + 56, (uint32_t)evt);  /* PM1a_EVT_BLK */
+    le_put32(t + 64, (uint32_t)cnt);  /* PM1a_CNT_BLK */
+    le_put32(t + 76, (uint32_t)tmr);  /* PM_TMR_BLK */
+    le_put32(t + 80, (uint32_t)gpe0); /* GPE0_BLK */
     t[88] = ACPI_PM1_EVT_LEN;
     t[89] = ACPI_PM1_CNT_LEN;
     t[91] = ACPI_PM_TMR_LEN;
     t[92] = ACPI_GPE0_LEN;
-    put16(t + 96, 0x0fff); /* P_LVL2_LAT > 100: no C2 */
-    put16(t + 98, 0x0fff); /* P_LVL3_LAT > 1000: no C3 */
+    le_put16(t + 96, 0x0fff); /* P_LVL2_LAT > 100: no C2 */
+    le_put16(t + 98, 0x0fff); /* P_LVL3_LAT > 1000: no C3 */
     t[108] = CMOS_CENTURY;
-    put16(t + 109,
-          cfg->legacy_pc ? BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042 : BOOT_ARCH_VGA_NOT_PRESENT);
-    put32(t + 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
-                       FADT_F_TMR_VAL_EXT | FADT_F_RESET_REG_SUP);
+    le_put16(t + 109, cfg->legacy_pc ? BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042
+                                     : BOOT_ARCH_VGA_NOT_PRESENT);
+    le_put32(t + 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
+                          FADT_F_TMR_VAL_EXT | FADT_F_RESET_REG_SUP);
     gas(t + 116, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, ACPI_RESET_PORT); /* RESET_REG */
     t[128] = ACPI_RESET_VALUE;
     t[131] = FADT_MINOR_REVISION;
-    put64(t + 132, 0);    /* X_FIRMWARE_CTRL: 0, FIRMWARE_CTRL has the FACS */
-    put64(t + 140, dsdt); /* X_DSDT */
+    le_put64(t + 132, 0);    /* X_FIRMWARE_CTRL: 0, FIRMWARE_CTRL has the FACS */
+    le_put64(t + 140, dsdt); /* X_DSDT */
     gas(t + 148, GAS_SYSTEM_IO, 8 * ACPI_PM1_EVT_LEN, 0, evt); /* X_PM1a_EVT_BLK */
     gas(t + 172, GAS_SYSTEM_IO, 8 * ACPI_PM1_CNT_LEN, 0, cnt); /* X_PM1a_CNT_BLK */
     gas(t + 208, GAS_SYSTEM_IO, 8 * ACPI_PM_TMR_LEN, 0, tmr);  /* X_PM_TMR_BLK */
@@ -339,7 +314,7 @@ static void build_fadt(uint8_t *t, const struct x86_acpi_config *cfg, uint64_t f
 static void build_facs(uint8_t *t)
 {
     memcpy(t, "FACS", 4);
-    put32(t + 4, FACS_SIZE);
+    le_put32(t + 4, FACS_SIZE);
     t[32] = 2; /* version */
 }
 
@@ -448,14 +423,14 @@ int x86_build_acpi(struct guest_mem *mem, const struct x86_acpi_config *cfg,
 
     uint8_t *xsdt = buf + o_xsdt;
     header(xsdt, "XSDT", HDR_SIZE + 2 * 8, 1);
-    put64(xsdt + HDR_SIZE, a + o_fadt);
-    put64(xsdt + HDR_SIZE + 8, a + o_madt);
+    le_put64(xsdt + HDR_SIZE, a + o_fadt);
+    le_put64(xsdt + HDR_SIZE + 8, a + o_madt);
     finish(xsdt);
 
     uint8_t *rsdt = buf + o_rsdt;
     header(rsdt, "RSDT", HDR_SIZE + 2 * 4, 1);
-    put32(rsdt + HDR_SIZE, (uint32_t)(a + o_fadt));
-    put32(rsdt + HDR_SIZE + 4, (uint32_t)(a + o_madt));
+    le_put32(rsdt + HDR_SIZE, (uint32_t)(a + o_fadt));
+    le_put32(rsdt + HDR_SIZE + 4, (uint32_t)(a + o_madt));
     finish(rsdt);
 
     /* RSDP: checksum over the ACPI 1.0 part (20 bytes), extended checksum over all 36. */
@@ -463,11 +438,11 @@ int x86_build_acpi(struct guest_mem *mem, const struct x86_acpi_config *cfg,
     memcpy(rsdp, "RSD PTR ", 8);
     memcpy(rsdp + 9, X86_ACPI_OEM_ID, 6);
     rsdp[15] = 2; /* revision: ACPI 2.0+ */
-    put32(rsdp + 16, (uint32_t)(a + o_rsdt));
-    put32(rsdp + 20, RSDP_SIZE);
-    put64(rsdp + 24, a + o_xsdt);
-    rsdp[8] = checksum(rsdp, 20);
-    rsdp[32] = checksum(rsdp, RSDP_SIZE);
+    le_put32(rsdp + 16, (uint32_t)(a + o_rsdt));
+    le_put32(rsdp + 20, RSDP_SIZE);
+    le_put64(rsdp + 24, a + o_xsdt);
+    rsdp[8] = checksum8(rsdp, 20);
+    rsdp[32] = checksum8(rsdp, RSDP_SIZE);
 
     int r = guest_mem_write(mem, a, buf, total);
     free(buf);

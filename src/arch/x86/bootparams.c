@@ -5,6 +5,7 @@
 
 #include "arch/x86/e820.h"
 #include "arch/x86/layout.h"
+#include "core/bytes.h"
 
 #define SECTOR_SIZE     512
 #define PAGE_SIZE       4096ULL
@@ -22,38 +23,6 @@
 #define HEAP_END_PTR      0xfe00 /* setup heap end, relative to the (unused) real-mode code */
 
 /* Little-endian accessors over a byte buffer whose bounds the caller has already checked. */
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* End of the RAM region that starts at guest physical 0 (the RAM below the PCI hole). */
 static uint64_t low_ram_end(const struct guest_mem *mem)
@@ -79,15 +48,15 @@ struct bzimage {
 
 static int parse_header(const uint8_t *k, size_t len, struct bzimage *bz, struct error *err)
 {
-    if (len < X86_BP_HEADER + 4 || get32(k + X86_BP_HEADER) != HEADER_MAGIC)
+    if (len < X86_BP_HEADER + 4 || le_get32(k + X86_BP_HEADER) != HEADER_MAGIC)
         return error_setf(err, "not a Linux bzImage (no \"HdrS\" setup header at 0x%x)",
                           X86_BP_HEADER);
     /* From here on every fixed header field we read lies below HDR_MIN_END. */
     if (len < HDR_MIN_END)
         return error_setf(err, "file truncated (%zu bytes) inside the setup header", len);
-    if (get16(k + X86_BP_BOOT_FLAG) != BOOT_FLAG_MAGIC)
+    if (le_get16(k + X86_BP_BOOT_FLAG) != BOOT_FLAG_MAGIC)
         return error_setf(err, "not a Linux bzImage (boot flag is not 0xAA55)");
-    bz->protocol = get16(k + X86_BP_VERSION);
+    bz->protocol = le_get16(k + X86_BP_VERSION);
     if (bz->protocol < PROTO_MIN)
         return error_setf(err, "boot protocol %u.%02u is too old (kemu needs 2.12 or later)",
                           bz->protocol >> 8, bz->protocol & 0xff);
@@ -107,7 +76,7 @@ static int parse_header(const uint8_t *k, size_t len, struct bzimage *bz, struct
         return error_setf(err, "file truncated (%zu bytes) inside the setup header", len);
     bz->hdr_end = end;
 
-    uint16_t xlf = get16(k + X86_BP_XLOADFLAGS);
+    uint16_t xlf = le_get16(k + X86_BP_XLOADFLAGS);
     if (bz->protocol < PROTO_XLOADFLAGS || !(xlf & X86_XLF_KERNEL_64))
         return error_setf(err,
                           "kernel has no 64-bit entry point (boot protocol %u.%02u, "
@@ -125,21 +94,21 @@ static int parse_header(const uint8_t *k, size_t len, struct bzimage *bz, struct
         return error_setf(err, "file truncated: %zu bytes, but the setup code alone takes %zu", len,
                           bz->setup_size);
     /* syssize counts 16-byte paragraphs of the protected-mode part; allow its rounding. */
-    uint64_t sys = (uint64_t)get32(k + X86_BP_SYSSIZE) * 16;
+    uint64_t sys = (uint64_t)le_get32(k + X86_BP_SYSSIZE) * 16;
     if (sys > (uint64_t)(len - bz->setup_size) + 15)
         return error_setf(err,
                           "file truncated: the kernel is %llu bytes after the setup code, "
                           "only %zu present",
                           (unsigned long long)sys, len - bz->setup_size);
 
-    bz->cmdline_size = get32(k + X86_BP_CMDLINE_SIZE);
-    bz->initrd_addr_max = get32(k + X86_BP_INITRD_ADDR_MAX);
+    bz->cmdline_size = le_get32(k + X86_BP_CMDLINE_SIZE);
+    bz->initrd_addr_max = le_get32(k + X86_BP_INITRD_ADDR_MAX);
     if (bz->initrd_addr_max == 0)
         bz->initrd_addr_max = INITRD_MAX_LEGACY;
-    bz->init_size = bz->protocol >= PROTO_INIT_SIZE ? get32(k + X86_BP_INIT_SIZE) : 0;
+    bz->init_size = bz->protocol >= PROTO_INIT_SIZE ? le_get32(k + X86_BP_INIT_SIZE) : 0;
     bz->relocatable = k[X86_BP_RELOCATABLE] != 0;
-    bz->kernel_alignment = get32(k + X86_BP_KERNEL_ALIGNMENT);
-    bz->pref_address = bz->protocol >= PROTO_INIT_SIZE ? get64(k + X86_BP_PREF_ADDRESS) : 0;
+    bz->kernel_alignment = le_get32(k + X86_BP_KERNEL_ALIGNMENT);
+    bz->pref_address = bz->protocol >= PROTO_INIT_SIZE ? le_get64(k + X86_BP_PREF_ADDRESS) : 0;
     return 0;
 }
 
@@ -203,18 +172,18 @@ static int write_zero_page(struct guest_mem *mem, const uint8_t *k, const struct
     memset(zp, 0, X86_BP_SIZE);
     /* The protocol: copy the setup header as found in the file, then fill in our fields. */
     memcpy(zp + X86_BP_HDR, k + X86_BP_HDR, bz->hdr_end - X86_BP_HDR);
-    put16(zp + X86_BP_VID_MODE, 0xffff); /* "normal" */
-    zp[X86_BP_TYPE_OF_LOADER] = 0xff;    /* undefined loader */
+    le_put16(zp + X86_BP_VID_MODE, 0xffff); /* "normal" */
+    zp[X86_BP_TYPE_OF_LOADER] = 0xff;       /* undefined loader */
     zp[X86_BP_LOADFLAGS] = bz->loadflags | X86_LOADFLAGS_CAN_USE_HEAP;
-    put16(zp + X86_BP_HEAP_END_PTR, HEAP_END_PTR);
-    put32(zp + X86_BP_CMD_LINE_PTR, (uint32_t)out->cmdline_addr);
-    put32(zp + X86_BP_EXT_CMD_LINE_PTR, (uint32_t)(out->cmdline_addr >> 32));
-    put32(zp + X86_BP_RAMDISK_IMAGE, (uint32_t)out->initrd_addr);
-    put32(zp + X86_BP_EXT_RAMDISK_IMAGE, (uint32_t)(out->initrd_addr >> 32));
-    put32(zp + X86_BP_RAMDISK_SIZE, (uint32_t)out->initrd_size);
-    put32(zp + X86_BP_EXT_RAMDISK_SIZE, (uint32_t)(out->initrd_size >> 32));
+    le_put16(zp + X86_BP_HEAP_END_PTR, HEAP_END_PTR);
+    le_put32(zp + X86_BP_CMD_LINE_PTR, (uint32_t)out->cmdline_addr);
+    le_put32(zp + X86_BP_EXT_CMD_LINE_PTR, (uint32_t)(out->cmdline_addr >> 32));
+    le_put32(zp + X86_BP_RAMDISK_IMAGE, (uint32_t)out->initrd_addr);
+    le_put32(zp + X86_BP_EXT_RAMDISK_IMAGE, (uint32_t)(out->initrd_addr >> 32));
+    le_put32(zp + X86_BP_RAMDISK_SIZE, (uint32_t)out->initrd_size);
+    le_put32(zp + X86_BP_EXT_RAMDISK_SIZE, (uint32_t)(out->initrd_size >> 32));
     if (bz->protocol >= PROTO_SETUP_DATA)
-        put64(zp + X86_BP_SETUP_DATA, 0); /* no setup_data chain */
+        le_put64(zp + X86_BP_SETUP_DATA, 0); /* no setup_data chain */
 
     struct x86_e820_entry e820[X86_E820_MAX_ENTRIES];
     unsigned n;
@@ -222,9 +191,9 @@ static int write_zero_page(struct guest_mem *mem, const uint8_t *k, const struct
         return -1;
     for (unsigned i = 0; i < n; i++) { /* struct boot_e820_entry: packed, 20 bytes */
         uint8_t *e = zp + X86_BP_E820_TABLE + 20 * i;
-        put64(e, e820[i].addr);
-        put64(e + 8, e820[i].size);
-        put32(e + 16, e820[i].type);
+        le_put64(e, e820[i].addr);
+        le_put64(e + 8, e820[i].size);
+        le_put32(e + 16, e820[i].type);
     }
     zp[X86_BP_E820_ENTRIES] = (uint8_t)n;
     out->e820_entries = n;
@@ -299,7 +268,7 @@ int x86_boot_set_acpi_rsdp(struct guest_mem *mem, const struct x86_boot_info *bi
                            uint64_t rsdp_addr, struct error *err)
 {
     uint8_t v[8];
-    put64(v, rsdp_addr);
+    le_put64(v, rsdp_addr);
     if (guest_mem_write(mem, bi->zero_page + X86_BP_ACPI_RSDP_ADDR, v, sizeof(v)) < 0)
         return error_setf(err, "zero page at 0x%llx is not in guest RAM",
                           (unsigned long long)bi->zero_page);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "arch/x86/layout.h"
+#include "core/bytes.h"
 
 #define MPF_SIZE        16 /* floating pointer structure */
 #define MPC_HEADER_SIZE 44 /* configuration table header */
@@ -39,26 +40,6 @@
 #define NR_LINTS         2
 #define NR_SMALL_ENTRIES (NR_BUSES + 1 + NR_IOINTS + NR_LINTS)
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-    uint8_t sum = 0;
-    for (size_t i = 0; i < len; i++)
-        sum += p[i];
-    return (uint8_t)-sum;
-}
-
 uint64_t x86_mptable_size(unsigned nr_cpus)
 {
     return MPF_SIZE + MPC_HEADER_SIZE + (uint64_t)nr_cpus * MP_PROC_SIZE +
@@ -77,7 +58,7 @@ static void ioint(uint8_t **pp, uint8_t type, uint8_t bus_irq, uint8_t ioapic, u
 {
     uint8_t *e = small_entry(pp, MP_ENTRY_IOINT);
     e[1] = type;
-    put16(e + 2, MP_FLAGS_CONFORM);
+    le_put16(e + 2, MP_FLAGS_CONFORM);
     e[4] = X86_MP_BUS_ISA;
     e[5] = bus_irq;
     e[6] = ioapic;
@@ -121,8 +102,8 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
         p[1] = (uint8_t)apic_ids[i];
         p[2] = MP_LAPIC_VER;
         p[3] = MP_CPU_ENABLED | (i == 0 ? MP_CPU_BSP : 0);
-        put32(p + 4, MP_CPU_SIGNATURE);
-        put32(p + 8, MP_CPU_FEATURES);
+        le_put32(p + 4, MP_CPU_SIGNATURE);
+        le_put32(p + 8, MP_CPU_FEATURES);
     }
     uint8_t *e = small_entry(&p, MP_ENTRY_BUS);
     e[1] = X86_MP_BUS_PCI;
@@ -134,7 +115,7 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
     e[1] = (uint8_t)ioapic_id;
     e[2] = MP_IOAPIC_VER;
     e[3] = MP_IOAPIC_EN;
-    put32(e + 4, (uint32_t)X86_IOAPIC_ADDR);
+    le_put32(e + 4, (uint32_t)X86_IOAPIC_ADDR);
     /* The timer (IRQ0) is on pin 2 as on a PC; IRQ2 is the 8259 cascade and has no entry. No
      * ExtINT entry for pin 0 either (SeaBIOS has none): Linux would warn that the IOAPIC pin is
      * not programmed as ExtINT, since no firmware ran. */
@@ -155,20 +136,20 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
 
     uint16_t mpc_len = (uint16_t)(p - mpc);
     memcpy(mpc, "PCMP", 4);
-    put16(mpc + 4, mpc_len);
+    le_put16(mpc + 4, mpc_len);
     mpc[6] = MP_SPEC_REV;
     memcpy(mpc + 8, "KEMU    ", 8);       /* OEM ID */
     memcpy(mpc + 16, "PC          ", 12); /* product ID */
-    put16(mpc + 34, (uint16_t)(nr_cpus + NR_SMALL_ENTRIES));
-    put32(mpc + 36, (uint32_t)X86_LAPIC_ADDR);
-    mpc[7] = checksum(mpc, mpc_len);
+    le_put16(mpc + 34, (uint16_t)(nr_cpus + NR_SMALL_ENTRIES));
+    le_put32(mpc + 36, (uint32_t)X86_LAPIC_ADDR);
+    mpc[7] = checksum8(mpc, mpc_len);
 
     /* Floating pointer: physical address of the table, length 1 (x16 bytes), feature bytes 0
      * (a configuration table is present; no IMCR, virtual wire mode). */
     memcpy(base, "_MP_", 4);
-    put32(base + 4, (uint32_t)(addr + MPF_SIZE));
+    le_put32(base + 4, (uint32_t)(addr + MPF_SIZE));
     base[8] = 1;
     base[9] = MP_SPEC_REV;
-    base[10] = checksum(base, MPF_SIZE);
+    base[10] = checksum8(base, MPF_SIZE);
     return 0;
 }
