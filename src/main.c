@@ -130,6 +130,7 @@ static int build_machine(struct app *app, struct error *err)
         .initrd = cfg->initrd,
         .append = cfg->append,
         .no_reboot = cfg->no_reboot,
+        .no_shutdown = cfg->no_shutdown,
         .rtc_base = cfg->rtc_base == KEMU_RTC_BASE_LOCALTIME ? RTC_BASE_LOCALTIME
                     : cfg->rtc_base == KEMU_RTC_BASE_DATE    ? RTC_BASE_FIXED
                                                              : RTC_BASE_UTC,
@@ -190,6 +191,13 @@ int main(int argc, char **argv)
         int r = cmdline_print_action(&app.cfg, stdout);
         kemu_config_free(&app.cfg);
         return r;
+    }
+    if (app.cfg.start_paused) {
+        /* Nothing could resume the guest yet: refuse rather than hang. */
+        fprintf(stderr, "kemu: -S: starting paused needs a monitor (-qmp/-monitor), "
+                        "which kemu does not have yet\n");
+        kemu_config_free(&app.cfg);
+        return 1;
     }
     if (app.cfg.daemonize) {
         for (size_t i = 0; i < app.cfg.nserials; i++)

@@ -188,7 +188,7 @@ static void pc_reset_devices(struct vm *vm)
 /* Guest power-off (S5) and reset through port 0xCF9. */
 static void pm_poweroff(void *opaque)
 {
-    vm_request(opaque, VM_REQ_SHUTDOWN, 0);
+    vm_request(opaque, VM_REQ_POWEROFF, 0);
 }
 
 static void pm_reset(void *opaque)
@@ -330,6 +330,7 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
     vm->board = &pc_board_ops;
     vm->board_data = pc;
     vm->no_reboot = p->no_reboot;
+    vm->no_shutdown = p->no_shutdown;
     if (kvm_open(&vm->kvm, "/dev/kvm", err) < 0)
         goto fail;
     if (p->cpus > (unsigned)vm->kvm.max_vcpus) {

@@ -28,7 +28,7 @@ struct pc_params {
     int64_t rtc_fixed_epoch;
     bool debug_exit;
     uint16_t debug_exit_base, debug_exit_size;
-    bool no_reboot;
+    bool no_reboot, no_shutdown;
 };
 
 struct pc;

@@ -258,7 +258,7 @@ static void *vcpu_thread(void *opaque)
             if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
                 vm_request(vm, VM_REQ_RESET, 0);
             else
-                vm_request(vm, VM_REQ_SHUTDOWN, 0);
+                vm_request(vm, VM_REQ_POWEROFF, 0);
             break;
         case KVM_EXIT_INTERNAL_ERROR:
             vcpu_fatal(v, "KVM internal error. Suberror: %llu (CPU %llu)", run->internal.suberror,
@@ -347,6 +347,16 @@ static void on_wake(void *opaque, uint32_t events)
             }
             return;
         }
+    case VM_REQ_POWEROFF:
+        vm->exit_status = 0;
+        if (vm->no_shutdown) {
+            /* QEMU's -no-shutdown: the guest is off but kemu stays until asked to quit. */
+            stop_vcpus(vm);
+            fprintf(stderr, "kemu: guest powered off; -no-shutdown keeps kemu running\n");
+            atomic_store(&vm->request, VM_REQ_NONE);
+            return;
+        }
+        break;
     default:
         break;
     }

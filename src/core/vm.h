@@ -34,7 +34,8 @@ struct vcpu {
 enum vm_request {
     VM_REQ_NONE = 0,
     VM_REQ_RESET,    /* guest reboot: keyboard controller, triple fault */
-    VM_REQ_SHUTDOWN, /* guest power-off or debug-exit: exit with vm->exit_status */
+    VM_REQ_SHUTDOWN, /* debug-exit: exit with vm->exit_status */
+    VM_REQ_POWEROFF, /* guest power-off (ACPI S5): exit 0, or stop under -no-shutdown */
     VM_REQ_QUIT,     /* host side asked to quit (Ctrl-A x, signal) */
     VM_REQ_ERROR,    /* fatal vCPU error already reported */
 };
@@ -61,6 +62,7 @@ struct vm {
     void *board_data;
 
     bool no_reboot;
+    bool no_shutdown; /* a guest power-off stops the vCPUs and kemu waits to be told to quit */
     atomic_int request;   /* enum vm_request, first one wins until handled */
     atomic_bool stopping; /* vCPU threads must leave KVM_RUN */
     int exit_status;      /* process exit status for VM_REQ_SHUTDOWN / ERROR */

@@ -42,6 +42,16 @@ def build(port=0xF4, code=0):
     return bytes(setup + kernel)
 
 
+def build_jump(addr):
+    """A guest whose 64-bit entry jumps to addr (below 4 GiB): aimed at unbacked memory, the
+    CPU cannot fetch there and KVM reports an emulation failure."""
+    image = bytearray(build())
+    entry64 = 512 * 2 + 0x200  # setup is 2 sectors; the 64-bit entry is 0x200 into the kernel
+    code = bytes([0xB8]) + addr.to_bytes(4, "little") + bytes([0xFF, 0xE0])  # mov eax; jmp rax
+    image[entry64 : entry64 + len(code)] = code
+    return bytes(image)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: mkbzimage.py OUT [PORT [CODE]]")

@@ -96,3 +96,19 @@ def test_microvm_boots():
                   run="echo microvm-ok")
     assert r.status == 0, r
     assert "microvm-ok" in r.output, r
+
+
+def test_guest_poweroff_exits_zero():
+    # ACPI S5 through the PM block the FADT describes.
+    r = run_guest(["-M", "pc", "-nographic", "-m", "256M"],
+                  run="echo powering-off; poweroff -f")
+    assert r.status == 0 and not r.killed and not r.timed_out, r
+    assert "powering-off" in r.output, r
+
+
+def test_no_shutdown_keeps_kemu_after_poweroff():
+    r = run_guest(["-M", "pc", "-nographic", "-m", "256M", "-no-shutdown"],
+                  run="poweroff -f",
+                  guestrun_opts=["--kill-after-count", "guest powered off", "1"])
+    assert r.killed, r
+    assert "-no-shutdown keeps kemu running" in r.output, r

@@ -57,6 +57,16 @@ def test_reset_with_no_reboot_exits_zero(tiny, port, value):
 
 
 @needs_kvm
+def test_emulation_failure_dumps_registers(tmp_path):
+    k = tmp_path / "jump.bzImage"
+    k.write_bytes(mkbzimage.build_jump(0xD0000000))  # inside the PCI hole: no RAM there
+    r = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-kernel", str(k))
+    assert r.returncode == 1, r
+    assert "KVM internal error" in r.stderr, r.stderr
+    assert "RIP=00000000d0000000" in r.stderr and "CR0=" in r.stderr, r.stderr
+
+
+@needs_kvm
 def test_reset_without_no_reboot_restarts(tiny):
     # The guest resets at its first instruction: kemu keeps rebooting it until told to stop.
     p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-display", "none",
@@ -111,6 +121,7 @@ BAD = [
     (["-kernel", "/etc/hostname"], "-kernel"),
     (["-serial", "chardev:nope"], "nope"),
     (["-chardev", "file,id=c0"], "path"),
+    (["-S", "-kernel", "/etc/hostname"], "-S"),
 ]
 
 
