@@ -106,6 +106,50 @@ def test_daemonize_and_pidfile(tiny, tmp_path):
     assert not pidfile.exists(), "pid file left behind"
 
 
+@needs_kvm
+def test_serial_to_file(tiny, tmp_path):
+    # The guest writes 'K' to COM1's transmit register, then halts; the byte lands in the file.
+    log = tmp_path / "com1.log"
+    p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-display", "none",
+                          "-serial", f"file:{log}", "-kernel", tiny(0x3F8, ord("K"))],
+                         stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if log.exists() and log.read_bytes() == b"K":
+                break
+            time.sleep(0.05)
+        assert log.read_bytes() == b"K"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+@needs_kvm
+def test_serial_on_unix_socket_server_wait(tiny, tmp_path):
+    import socket
+    path = str(tmp_path / "com1.sock")
+    p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-display", "none",
+                          "-chardev", f"socket,id=s0,path={path},server=on,wait=on",
+                          "-serial", "chardev:s0", "-kernel", tiny(0x3F8, ord("K"))],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if os.path.exists(path):
+                break
+            time.sleep(0.05)
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect(path)
+        # wait=on: the guest starts only now, so its first byte reaches this client.
+        assert c.recv(1) == b"K"
+        c.close()
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert not os.path.exists(path), "socket file left behind"
+
+
 BAD = [
     (["-smp", "2,socket=2"], "-smp 2,socket=2: unknown parameter 'socket'"),
     (["-smp", "4,sockets=2,cores=3"], "Invalid CPU topology"),
