@@ -7,6 +7,7 @@ void bus_init(struct bus *bus, const char *name)
 {
     memset(bus, 0, sizeof(*bus));
     bus->name = name;
+    pthread_rwlock_init(&bus->lock, NULL);
 }
 
 void bus_destroy(struct bus *bus)
@@ -14,10 +15,11 @@ void bus_destroy(struct bus *bus)
     free(bus->ranges);
     bus->ranges = NULL;
     bus->nr = bus->cap = 0;
+    pthread_rwlock_destroy(&bus->lock);
 }
 
-int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct bus_ops *ops,
-                 void *opaque, const char *name, struct error *err)
+static int insert_range(struct bus *bus, uint64_t base, uint64_t len, const struct bus_ops *ops,
+                        void *opaque, const char *name, struct error *err)
 {
     if (len == 0 || base + len < base)
         return error_setf(err, "%s: invalid %s range 0x%llx+0x%llx", name, bus->name,
@@ -49,6 +51,32 @@ int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct bus_
     return 0;
 }
 
+int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct bus_ops *ops,
+                 void *opaque, const char *name, struct error *err)
+{
+    pthread_rwlock_wrlock(&bus->lock);
+    int r = insert_range(bus, base, len, ops, opaque, name, err);
+    pthread_rwlock_unlock(&bus->lock);
+    return r;
+}
+
+bool bus_unregister(struct bus *bus, uint64_t base, void *opaque)
+{
+    bool found = false;
+    pthread_rwlock_wrlock(&bus->lock);
+    for (unsigned i = 0; i < bus->nr; i++) {
+        if (bus->ranges[i].base == base && bus->ranges[i].opaque == opaque) {
+            memmove(&bus->ranges[i], &bus->ranges[i + 1],
+                    (bus->nr - i - 1) * sizeof(bus->ranges[0]));
+            bus->nr--;
+            found = true;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&bus->lock);
+    return found;
+}
+
 const struct bus_range *bus_find(const struct bus *bus, uint64_t addr)
 {
     unsigned lo = 0, hi = bus->nr;
@@ -65,23 +93,35 @@ const struct bus_range *bus_find(const struct bus *bus, uint64_t addr)
     return NULL;
 }
 
-bool bus_read(const struct bus *bus, uint64_t addr, unsigned size, uint64_t *value)
+/* Copy of the range holding addr, taken under the read lock; false if none. */
+static bool lookup(struct bus *bus, uint64_t addr, struct bus_range *out)
 {
+    pthread_rwlock_rdlock(&bus->lock);
     const struct bus_range *r = bus_find(bus, addr);
-    if (!r || !r->ops->read) {
+    if (r)
+        *out = *r;
+    pthread_rwlock_unlock(&bus->lock);
+    return r != NULL;
+}
+
+bool bus_read(struct bus *bus, uint64_t addr, unsigned size, uint64_t *value)
+{
+    struct bus_range r;
+    bool found = lookup(bus, addr, &r);
+    if (!found || !r.ops->read) {
         *value = size >= 8 ? ~0ULL : (1ULL << (size * 8)) - 1;
-        return r != NULL;
+        return found;
     }
-    *value = r->ops->read(r->opaque, addr - r->base, size);
+    *value = r.ops->read(r.opaque, addr - r.base, size);
     return true;
 }
 
-bool bus_write(const struct bus *bus, uint64_t addr, unsigned size, uint64_t value)
+bool bus_write(struct bus *bus, uint64_t addr, unsigned size, uint64_t value)
 {
-    const struct bus_range *r = bus_find(bus, addr);
-    if (!r)
+    struct bus_range r;
+    if (!lookup(bus, addr, &r))
         return false;
-    if (r->ops->write)
-        r->ops->write(r->opaque, addr - r->base, size, value);
+    if (r.ops->write)
+        r.ops->write(r.opaque, addr - r.base, size, value);
     return true;
 }

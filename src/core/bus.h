@@ -6,6 +6,7 @@
 #ifndef KEMU_CORE_BUS_H
 #define KEMU_CORE_BUS_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -24,20 +25,29 @@ struct bus_range {
     const char *name;
 };
 
+/*
+ * Ranges change at run time (the guest moves a PCI BAR), so the array is guarded by a rwlock.
+ * A dispatch copies the range under the read lock and calls the device after dropping it: a
+ * device may then remap its own BARs from inside the access, and devices outlive the bus
+ * mapping, so an access racing with an unmap reaches a live device (as if it came just before).
+ */
 struct bus {
     const char *name;         /* "pio" or "mmio", for messages */
     struct bus_range *ranges; /* sorted by base, non-overlapping */
     unsigned nr, cap;
+    pthread_rwlock_t lock;
 };
 
 void bus_init(struct bus *bus, const char *name);
 void bus_destroy(struct bus *bus);
-/* Registration happens before vCPUs start; lookups afterwards take no lock. */
 int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct bus_ops *ops,
                  void *opaque, const char *name, struct error *err);
+/* Remove the range registered at base for opaque; returns false if there is none. */
+bool bus_unregister(struct bus *bus, uint64_t base, void *opaque);
+/* Unlocked lookup, for set-up code and tests while nothing changes the bus concurrently. */
 const struct bus_range *bus_find(const struct bus *bus, uint64_t addr);
 /* Returns false when nothing is mapped there: reads then give all-ones, writes are dropped. */
-bool bus_read(const struct bus *bus, uint64_t addr, unsigned size, uint64_t *value);
-bool bus_write(const struct bus *bus, uint64_t addr, unsigned size, uint64_t value);
+bool bus_read(struct bus *bus, uint64_t addr, unsigned size, uint64_t *value);
+bool bus_write(struct bus *bus, uint64_t addr, unsigned size, uint64_t value);
 
 #endif

@@ -18,6 +18,7 @@ static const struct {
     {KVM_CAP_IRQCHIP, "in-kernel irqchip"}, {KVM_CAP_USER_MEMORY, "user memory"},
     {KVM_CAP_SET_TSS_ADDR, "TSS address"},  {KVM_CAP_EXT_CPUID, "extended CPUID"},
     {KVM_CAP_PIT2, "in-kernel PIT"},        {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    {KVM_CAP_SIGNAL_MSI, "MSI injection"},  {KVM_CAP_IOEVENTFD, "ioeventfd"},
 };
 
 int kvm_open(struct kvm *kvm, const char *path, struct error *err)
@@ -165,6 +166,20 @@ int kvm_irq_line(struct kvm *kvm, unsigned gsi, int level)
 {
     struct kvm_irq_level l = {.irq = gsi, .level = level};
     return ioctl(kvm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data)
+{
+    struct kvm_msi m = {
+        .address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32), .data = data};
+    return ioctl(kvm->vm_fd, KVM_SIGNAL_MSI, &m);
+}
+
+int kvm_ioeventfd(struct kvm *kvm, uint64_t addr, unsigned len, int fd, bool assign)
+{
+    struct kvm_ioeventfd e = {
+        .addr = addr, .len = len, .fd = fd, .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
+    return ioctl(kvm->vm_fd, KVM_IOEVENTFD, &e);
 }
 
 int kvm_create_vcpu(struct kvm *kvm, unsigned long id, struct kvm_vcpu_fd *v, struct error *err)

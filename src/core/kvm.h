@@ -34,6 +34,10 @@ void kvm_destroy_vm(struct kvm *kvm);
 int kvm_set_memory(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
                    struct error *err);
 int kvm_irq_line(struct kvm *kvm, unsigned gsi, int level);
+/* Inject an MSI (address/data as a device would write them). Safe from any thread. */
+int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data);
+/* Signal eventfd fd when the guest writes len bytes at MMIO addr (assign) or stop (!assign). */
+int kvm_ioeventfd(struct kvm *kvm, uint64_t addr, unsigned len, int fd, bool assign);
 
 struct kvm_vcpu_fd {
     int fd;

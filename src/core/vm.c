@@ -15,8 +15,12 @@
 
 #define SIG_VCPU_KICK SIGUSR1
 
-/* KEMU_TRACE=1 in the environment logs every port and MMIO exit to stderr (debugging aid). */
-static bool trace_exits;
+/*
+ * Debugging aids from the environment: KEMU_TRACE=1 logs every port and MMIO exit and every
+ * reset to stderr; KEMU_TRACE=reset logs only resets and power-offs with their cause (a triple
+ * fault with the registers), which the system tests turn on.
+ */
+static bool trace_exits, trace_resets;
 
 static void kick_handler(int sig)
 {
@@ -44,7 +48,8 @@ int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint
         vm->vcpus[i].kfd.fd = -1;
     }
     const char *trace = getenv("KEMU_TRACE");
-    trace_exits = trace && *trace && strcmp(trace, "0") != 0;
+    trace_resets = trace && *trace && strcmp(trace, "0") != 0;
+    trace_exits = trace_resets && strcmp(trace, "reset") != 0;
     struct sigaction sa = {.sa_handler = kick_handler};
     sigemptyset(&sa.sa_mask);
     sigaction(SIG_VCPU_KICK, &sa, NULL);
@@ -99,6 +104,9 @@ void vm_destroy(struct vm *vm)
 void vm_request(struct vm *vm, enum vm_request req, int exit_status)
 {
     /* The first request wins, except that anything ending the VM overrides a pending reset. */
+    if (trace_resets && req != VM_REQ_NONE)
+        fprintf(stderr, "kemu-trace: request %d (1 reset, 2 shutdown, 3 power-off, 4 quit, 5 error)\n",
+                (int)req);
     int expected = VM_REQ_NONE;
     bool posted = atomic_compare_exchange_strong(&vm->request, &expected, (int)req);
     if (!posted && expected == VM_REQ_RESET && req != VM_REQ_RESET)
@@ -252,9 +260,16 @@ static void *vcpu_thread(void *opaque)
             break;
         case KVM_EXIT_SHUTDOWN:
             /* Triple fault: a PC resets. */
+            if (trace_resets) {
+                fprintf(stderr, "kemu-trace: cpu%u triple fault, resetting\n", v->index);
+                dump_registers(v);
+            }
             vm_request(vm, VM_REQ_RESET, 0);
             break;
         case KVM_EXIT_SYSTEM_EVENT:
+            if (trace_resets)
+                fprintf(stderr, "kemu-trace: cpu%u system event %u\n", v->index,
+                        run->system_event.type);
             if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
                 vm_request(vm, VM_REQ_RESET, 0);
             else
@@ -315,8 +330,10 @@ int vm_start(struct vm *vm, struct error *err)
 static int reset_vm(struct vm *vm, struct error *err)
 {
     stop_vcpus(vm);
-    destroy_kvm_vm(vm);
+    /* Devices first, while the old VM still exists: their backends may still be signalling it
+     * until they are stopped, and their ioeventfds are removed from it. */
     vm->board->reset_devices(vm);
+    destroy_kvm_vm(vm);
     /* A PC's RAM is not cleared by reset, but handing back the pages keeps the host lean. */
     if (vm->mem.mapping)
         madvise(vm->mem.mapping, vm->mem.mapping_size, MADV_DONTNEED);
