@@ -115,6 +115,10 @@ struct pci_bus_io {
     void (*msi_send)(void *ctx, uint64_t addr, uint32_t data);
     /* Drive a GSI (level-triggered INTx). Optional. */
     void (*set_irq)(void *ctx, unsigned gsi, int level);
+    /* Have the hypervisor signal eventfd fd, without an exit to kemu, when the guest writes len
+     * (1, 2, 4 or 8) bytes at MMIO address addr (KVM ioeventfd); assign=false removes it.
+     * Returns 0, or -1 when unavailable: the device then signals fd from its MMIO handler. */
+    int (*ioeventfd)(void *ctx, uint64_t addr, unsigned len, int fd, bool assign);
     void *ctx;
 };
 

@@ -535,3 +535,11 @@ void *vq_segment_ptr(const struct virtqueue *vq, const struct vq_segment *s)
 {
     return guest_mem_ptr(vq->mem, s->gpa, s->len);
 }
+
+void vq_unpop(struct virtqueue *vq, unsigned n)
+{
+    if (n > vq->inflight)
+        n = vq->inflight;
+    vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - n);
+    vq->inflight -= n;
+}

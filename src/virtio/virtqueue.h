@@ -113,6 +113,9 @@ bool vq_is_enabled(const struct virtqueue *vq);
  * more than the bounds above and never allocates.
  */
 int vq_pop(struct virtqueue *vq, struct vq_chain *out, struct error *err);
+/* Give back the last n popped, not yet pushed chains: the next pops return them again (a
+ * receive path that popped buffers for a frame that then did not fit). */
+void vq_unpop(struct virtqueue *vq, unsigned n);
 /* Return a popped chain to the driver with `written` bytes written into its writable part, and
  * publish it (used->idx, release). */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
