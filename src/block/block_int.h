@@ -1,0 +1,81 @@
+/* Inside the block layer: the backend state shared by the format drivers and the file protocol. */
+#ifndef KEMU_BLOCK_BLOCK_INT_H
+#define KEMU_BLOCK_BLOCK_INT_H
+
+#include <pthread.h>
+
+#include "block/block.h"
+
+/* A format driver maps the guest's view (offsets of the virtual disk) onto the protocol. */
+struct block_format_ops {
+    const char *name;
+    /* bb->file is open; set bb->size. */
+    int (*open)(struct block_backend *bb, struct error *err);
+    /* Range-checked request to the protocol (file_submit) or block_complete_later(). */
+    void (*submit)(struct block_backend *bb, struct block_request *req);
+    void (*close)(struct block_backend *bb);
+};
+
+extern const struct block_format_ops block_format_raw;
+
+#define POOL_MAX_THREADS 16
+
+struct thread_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct block_request *head, **tail;
+    unsigned queued, idle, nthreads;
+    bool stop;
+    pthread_t threads[POOL_MAX_THREADS];
+};
+
+struct aio_native;
+struct aio_uring;
+
+struct block_backend {
+    const struct block_format_ops *fmt;
+    void *fmt_state;
+    char *filename;
+
+    /* Protocol: the host file. */
+    int fd;
+    int open_flags;
+    bool is_blockdev;
+    bool direct;    /* O_DIRECT: aligned buffers, offsets and lengths */
+    unsigned align; /* logical block size for O_DIRECT, else 512 */
+    uint64_t file_size;
+
+    enum block_cache cache;
+    enum block_aio aio;
+    enum detect_zeroes dz;
+    bool readonly, discard_unmap;
+    uint64_t size; /* virtual disk size (the format's view) */
+
+    unsigned inflight; /* owner thread only */
+    bool plugged;
+    int efd; /* completion eventfd */
+
+    /* Completions from pool threads and deferred immediate completions. */
+    pthread_mutex_t done_lock;
+    struct block_request *done_head, **done_tail;
+
+    struct thread_pool pool;
+    struct aio_native *native;
+    struct aio_uring *uring;
+};
+
+/* Protocol (file.c). */
+int file_open(struct block_backend *bb, const struct block_open_opts *o, struct error *err);
+void file_close(struct block_backend *bb);
+void file_submit(struct block_backend *bb, struct block_request *req);
+void file_unplug(struct block_backend *bb);
+/* Reap engine completions into callbacks; returns how many. */
+unsigned file_process(struct block_backend *bb);
+
+/* Core (block.c). */
+/* Complete req with ret on the owner thread, later (any thread may call). */
+void block_complete_later(struct block_backend *bb, struct block_request *req, int ret);
+/* Finish req on the owner thread now: bounce copy-out, callback. */
+void block_complete_now(struct block_backend *bb, struct block_request *req, int ret);
+
+#endif

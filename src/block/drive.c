@@ -1,0 +1,185 @@
+/* -drive: parse QEMU's drive options, check what kemu supports, open the image. */
+#include "block/drive.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct opt_desc drive_desc[] = {
+    {"file", OPT_STRING, NULL, "disk image (a file or a block device)"},
+    {"if", OPT_STRING, "ide", "interface: virtio or none (ide, scsi, floppy... not yet)"},
+    {"format", OPT_STRING, "raw", "image format (raw only)"},
+    {"id", OPT_STRING, NULL, "drive name, for -device ...,drive=ID"},
+    {"cache", OPT_STRING, "writeback",
+     "host cache: writeback, none, writethrough, directsync or unsafe"},
+    {"aio", OPT_STRING, "threads", "I/O engine: threads, native or io_uring"},
+    {"readonly", OPT_BOOL, "off", "open the image read-only"},
+    {"serial", OPT_STRING, NULL, "disk serial number (up to 20 bytes reach the guest)"},
+    {"discard", OPT_STRING, "ignore", "guest discards: ignore or unmap (punch holes)"},
+    {"detect-zeroes", OPT_STRING, "off", "turn zero writes into write-zeroes: off, on or unmap"},
+    {"werror", OPT_STRING, "enospc", "action on write errors: report, enospc or ignore"},
+    {"rerror", OPT_STRING, "report", "action on read errors: report or ignore"},
+    {"media", OPT_STRING, "disk", "media type (disk only)"},
+    {"index", OPT_NUMBER, NULL, "unit number (names a drive without id=)"},
+    {"snapshot", OPT_BOOL, "off", "discard writes at exit (needs qcow2, not yet)"},
+    {NULL, 0, NULL, NULL},
+};
+
+const struct opts_group drive_opts_group = {"drive", NULL, false, drive_desc};
+
+/* Index of s in names (NULL-terminated), or -1. */
+static int lookup(const char *s, const char *const *names)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(s, names[i]))
+            return i;
+    return -1;
+}
+
+static int set_str(char **dst, const char *s, struct error *err)
+{
+    if (!s)
+        return 0;
+    *dst = strdup(s);
+    return *dst ? 0 : error_setf(err, "out of memory");
+}
+
+static int interpret(const struct opts *o, unsigned index, struct drive_opts *d, struct error *err)
+{
+    const char *v = opts_get_str(o, "if");
+    static const char *const other_ifs[] = {"ide", "scsi", "floppy", "pflash", "mtd",
+                                            "sd",  "xen",  "none",   "virtio", NULL};
+    if (!strcmp(v, "virtio"))
+        d->iface = DRIVE_IF_VIRTIO;
+    else if (!strcmp(v, "none"))
+        d->iface = DRIVE_IF_NONE;
+    else if (lookup(v, other_ifs) >= 0)
+        return error_setf(err, "if=%s is not supported yet, use if=virtio", v);
+    else
+        return error_setf(err, "unsupported bus type '%s'", v);
+
+    v = opts_get_str(o, "format");
+    if (strcmp(v, "raw"))
+        return error_setf(err, "format '%s' is not supported yet (raw only)", v);
+    bool b = false;
+    if (opts_get_bool(o, "snapshot", &b, err) < 0)
+        return -1;
+    if (b)
+        return error_setf(err, "snapshot=on needs qcow2, not supported yet");
+    v = opts_get_str(o, "media");
+    if (strcmp(v, "disk")) {
+        if (!strcmp(v, "cdrom"))
+            return error_setf(err, "media=cdrom is not supported yet");
+        return error_setf(err, "'%s' invalid media", v);
+    }
+
+    static const char *const caches[] = {"writeback",  "none",   "writethrough",
+                                         "directsync", "unsafe", NULL};
+    int i = lookup(opts_get_str(o, "cache"), caches);
+    if (i < 0)
+        return error_setf(err, "invalid cache option '%s'", opts_get_str(o, "cache"));
+    d->cache = (enum block_cache)i;
+    static const char *const aios[] = {"threads", "native", "io_uring", NULL};
+    i = lookup(opts_get_str(o, "aio"), aios);
+    if (i < 0)
+        return error_setf(err, "invalid aio option '%s'", opts_get_str(o, "aio"));
+    d->aio = (enum block_aio)i;
+    if (d->aio == BLOCK_AIO_NATIVE && d->cache != BLOCK_CACHE_NONE &&
+        d->cache != BLOCK_CACHE_DIRECTSYNC)
+        return error_setf(err, "aio=native was specified, but it requires cache.direct=on, "
+                               "which was not specified.");
+    if (opts_get_bool(o, "readonly", &d->readonly, err) < 0)
+        return -1;
+    static const char *const discards[] = {"ignore", "off", "unmap", "on", NULL};
+    i = lookup(opts_get_str(o, "discard"), discards);
+    if (i < 0)
+        return error_setf(err, "Invalid discard option '%s'", opts_get_str(o, "discard"));
+    d->discard_unmap = i >= 2;
+    static const char *const dzs[] = {"off", "on", "unmap", NULL};
+    i = lookup(opts_get_str(o, "detect-zeroes"), dzs);
+    if (i < 0)
+        return error_setf(err, "invalid detect-zeroes option '%s' (off, on or unmap)",
+                          opts_get_str(o, "detect-zeroes"));
+    d->dz = (enum detect_zeroes)i;
+    if (d->dz == DETECT_ZEROES_UNMAP && !d->discard_unmap)
+        return error_setf(err, "setting detect-zeroes to unmap is not allowed without setting "
+                               "discard operation to unmap");
+    static const char *const actions[] = {"report", "enospc", "ignore", "stop", NULL};
+    i = lookup(opts_get_str(o, "werror"), actions);
+    if (i < 0)
+        return error_setf(err, "'%s' invalid write error action", opts_get_str(o, "werror"));
+    if (i == 3)
+        return error_setf(err, "werror=stop is not supported yet");
+    d->werror = (enum drive_error_action)i;
+    i = lookup(opts_get_str(o, "rerror"), actions);
+    if (i < 0 || i == 1)
+        return error_setf(err, "'%s' invalid read error action", opts_get_str(o, "rerror"));
+    if (i == 3)
+        return error_setf(err, "rerror=stop is not supported yet");
+    d->rerror = (enum drive_error_action)i;
+
+    uint64_t n = index;
+    if (opts_get_number(o, "index", &n, err) < 0)
+        return -1;
+    if (n > 65535)
+        return error_setf(err, "index %llu is too large", (unsigned long long)n);
+    d->index = (unsigned)n;
+
+    if (set_str(&d->file, opts_get_str(o, "file"), err) < 0 ||
+        set_str(&d->serial, opts_get_str(o, "serial"), err) < 0 ||
+        set_str(&d->format, "raw", err) < 0)
+        return -1;
+    if (!d->file || !d->file[0])
+        return error_setf(err, "Device needs media, but drive is empty");
+    if (opts_has(o, "id")) {
+        v = opts_get_str(o, "id");
+        if (!v[0])
+            return error_setf(err, "Parameter 'id' expects an identifier");
+        return set_str(&d->id, v, err);
+    }
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%s%u", d->iface == DRIVE_IF_VIRTIO ? "virtio" : "none", d->index);
+    d->id_generated = true;
+    return set_str(&d->id, buf, err);
+}
+
+int drive_parse(const char *text, unsigned index, struct drive_opts *out, struct error *err)
+{
+    memset(out, 0, sizeof(*out));
+    struct opts o = {0};
+    int r = opts_parse(&o, &drive_opts_group, text, err);
+    if (r == 0 && o.help) {
+        opts_print_help(&drive_opts_group, stdout);
+        opts_free(&o);
+        return 1;
+    }
+    if (r == 0)
+        r = interpret(&o, index, out, err);
+    opts_free(&o);
+    if (r < 0)
+        drive_opts_free(out);
+    return r;
+}
+
+void drive_opts_free(struct drive_opts *o)
+{
+    free(o->file);
+    free(o->id);
+    free(o->serial);
+    free(o->format);
+    memset(o, 0, sizeof(*o));
+}
+
+int drive_open(const struct drive_opts *o, struct block_backend **out, struct error *err)
+{
+    struct block_open_opts bo = {
+        .file = o->file,
+        .format = o->format,
+        .cache = o->cache,
+        .aio = o->aio,
+        .readonly = o->readonly,
+        .discard_unmap = o->discard_unmap,
+        .dz = o->dz,
+    };
+    return block_backend_open(&bo, out, err);
+}

@@ -1,0 +1,457 @@
+/* Unit tests for virtio-blk: the test plays the transport and the guest driver, with a 1 MiB
+ * buffer as guest RAM and a raw image in /var/tmp behind the device. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "core/bytes.h"
+#include "virtio/blk.h"
+
+#define RAM_SIZE  (1u << 20)
+#define QSIZE     16
+#define DESC      0x1000u
+#define AVAIL     0x2000u
+#define USED      0x3000u
+#define HDR       0x4000u /* request headers, 16 bytes each, one per slot */
+#define STATUS    0x5000u /* status bytes, one per slot */
+#define DATA      0x10000u
+#define DISK_SIZE (1u << 20)
+
+struct fake_transport {
+    int queue_irqs;
+    int config_irqs;
+};
+
+struct fx {
+    uint8_t *ram;
+    struct guest_mem mem;
+    char path[64];
+    struct block_backend *bb;
+    struct virtio_blk *blk;
+    struct virtio_device *vdev;
+    struct fake_transport tr;
+    uint16_t avail_idx, used_seen;
+};
+
+static struct fx *cur;
+
+static void notify_queue(struct virtio_device *vdev, unsigned q)
+{
+    __atomic_fetch_add(&cur->tr.queue_irqs, 1, __ATOMIC_SEQ_CST);
+}
+
+static void notify_config(struct virtio_device *vdev)
+{
+    __atomic_fetch_add(&cur->tr.config_irqs, 1, __ATOMIC_SEQ_CST);
+}
+
+static const struct virtio_transport_ops fake_ops = {notify_queue, notify_config};
+
+static void create(struct fx *f, bool readonly, enum block_cache cache)
+{
+    struct error err = {0};
+    struct block_open_opts o = {.file = f->path, .cache = cache, .discard_unmap = true};
+    o.readonly = readonly;
+    assert_int_equal(block_backend_open(&o, &f->bb, &err), 0);
+    struct virtio_blk_params p = {.serial = "KEMU-SERIAL-0123456789",
+                                  .queue_size = QSIZE,
+                                  .discard = true,
+                                  .write_zeroes = true};
+    assert_int_equal(virtio_blk_create(&f->mem, f->bb, &p, &f->blk, &err), 0);
+    f->vdev = virtio_blk_vdev(f->blk);
+    f->vdev->transport = &fake_ops;
+}
+
+/* What the transport does on the driver's initialisation. */
+static void driver_init(struct fx *f, uint64_t features)
+{
+    struct virtio_device *v = f->vdev;
+    struct error err = {0};
+    pthread_mutex_lock(&v->lock);
+    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    features |= VIRTIO_BIT(VIRTIO_F_VERSION_1);
+    virtio_set_driver_features(v, 0, (uint32_t)features);
+    virtio_set_driver_features(v, 1, (uint32_t)(features >> 32));
+    virtio_set_status(v,
+                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+    assert_true(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_int_equal(vq_set_size(&v->vq[0], QSIZE, &err), 0);
+    assert_int_equal(vq_set_addresses(&v->vq[0], DESC, AVAIL, USED, &err), 0);
+    assert_int_equal(vq_enable(&v->vq[0], &err), 0);
+    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                             VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    pthread_mutex_unlock(&v->lock);
+    f->avail_idx = f->used_seen = 0;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    f->ram = aligned_alloc(4096, RAM_SIZE);
+    assert_non_null(f->ram);
+    memset(f->ram, 0, RAM_SIZE);
+    guest_mem_init_buffer(&f->mem, f->ram, RAM_SIZE);
+    strcpy(f->path, "/var/tmp/kemu-test-vblk-XXXXXX");
+    int fd = mkstemp(f->path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, DISK_SIZE), 0);
+    close(fd);
+    cur = f;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    virtio_blk_destroy(f->blk);
+    block_backend_close(f->bb);
+    unlink(f->path);
+    free(f->ram);
+    free(f);
+    return 0;
+}
+
+static void desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+                 uint16_t next)
+{
+    uint8_t *p = f->ram + DESC + 16 * i;
+    le_put64(p, addr);
+    le_put32(p + 8, len);
+    le_put16(p + 12, flags);
+    le_put16(p + 14, next);
+}
+
+static void publish(struct fx *f, uint16_t head)
+{
+    le_put16(f->ram + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), head);
+    f->avail_idx++;
+    __atomic_store_n((uint16_t *)(void *)(f->ram + AVAIL + 2), f->avail_idx, __ATOMIC_RELEASE);
+    virtio_kick(f->vdev, 0);
+}
+
+/* Wait until the device used every published chain. */
+static void wait_used(struct fx *f)
+{
+    for (int i = 0; i < 5000; i++) {
+        uint16_t u = __atomic_load_n((uint16_t *)(void *)(f->ram + USED + 2), __ATOMIC_ACQUIRE);
+        if (u == f->avail_idx) {
+            f->used_seen = u;
+            return;
+        }
+        usleep(1000);
+    }
+    fail_msg("the device did not complete the requests");
+}
+
+static uint32_t used_len(struct fx *f, uint16_t i)
+{
+    return le_get32(f->ram + USED + 4 + 8 * (i % QSIZE) + 4);
+}
+
+static void wait_needs_reset(struct fx *f)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (__atomic_load_n(&f->vdev->status, __ATOMIC_SEQ_CST) & VIRTIO_STATUS_DEVICE_NEEDS_RESET)
+            return;
+        usleep(1000);
+    }
+    fail_msg("DEVICE_NEEDS_RESET was not set");
+}
+
+/* A request in slot s (descriptors 3s..3s+2): header, optional data, status. Returns the status
+ * byte after completion. */
+static uint8_t request(struct fx *f, unsigned s, uint32_t type, uint64_t sector, uint64_t data,
+                       uint32_t len, bool device_writes)
+{
+    uint8_t *h = f->ram + HDR + 16 * s;
+    le_put32(h, type);
+    le_put32(h + 4, 0);
+    le_put64(h + 8, sector);
+    f->ram[STATUS + s] = 0xee;
+    unsigned d0 = 3 * s;
+    if (len) {
+        desc(f, d0, HDR + 16 * s, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(d0 + 1));
+        desc(f, d0 + 1, data, len,
+             (uint16_t)(VIRTQ_DESC_F_NEXT | (device_writes ? VIRTQ_DESC_F_WRITE : 0)),
+             (uint16_t)(d0 + 2));
+    } else {
+        desc(f, d0, HDR + 16 * s, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(d0 + 2));
+    }
+    desc(f, d0 + 2, STATUS + s, 1, VIRTQ_DESC_F_WRITE, 0);
+    publish(f, (uint16_t)d0);
+    wait_used(f);
+    return f->ram[STATUS + s];
+}
+
+static const uint64_t all_features =
+    VIRTIO_BIT(VIRTIO_BLK_F_SIZE_MAX) | VIRTIO_BIT(VIRTIO_BLK_F_SEG_MAX) |
+    VIRTIO_BIT(VIRTIO_BLK_F_BLK_SIZE) | VIRTIO_BIT(VIRTIO_BLK_F_FLUSH) |
+    VIRTIO_BIT(VIRTIO_BLK_F_TOPOLOGY) | VIRTIO_BIT(VIRTIO_BLK_F_CONFIG_WCE) |
+    VIRTIO_BIT(VIRTIO_BLK_F_DISCARD) | VIRTIO_BIT(VIRTIO_BLK_F_WRITE_ZEROES) |
+    VIRTIO_BIT(VIRTIO_F_RING_EVENT_IDX);
+
+static void test_config(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    struct virtio_device *v = f->vdev;
+    assert_int_equal(v->device_id, VIRTIO_ID_BLOCK);
+    uint64_t feat = v->device_features;
+    assert_true(feat & VIRTIO_BIT(VIRTIO_BLK_F_FLUSH));
+    assert_true(feat & VIRTIO_BIT(VIRTIO_BLK_F_DISCARD));
+    assert_true(feat & VIRTIO_BIT(VIRTIO_BLK_F_WRITE_ZEROES));
+    assert_true(feat & VIRTIO_BIT(VIRTIO_BLK_F_CONFIG_WCE));
+    assert_false(feat & VIRTIO_BIT(VIRTIO_BLK_F_RO));
+    assert_false(feat & VIRTIO_BIT(VIRTIO_BLK_F_MQ));
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_CAPACITY, 4), DISK_SIZE / 512);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_CAPACITY + 4, 4), 0);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_SEG_MAX, 4), QSIZE - 2);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_BLK_SIZE, 4), 512);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_WRITEBACK, 1), 1);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_NUM_QUEUES, 2), 1);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 1);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_WRITE_ZEROES_MAY_UNMAP, 1), 1);
+    /* The capacity is read-only; writeback is writable once CONFIG_WCE is negotiated. */
+    virtio_write_config(v, VIRTIO_BLK_CFG_CAPACITY, 4, 1);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_CAPACITY, 4), DISK_SIZE / 512);
+    driver_init(f, all_features);
+    virtio_write_config(v, VIRTIO_BLK_CFG_WRITEBACK, 1, 0);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_WRITEBACK, 1), 0);
+    /* Writes still work, each followed by a flush. */
+    memset(f->ram + DATA, 0x42, 4096);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_OK);
+    pthread_mutex_lock(&v->lock);
+    virtio_reset(v);
+    pthread_mutex_unlock(&v->lock);
+    assert_int_equal(virtio_read_config(v, VIRTIO_BLK_CFG_WRITEBACK, 1), 1);
+
+    struct error err = {0};
+    struct virtio_blk *b2;
+    struct virtio_blk_params p = {.queue_size = 100};
+    assert_int_equal(virtio_blk_create(&f->mem, f->bb, &p, &b2, &err), -1);
+    assert_non_null(strstr(err.msg, "power of two"));
+    p = (struct virtio_blk_params){.num_queues = 4};
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(virtio_blk_create(&f->mem, f->bb, &p, &b2, &err), 0);
+    assert_true(virtio_blk_vdev(b2)->device_features & VIRTIO_BIT(VIRTIO_BLK_F_MQ));
+    assert_int_equal(virtio_read_config(virtio_blk_vdev(b2), VIRTIO_BLK_CFG_NUM_QUEUES, 2), 4);
+    virtio_blk_destroy(b2);
+}
+
+static void test_io(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    driver_init(f, all_features);
+
+    /* Write a pattern to sectors 8.., read it back. */
+    for (unsigned i = 0; i < 8192; i++)
+        f->ram[DATA + i] = (uint8_t)(i * 13 + 5);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 8, DATA, 8192, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(used_len(f, 0), 1);
+    memset(f->ram + DATA + 0x10000, 0, 8192);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 8, DATA + 0x10000, 8192, true),
+                     VIRTIO_BLK_S_OK);
+    assert_int_equal(used_len(f, 1), 8193);
+    assert_memory_equal(f->ram + DATA + 0x10000, f->ram + DATA, 8192);
+    assert_true(__atomic_load_n(&f->tr.queue_irqs, __ATOMIC_SEQ_CST) > 0);
+
+    /* The data reached the file. */
+    FILE *fp = fopen(f->path, "rb");
+    uint8_t buf[8192];
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 8 * 512, SEEK_SET), 0);
+    assert_int_equal(fread(buf, 1, sizeof(buf), fp), sizeof(buf));
+    fclose(fp);
+    assert_memory_equal(buf, f->ram + DATA, 8192);
+
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_OK);
+
+    /* GET_ID: the first 20 bytes of the serial, no NUL. */
+    memset(f->ram + DATA, 0xff, 64);
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_GET_ID, 0, DATA, 64, true), VIRTIO_BLK_S_OK);
+    assert_memory_equal(f->ram + DATA, "KEMU-SERIAL-01234567", 20);
+    assert_int_equal(used_len(f, 3), 21);
+
+    /* Write zeroes over sectors 8..15, discard 16..23. */
+    uint8_t *seg = f->ram + DATA + 0x20000;
+    le_put64(seg, 8);
+    le_put32(seg + 8, 8);
+    le_put32(seg + 12, 0);
+    assert_int_equal(request(f, 4, VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_OK);
+    le_put64(seg, 16);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_DISCARD, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_OK);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 8, DATA + 0x10000, 8192, true),
+                     VIRTIO_BLK_S_OK);
+    for (unsigned i = 0; i < 8192; i++)
+        assert_int_equal(f->ram[DATA + 0x10000 + i], 0);
+    /* Discard with the unmap flag, unknown flags, two segments: unsupported. */
+    le_put32(seg + 12, 1);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_DISCARD, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_UNSUPP);
+    le_put32(seg + 12, 2);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_UNSUPP);
+    le_put32(seg + 12, 0);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_DISCARD, 0, DATA + 0x20000, 32, false),
+                     VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_DISCARD, 0, DATA + 0x20000, 8, false),
+                     VIRTIO_BLK_S_IOERR);
+    le_put64(seg, DISK_SIZE / 512 - 4);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_DISCARD, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_IOERR);
+
+    /* Out of range, misaligned length, unknown type. */
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_IN, DISK_SIZE / 512 - 1, DATA, 1024, true),
+                     VIRTIO_BLK_S_IOERR);
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_IN, UINT64_MAX, DATA, 512, true),
+                     VIRTIO_BLK_S_IOERR);
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_OUT, DISK_SIZE / 512, DATA, 512, false),
+                     VIRTIO_BLK_S_IOERR);
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_OUT, 0, DATA, 100, false), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(request(f, 3, 99, 0, 0, 0, false), VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(request(f, 3, VIRTIO_BLK_T_IN, DISK_SIZE / 512 - 1, DATA, 512, true),
+                     VIRTIO_BLK_S_OK);
+
+    /* Header and data in one descriptor, then a write into the last sector. */
+    uint8_t *h = f->ram + DATA + 0x30000;
+    le_put32(h, VIRTIO_BLK_T_OUT);
+    le_put32(h + 4, 0);
+    le_put64(h + 8, 100);
+    memset(h + 16, 0x77, 512);
+    desc(f, 0, DATA + 0x30000, 16 + 512, VIRTQ_DESC_F_NEXT, 1);
+    desc(f, 1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    publish(f, 0);
+    wait_used(f);
+    assert_int_equal(f->ram[STATUS], VIRTIO_BLK_S_OK);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 100, DATA, 512, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(f->ram[DATA + 511], 0x77);
+
+    /* Many requests in flight at once. */
+    for (unsigned s = 0; s < 5; s++) {
+        uint8_t *hh = f->ram + HDR + 16 * s;
+        le_put32(hh, VIRTIO_BLK_T_IN);
+        le_put64(hh + 8, 8 * s);
+        desc(f, 3 * s, HDR + 16 * s, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * s + 1));
+        desc(f, 3 * s + 1, DATA + 4096 * s, 4096, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+             (uint16_t)(3 * s + 2));
+        desc(f, 3 * s + 2, STATUS + s, 1, VIRTQ_DESC_F_WRITE, 0);
+        le_put16(f->ram + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), (uint16_t)(3 * s));
+        f->avail_idx++;
+    }
+    le_put16(f->ram + AVAIL + 2, f->avail_idx);
+    virtio_kick(f->vdev, 0);
+    wait_used(f);
+    for (unsigned s = 0; s < 5; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    assert_false(f->vdev->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+}
+
+static void test_readonly(void **state)
+{
+    struct fx *f = *state;
+    create(f, true, BLOCK_CACHE_WRITEBACK);
+    assert_true(f->vdev->device_features & VIRTIO_BIT(VIRTIO_BLK_F_RO));
+    driver_init(f, all_features | VIRTIO_BIT(VIRTIO_BLK_F_RO));
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 512, false), VIRTIO_BLK_S_IOERR);
+    uint8_t *seg = f->ram + DATA + 0x20000;
+    le_put64(seg, 0);
+    le_put32(seg + 8, 1);
+    le_put32(seg + 12, 0);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA + 0x20000, 16, false),
+                     VIRTIO_BLK_S_IOERR);
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_IN, 0, DATA, 512, true), VIRTIO_BLK_S_OK);
+}
+
+static void test_malformed(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+
+    /* No status byte: a readable-only chain. */
+    driver_init(f, all_features);
+    le_put32(f->ram + HDR, VIRTIO_BLK_T_IN);
+    desc(f, 0, HDR, 16, 0, 0);
+    publish(f, 0);
+    wait_needs_reset(f);
+    assert_true(__atomic_load_n(&f->tr.config_irqs, __ATOMIC_SEQ_CST) > 0);
+
+    /* A short header. */
+    pthread_mutex_lock(&f->vdev->lock);
+    virtio_reset(f->vdev);
+    pthread_mutex_unlock(&f->vdev->lock);
+    assert_false(f->vdev->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    driver_init(f, all_features);
+    desc(f, 0, HDR, 8, VIRTQ_DESC_F_NEXT, 1);
+    desc(f, 1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    publish(f, 0);
+    wait_needs_reset(f);
+
+    /* A descriptor outside guest RAM: the virtqueue refuses it. */
+    pthread_mutex_lock(&f->vdev->lock);
+    virtio_reset(f->vdev);
+    pthread_mutex_unlock(&f->vdev->lock);
+    driver_init(f, all_features);
+    desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+    desc(f, 1, RAM_SIZE - 100, 4096, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+    desc(f, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    publish(f, 0);
+    wait_needs_reset(f);
+
+    /* After a reset the device works again. */
+    pthread_mutex_lock(&f->vdev->lock);
+    virtio_reset(f->vdev);
+    pthread_mutex_unlock(&f->vdev->lock);
+    driver_init(f, all_features);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 0, DATA, 512, true), VIRTIO_BLK_S_OK);
+}
+
+/* A reset with requests in flight: stop drains them; nothing crashes. */
+static void test_reset_inflight(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    for (int round = 0; round < 20; round++) {
+        driver_init(f, all_features);
+        for (unsigned s = 0; s < 5; s++) {
+            uint8_t *hh = f->ram + HDR + 16 * s;
+            le_put32(hh, s & 1 ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN);
+            le_put64(hh + 8, 64 * s);
+            desc(f, 3 * s, HDR + 16 * s, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * s + 1));
+            desc(f, 3 * s + 1, DATA + 32768 * s, 32768,
+                 (uint16_t)(VIRTQ_DESC_F_NEXT | (s & 1 ? 0 : VIRTQ_DESC_F_WRITE)),
+                 (uint16_t)(3 * s + 2));
+            desc(f, 3 * s + 2, STATUS + s, 1, VIRTQ_DESC_F_WRITE, 0);
+            publish(f, (uint16_t)(3 * s));
+        }
+        pthread_mutex_lock(&f->vdev->lock);
+        virtio_set_status(f->vdev, 0);
+        pthread_mutex_unlock(&f->vdev->lock);
+        assert_int_equal(block_backend_inflight(f->bb), 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_inflight, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
