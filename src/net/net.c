@@ -1,0 +1,779 @@
+/* The netdev core: option parsing for -netdev, the per-netdev I/O thread, the frontend hooks. */
+#include "net/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "cli/opts.h"
+#include "kemu-config.h"
+#include "net/netdev_int.h"
+
+/* ---- option tables ---- */
+
+static const struct opt_desc user_desc[] = {
+    {"type", OPT_STRING, NULL, "backend type: user"},
+    {"id", OPT_STRING, NULL, "netdev identifier"},
+    {"net", OPT_STRING, "10.0.2.0/24", "guest network: addr/prefix or addr/mask"},
+    {"host", OPT_STRING, NULL, "host (gateway) address, default net + 2"},
+    {"dhcpstart", OPT_STRING, NULL, "first DHCP address, default net + 15"},
+    {"dns", OPT_STRING, NULL, "DNS server address, default net + 3"},
+    {"hostname", OPT_STRING, NULL, "hostname given by DHCP"},
+    {"domainname", OPT_STRING, NULL, "domain name given by DHCP"},
+    {"tftp", OPT_STRING, NULL, "TFTP root directory"},
+    {"bootfile", OPT_STRING, NULL, "BOOTP file name"},
+    {"hostfwd", OPT_STRING, NULL,
+     "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport (repeatable)"},
+    {"guestfwd", OPT_STRING, NULL, "tcp:[server]:port-cmd:COMMAND (repeatable)"},
+    {"restrict", OPT_BOOL, "off", "isolate the guest from the host network"},
+    {"ipv4", OPT_BOOL, "on", "IPv4"},
+    {"ipv6", OPT_BOOL, "on", "IPv6"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const struct opts_group user_group = {
+    .name = "netdev user", .implied = "type", .desc = user_desc};
+
+static const struct opt_desc tap_desc[] = {
+    {"type", OPT_STRING, NULL, "backend type: tap"},
+    {"id", OPT_STRING, NULL, "netdev identifier"},
+    {"ifname", OPT_STRING, NULL, "interface name (default: the kernel picks tapN)"},
+    {"script", OPT_STRING, "/etc/qemu-ifup", "run with the interface name after creation; no"},
+    {"downscript", OPT_STRING, "/etc/qemu-ifdown", "run with the interface name at exit; no"},
+    {"fd", OPT_NUMBER, NULL, "an already open tap file descriptor"},
+    {"vnet_hdr", OPT_BOOL, NULL, "use the virtio-net header (offloads); default on if possible"},
+    {"vhost", OPT_BOOL, "off", "vhost-net datapath"},
+    {"vhostfd", OPT_NUMBER, NULL, "an already open /dev/vhost-net descriptor"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const struct opts_group tap_group = {
+    .name = "netdev tap", .implied = "type", .desc = tap_desc};
+
+void netdev_print_help(FILE *f)
+{
+    fprintf(f, "Available netdev backend types:\n");
+#ifdef CONFIG_SLIRP
+    fprintf(f, "user\n");
+#endif
+    fprintf(f, "tap\n\n");
+    opts_print_help(&user_group, f);
+    opts_print_help(&tap_group, f);
+}
+
+/* ---- repeated keys ---- */
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Every value of `key` in text, in order, with ",," unescaped (opts keeps only the last). */
+static int collect_values(const char *text, const char *key, char ***out, size_t *n,
+                          struct error *err)
+{
+    size_t klen = strlen(key), tlen = strlen(text);
+    char *elem = malloc(tlen + 1);
+    if (!elem)
+        return error_setf(err, "out of memory");
+    *out = NULL;
+    *n = 0;
+    const char *p = text;
+    while (*p) {
+        size_t e = 0;
+        while (*p) {
+            if (*p == ',') {
+                if (p[1] == ',') {
+                    elem[e++] = ',';
+                    p += 2;
+                    continue;
+                }
+                p++;
+                break;
+            }
+            elem[e++] = *p++;
+        }
+        elem[e] = 0;
+        if (strncmp(elem, key, klen) || elem[klen] != '=')
+            continue;
+        char **nv = realloc(*out, (*n + 1) * sizeof(*nv));
+        char *v = strdup(elem + klen + 1);
+        if (!nv || !v) {
+            free(v);
+            if (nv)
+                *out = nv;
+            free(elem);
+            free_strv(*out, *n);
+            *out = NULL;
+            *n = 0;
+            return error_setf(err, "out of memory");
+        }
+        *out = nv;
+        nv[(*n)++] = v;
+    }
+    free(elem);
+    return 0;
+}
+
+/* ---- address parsing ---- */
+
+static int parse_addr(const char *s, struct in_addr *a)
+{
+    return inet_pton(AF_INET, s, a) == 1 ? 0 : -1;
+}
+
+static int parse_port(const char *s, int min, int *out)
+{
+    uint64_t v;
+    if (!*s || opts_parse_number(s, &v) < 0 || v > 65535 || (int)v < min)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_net(const char *s, struct in_addr *net, struct in_addr *mask, struct error *err)
+{
+    char buf[64];
+    if (strlen(s) >= sizeof(buf))
+        return error_setf(err, "invalid net '%s'", s);
+    strcpy(buf, s);
+    char *slash = strchr(buf, '/');
+    uint32_t m = 0xffffff00u;
+    if (slash) {
+        *slash++ = 0;
+        struct in_addr ma;
+        uint64_t len;
+        if (strchr(slash, '.')) {
+            if (parse_addr(slash, &ma) < 0)
+                return error_setf(err, "invalid net '%s': bad netmask", s);
+            m = ntohl(ma.s_addr);
+            if (m & (~m >> 1))
+                return error_setf(err, "invalid net '%s': netmask is not contiguous", s);
+        } else {
+            if (opts_parse_number(slash, &len) < 0 || len > 32)
+                return error_setf(err, "invalid net '%s': prefix length must be 0..32", s);
+            m = len ? 0xffffffffu << (32 - len) : 0;
+        }
+    }
+    if (parse_addr(buf, net) < 0)
+        return error_setf(err, "invalid net '%s': bad address", s);
+    if (m == 0 || ~m < 3)
+        return error_setf(err, "invalid net '%s': the network must have room for hosts", s);
+    if (ntohl(net->s_addr) & ~m)
+        return error_setf(err, "invalid net '%s': host bits are set in the network address", s);
+    mask->s_addr = htonl(m);
+    return 0;
+}
+
+/* An address of the guest network: given by key (else default net + def_host), inside the net
+ * and neither the network nor the broadcast address. */
+static int net_member(const struct opts *o, const char *key, const struct net_user_cfg *c,
+                      uint32_t def_host, struct in_addr *out, struct error *err)
+{
+    const char *s = opts_get_str(o, key);
+    uint32_t net = ntohl(c->net.s_addr), m = ntohl(c->mask.s_addr);
+    if (!s) {
+        out->s_addr = htonl(net | def_host);
+        return 0;
+    }
+    if (parse_addr(s, out) < 0)
+        return error_setf(err, "invalid %s address '%s'", key, s);
+    uint32_t a = ntohl(out->s_addr);
+    if ((a & m) != net || (a & ~m) == 0 || (a & ~m) == ~m)
+        return error_setf(err, "%s address '%s' is not a host address of the guest network", key,
+                          s);
+    return 0;
+}
+
+/* Split off the text up to sep into buf (size len); p advances past sep. */
+static int take(const char **p, char sep, char *buf, size_t len)
+{
+    const char *e = strchr(*p, sep);
+    if (!e || (size_t)(e - *p) >= len)
+        return -1;
+    memcpy(buf, *p, (size_t)(e - *p));
+    buf[e - *p] = 0;
+    *p = e + 1;
+    return 0;
+}
+
+static int parse_hostfwd(const char *rule, const struct net_user_cfg *c, struct net_hostfwd *f,
+                         struct error *err)
+{
+    char proto[8], haddr[64], hport[16], gaddr[64];
+    const char *p = rule;
+    memset(f, 0, sizeof(*f));
+    if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', haddr, sizeof(haddr)) < 0 ||
+        take(&p, '-', hport, sizeof(hport)) < 0 || take(&p, ':', gaddr, sizeof(gaddr)) < 0)
+        return error_setf(err,
+                          "invalid hostfwd rule '%s': expected "
+                          "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+                          rule);
+    if (!strcmp(proto, "udp"))
+        f->udp = true;
+    else if (strcmp(proto, "tcp") && proto[0])
+        return error_setf(err, "invalid hostfwd rule '%s': protocol '%s' (tcp or udp)", rule,
+                          proto);
+    f->haddr.s_addr = htonl(INADDR_ANY);
+    if (haddr[0] && parse_addr(haddr, &f->haddr) < 0)
+        return error_setf(err, "invalid hostfwd rule '%s': bad host address '%s'", rule, haddr);
+    if (parse_port(hport, 0, &f->hport) < 0)
+        return error_setf(err, "invalid hostfwd rule '%s': bad host port '%s'", rule, hport);
+    f->gaddr = c->dhcp;
+    if (gaddr[0] && parse_addr(gaddr, &f->gaddr) < 0)
+        return error_setf(err, "invalid hostfwd rule '%s': bad guest address '%s'", rule, gaddr);
+    if ((f->gaddr.s_addr & c->mask.s_addr) != c->net.s_addr)
+        return error_setf(err, "invalid hostfwd rule '%s': guest address '%s' is outside net", rule,
+                          gaddr);
+    if (parse_port(p, 1, &f->gport) < 0)
+        return error_setf(err, "invalid hostfwd rule '%s': bad guest port '%s'", rule, p);
+    return 0;
+}
+
+static int parse_guestfwd(const char *rule, const struct net_user_cfg *c, struct net_guestfwd *f,
+                          struct error *err)
+{
+    char proto[8], server[64], port[16];
+    const char *p = rule;
+    memset(f, 0, sizeof(*f));
+    if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', server, sizeof(server)) < 0 ||
+        take(&p, '-', port, sizeof(port)) < 0)
+        return error_setf(err, "invalid guestfwd rule '%s': expected tcp:[server]:port-cmd:COMMAND",
+                          rule);
+    if (strcmp(proto, "tcp") && proto[0])
+        return error_setf(err, "invalid guestfwd rule '%s': only tcp is supported", rule);
+    if (server[0]) {
+        if (parse_addr(server, &f->server) < 0)
+            return error_setf(err, "invalid guestfwd rule '%s': bad server address '%s'", rule,
+                              server);
+        if ((f->server.s_addr & c->mask.s_addr) != c->net.s_addr)
+            return error_setf(err, "invalid guestfwd rule '%s': server '%s' is outside net", rule,
+                              server);
+    }
+    if (parse_port(port, 1, &f->port) < 0)
+        return error_setf(err, "invalid guestfwd rule '%s': bad port '%s'", rule, port);
+    if (strncmp(p, "cmd:", 4) || !p[4])
+        return error_setf(err,
+                          "invalid guestfwd rule '%s': only 'cmd:COMMAND' targets are "
+                          "supported (chardev targets are not)",
+                          rule);
+    f->cmd = strdup(p + 4);
+    if (!f->cmd)
+        return error_setf(err, "out of memory");
+    return 0;
+}
+
+static void user_cfg_free(struct net_user_cfg *c)
+{
+    free(c->fwd);
+    for (size_t i = 0; i < c->ngfwd; i++)
+        free(c->gfwd[i].cmd);
+    free(c->gfwd);
+}
+
+static int bool_opt(const struct opts *o, const char *key, bool *out, struct error *err)
+{
+    int r = opts_get_bool(o, key, out, err);
+    return r < 0 ? -1 : 0;
+}
+
+static int create_user(const struct opts *o, const char *text, struct netdev *nd, struct error *err)
+{
+    struct net_user_cfg c;
+    memset(&c, 0, sizeof(c));
+    char **rules = NULL;
+    size_t nrules = 0;
+    int ret = -1;
+    if (parse_net(opts_get_str(o, "net"), &c.net, &c.mask, err) < 0 ||
+        net_member(o, "host", &c, 2, &c.host, err) < 0 ||
+        net_member(o, "dhcpstart", &c, 15, &c.dhcp, err) < 0 ||
+        net_member(o, "dns", &c, 3, &c.dns, err) < 0)
+        goto out;
+    if (bool_opt(o, "restrict", &c.restricted, err) < 0 || bool_opt(o, "ipv4", &c.ipv4, err) < 0 ||
+        bool_opt(o, "ipv6", &c.ipv6, err) < 0)
+        goto out;
+    if (!c.ipv4 && !c.ipv6) {
+        error_setf(err, "ipv4=off and ipv6=off: at least one must be enabled");
+        goto out;
+    }
+    c.hostname = opts_get_str(o, "hostname");
+    if (c.hostname && strlen(c.hostname) > 32) {
+        error_setf(err, "hostname '%s' is longer than 32 characters", c.hostname);
+        goto out;
+    }
+    c.domainname = opts_get_str(o, "domainname");
+    c.tftp = opts_get_str(o, "tftp");
+    c.bootfile = opts_get_str(o, "bootfile");
+
+    if (collect_values(text, "hostfwd", &rules, &nrules, err) < 0)
+        goto out;
+    if (nrules) {
+        c.fwd = calloc(nrules, sizeof(*c.fwd));
+        if (!c.fwd) {
+            error_setf(err, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < nrules; i++) {
+        if (parse_hostfwd(rules[i], &c, &c.fwd[i], err) < 0)
+            goto out;
+        c.nfwd++;
+    }
+    free_strv(rules, nrules);
+    rules = NULL;
+    nrules = 0;
+    if (collect_values(text, "guestfwd", &rules, &nrules, err) < 0)
+        goto out;
+    if (nrules) {
+        c.gfwd = calloc(nrules, sizeof(*c.gfwd));
+        if (!c.gfwd) {
+            error_setf(err, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < nrules; i++) {
+        if (parse_guestfwd(rules[i], &c, &c.gfwd[i], err) < 0)
+            goto out;
+        c.ngfwd++;
+    }
+#ifdef CONFIG_SLIRP
+    ret = net_slirp_init(nd, &c, err);
+#else
+    (void)nd;
+    error_setf(err, "user-mode networking is not available: kemu was built without libslirp "
+                    "(configure with -Dslirp=enabled)");
+#endif
+out:
+    free_strv(rules, nrules);
+    user_cfg_free(&c);
+    return ret;
+}
+
+static int create_tap(const struct opts *o, struct netdev *nd, struct error *err)
+{
+    struct net_tap_cfg c = {.fd = -1};
+    bool vhost = false;
+    if (bool_opt(o, "vhost", &vhost, err) < 0)
+        return -1;
+    if (opts_has(o, "vhostfd"))
+        return error_setf(err, "vhostfd= is not supported yet (no vhost-net datapath)");
+    if (vhost) {
+        if (access("/dev/vhost-net", F_OK) < 0)
+            return error_setf(err, "vhost-net requested but /dev/vhost-net is not available");
+        return error_setf(err, "vhost=on is not supported yet (no vhost-net datapath)");
+    }
+    c.ifname = opts_get_str(o, "ifname");
+    if (c.ifname && (strlen(c.ifname) >= 16 || !c.ifname[0] || strchr(c.ifname, '/')))
+        return error_setf(err, "invalid ifname '%s' (1..15 characters, no '/')", c.ifname);
+    c.script = opts_get_str(o, "script");
+    c.downscript = opts_get_str(o, "downscript");
+    if (c.script && (!strcmp(c.script, "no") || !c.script[0]))
+        c.script = NULL;
+    if (c.downscript && (!strcmp(c.downscript, "no") || !c.downscript[0]))
+        c.downscript = NULL;
+    if (opts_has(o, "fd")) {
+        uint64_t v;
+        if (opts_get_number(o, "fd", &v, err) < 0)
+            return -1;
+        if (v > 0x7fffffff)
+            return error_setf(err, "invalid fd '%s'", opts_get_str(o, "fd"));
+        c.fd = (int)v;
+        if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript"))
+            return error_setf(err, "fd= cannot be combined with ifname=, script= or downscript=");
+        c.script = c.downscript = NULL;
+    }
+    if (opts_has(o, "vnet_hdr")) {
+        c.vnet_hdr_given = true;
+        if (bool_opt(o, "vnet_hdr", &c.vnet_hdr, err) < 0)
+            return -1;
+    } else {
+        c.vnet_hdr = true;
+    }
+    return net_tap_init(nd, &c, err);
+}
+
+/* ---- the I/O thread ---- */
+
+static void netdev_wake(struct netdev *nd)
+{
+    uint64_t one = 1;
+    ssize_t r = write(nd->wake_fd, &one, sizeof(one));
+    (void)r; /* only fails when the counter is saturated: a wake-up is pending anyway */
+}
+
+static void wake_cb(void *opaque)
+{
+    struct netdev *nd = opaque;
+    uint64_t v;
+    ssize_t r = read(nd->wake_fd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&nd->lock);
+    if (nd->req_pending) {
+        void (*fn)(void *) = nd->req_fn;
+        void *op = nd->req_opaque;
+        pthread_mutex_unlock(&nd->lock);
+        fn(op);
+        pthread_mutex_lock(&nd->lock);
+        nd->req_pending = false;
+        pthread_cond_broadcast(&nd->cond);
+    }
+    pthread_mutex_unlock(&nd->lock);
+}
+
+static int add_handler(struct netdev *nd, int fd, uint32_t events, netdev_fd_cb cb, void *opaque,
+                       unsigned first, unsigned end, struct error *err)
+{
+    for (unsigned i = first; i < end; i++) {
+        struct nd_handler *h = &nd->h[i];
+        if (h->state != ND_FREE)
+            continue;
+        struct epoll_event ev = {.events = events, .data.ptr = h};
+        if (epoll_ctl(nd->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            return error_setf_errno(err, errno, "netdev '%s': epoll_ctl(add fd %d)", nd->id, fd);
+        h->fd = fd;
+        h->cb = cb;
+        h->opaque = opaque;
+        h->state = ND_LIVE;
+        return 0;
+    }
+    return error_setf(err, "netdev '%s': too many watched descriptors", nd->id);
+}
+
+/* Slots [0, 2) are the core's and the backend's, the rest the frontend's. */
+int netdev_add_internal_fd(struct netdev *nd, int fd, uint32_t events, netdev_fd_cb cb,
+                           void *opaque, struct error *err)
+{
+    return add_handler(nd, fd, events, cb, opaque, 0, 2, err);
+}
+
+int netdev_add_fd(struct netdev *nd, int fd, netdev_fd_cb cb, void *opaque, struct error *err)
+{
+    return add_handler(nd, fd, EPOLLIN, cb, opaque, 2, ND_HANDLERS, err);
+}
+
+static struct nd_handler *find_handler(struct netdev *nd, int fd)
+{
+    for (unsigned i = 0; i < ND_HANDLERS; i++)
+        if (nd->h[i].state == ND_LIVE && nd->h[i].fd == fd)
+            return &nd->h[i];
+    return NULL;
+}
+
+int netdev_modify_fd(struct netdev *nd, int fd, uint32_t events)
+{
+    struct nd_handler *h = find_handler(nd, fd);
+    if (!h)
+        return -1;
+    struct epoll_event ev = {.events = events, .data.ptr = h};
+    return epoll_ctl(nd->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void netdev_remove_fd(struct netdev *nd, int fd)
+{
+    struct nd_handler *h = find_handler(nd, fd);
+    if (!h)
+        return;
+    epoll_ctl(nd->epfd, EPOLL_CTL_DEL, fd, NULL);
+    /* The slot is reused only after this round: an event collected for it is then skipped. */
+    h->state = ND_DEAD;
+}
+
+int netdev_poll_add(struct netdev *nd, int fd, short events)
+{
+    if (nd->npfds == nd->cap_pfds) {
+        int cap = nd->cap_pfds ? 2 * nd->cap_pfds : 16;
+        struct pollfd *p = realloc(nd->pfds, (size_t)cap * sizeof(*p));
+        if (!p)
+            return -1; /* slirp treats -1 as "not polled" */
+        nd->pfds = p;
+        nd->cap_pfds = cap;
+    }
+    nd->pfds[nd->npfds] = (struct pollfd){.fd = fd, .events = events};
+    return nd->npfds++;
+}
+
+void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len)
+{
+    if (!nd->fe)
+        return; /* no guest driver: drop, as a cable plugged into nothing */
+    nd->received = true;
+    nd->fe->receive(nd->fe_opaque, frame, len);
+}
+
+/* One round of the I/O loop: wait (at most timeout_ms, -1 forever, lowered by the backend's
+ * timers), then dispatch. */
+static void netdev_round(struct netdev *nd, int timeout)
+{
+    struct epoll_event evs[32];
+    nd->npfds = 0;
+    netdev_poll_add(nd, nd->epfd, POLLIN);
+    int t = -1;
+    if (nd->ops->poll_fill)
+        nd->ops->poll_fill(nd, &t);
+    if (timeout >= 0 && (t < 0 || t > timeout))
+        t = timeout;
+    int r = poll(nd->pfds, (nfds_t)nd->npfds, t);
+    if (r < 0 && errno != EINTR)
+        fprintf(stderr, "kemu: netdev '%s': poll: %s\n", nd->id, strerror(errno));
+    if (nd->ops->poll_done)
+        nd->ops->poll_done(nd, r < 0);
+    if (r > 0 && nd->pfds[0].revents) {
+        int n = epoll_wait(nd->epfd, evs, 32, 0);
+        for (int i = 0; i < n; i++) {
+            struct nd_handler *h = evs[i].data.ptr;
+            if (h->state == ND_LIVE)
+                h->cb(h->opaque);
+        }
+    }
+    for (unsigned i = 0; i < ND_HANDLERS; i++)
+        if (nd->h[i].state == ND_DEAD)
+            nd->h[i].state = ND_FREE;
+    if (nd->received) {
+        nd->received = false;
+        if (nd->fe && nd->fe->flush)
+            nd->fe->flush(nd->fe_opaque);
+    }
+}
+
+static void *netdev_thread(void *arg)
+{
+    struct netdev *nd = arg;
+    for (;;) {
+        pthread_mutex_lock(&nd->lock);
+        bool quit = nd->quit;
+        pthread_mutex_unlock(&nd->lock);
+        if (quit)
+            break;
+        netdev_round(nd, -1);
+    }
+    return NULL;
+}
+
+void netdev_poll(struct netdev *nd, int timeout_ms)
+{
+    if (!nd->thread_running)
+        netdev_round(nd, timeout_ms);
+}
+
+void netdev_run_sync(struct netdev *nd, void (*fn)(void *opaque), void *opaque)
+{
+    if (!nd->thread_running || pthread_equal(pthread_self(), nd->thread)) {
+        fn(opaque);
+        return;
+    }
+    pthread_mutex_lock(&nd->sync_lock);
+    pthread_mutex_lock(&nd->lock);
+    nd->req_fn = fn;
+    nd->req_opaque = opaque;
+    nd->req_pending = true;
+    netdev_wake(nd);
+    while (nd->req_pending)
+        pthread_cond_wait(&nd->cond, &nd->lock);
+    pthread_mutex_unlock(&nd->lock);
+    pthread_mutex_unlock(&nd->sync_lock);
+}
+
+/* ---- frontend API ---- */
+
+const char *netdev_id(const struct netdev *nd)
+{
+    return nd->id;
+}
+
+int netdev_claim(struct netdev *nd, struct error *err)
+{
+    if (__atomic_exchange_n(&nd->claimed, true, __ATOMIC_SEQ_CST))
+        return error_setf(err, "netdev '%s' is already in use", nd->id);
+    return 0;
+}
+
+void netdev_release(struct netdev *nd)
+{
+    __atomic_store_n(&nd->claimed, false, __ATOMIC_SEQ_CST);
+}
+
+unsigned netdev_vnet_hdr_len(const struct netdev *nd)
+{
+    return nd->vnet_hdr_len;
+}
+
+unsigned netdev_offload_caps(const struct netdev *nd)
+{
+    return nd->caps;
+}
+
+void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, void *opaque)
+{
+    nd->fe = fe;
+    nd->fe_opaque = opaque;
+    nd->received = false;
+}
+
+void netdev_set_rx_enabled(struct netdev *nd, bool on)
+{
+    if (nd->rx_enabled == on)
+        return;
+    nd->rx_enabled = on;
+    if (nd->ops->set_rx_enabled)
+        nd->ops->set_rx_enabled(nd, on);
+}
+
+int netdev_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
+{
+    return nd->ops->send(nd, iov, iovcnt);
+}
+
+int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err)
+{
+    if (offloads & ~nd->caps)
+        return error_setf(err, "netdev '%s': offloads 0x%x not supported", nd->id,
+                          offloads & ~nd->caps);
+    return nd->ops->set_offloads ? nd->ops->set_offloads(nd, offloads, err) : 0;
+}
+
+/* ---- creation ---- */
+
+static struct netdev *netdev_alloc(const char *id, struct error *err)
+{
+    struct netdev *nd = calloc(1, sizeof(*nd));
+    if (!nd || !(nd->id = strdup(id))) {
+        free(nd);
+        error_setf(err, "out of memory");
+        return NULL;
+    }
+    nd->epfd = nd->wake_fd = -1;
+    nd->rx_enabled = true;
+    pthread_mutex_init(&nd->lock, NULL);
+    pthread_mutex_init(&nd->sync_lock, NULL);
+    pthread_cond_init(&nd->cond, NULL);
+    nd->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (nd->epfd < 0) {
+        error_setf_errno(err, errno, "epoll_create1");
+        return nd;
+    }
+    nd->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (nd->wake_fd < 0) {
+        error_setf_errno(err, errno, "eventfd");
+        return nd;
+    }
+    netdev_add_internal_fd(nd, nd->wake_fd, EPOLLIN, wake_cb, nd, err);
+    return nd;
+}
+
+static int netdev_start(struct netdev *nd, struct error *err)
+{
+    int r = pthread_create(&nd->thread, NULL, netdev_thread, nd);
+    if (r)
+        return error_setf_errno(err, r, "netdev '%s': cannot start its thread", nd->id);
+    nd->thread_running = true;
+    return 0;
+}
+
+void netdev_destroy(struct netdev *nd)
+{
+    if (!nd)
+        return;
+    if (nd->thread_running) {
+        pthread_mutex_lock(&nd->lock);
+        nd->quit = true;
+        pthread_mutex_unlock(&nd->lock);
+        netdev_wake(nd);
+        pthread_join(nd->thread, NULL);
+        nd->thread_running = false;
+    }
+    if (nd->ops && nd->ops->destroy)
+        nd->ops->destroy(nd);
+    if (nd->wake_fd >= 0)
+        close(nd->wake_fd);
+    if (nd->epfd >= 0)
+        close(nd->epfd);
+    pthread_mutex_destroy(&nd->lock);
+    pthread_mutex_destroy(&nd->sync_lock);
+    pthread_cond_destroy(&nd->cond);
+    free(nd->pfds);
+    free(nd->id);
+    free(nd);
+}
+
+int netdev_create_fd(const char *id, int fd, bool vnet_hdr, bool own_thread, struct netdev **out,
+                     struct error *err)
+{
+    *out = NULL;
+    struct netdev *nd = netdev_alloc(id, err);
+    if (!nd) {
+        close(fd);
+        return -1;
+    }
+    if (err->set || nd_fd_backend_init(nd, fd, vnet_hdr, false, err) < 0 ||
+        (own_thread && netdev_start(nd, err) < 0)) {
+        netdev_destroy(nd);
+        return -1;
+    }
+    *out = nd;
+    return 0;
+}
+
+int netdev_create(const char *text, struct netdev **out, struct error *err)
+{
+    *out = NULL;
+    /* The type picks the key table: the first element, or a type= element. */
+    char type[32] = "";
+    const char *p = text;
+    if (!strncmp(p, "type=", 5))
+        p += 5;
+    size_t tl = strcspn(p, ",");
+    if (tl < sizeof(type)) {
+        memcpy(type, p, tl);
+        type[tl] = 0;
+    }
+    if (opts_is_help(type)) {
+        netdev_print_help(stdout);
+        return 1;
+    }
+    const struct opts_group *g;
+    if (!strcmp(type, "user"))
+        g = &user_group;
+    else if (!strcmp(type, "tap"))
+        g = &tap_group;
+    else if (!type[0])
+        return error_setf(err, "a backend type is required (user, tap)");
+    else
+        return error_setf(err, "unknown netdev type '%s' (user, tap)", type);
+    struct opts o;
+    memset(&o, 0, sizeof(o));
+    if (opts_parse(&o, g, text, err) < 0) {
+        opts_free(&o);
+        return -1;
+    }
+    if (o.help) {
+        opts_print_help(g, stdout);
+        opts_free(&o);
+        return 1;
+    }
+    const char *id = opts_get_str(&o, "id");
+    if (!id || !*id) {
+        opts_free(&o);
+        return error_setf(err, "parameter 'id' is missing");
+    }
+    struct netdev *nd = netdev_alloc(id, err);
+    int r = -1;
+    if (nd && !err->set) {
+        r = g == &user_group ? create_user(&o, text, nd, err) : create_tap(&o, nd, err);
+        if (r == 0)
+            r = netdev_start(nd, err);
+    }
+    opts_free(&o);
+    if (r < 0) {
+        netdev_destroy(nd);
+        return -1;
+    }
+    *out = nd;
+    return 0;
+}

@@ -1,0 +1,118 @@
+/*
+ * Network backends (-netdev): user-mode networking through libslirp, a Linux tap device, and a
+ * raw packet fd (for tests and embedding).
+ *
+ * Threads: every netdev owns one I/O thread (epoll) that drives its backend: the tap fd, or
+ * slirp's sockets and timers. The frontend (virtio-net) runs on that same thread, so the RX and
+ * TX paths of one queue pair are single-threaded and need no locks:
+ *
+ *   1. At creation the frontend claims the netdev (netdev_claim(), one frontend per netdev).
+ *   2. To start, it calls netdev_run_sync(nd, fn, opaque): fn runs on the netdev thread and the
+ *      caller waits for it. There fn registers its kick eventfds with netdev_add_fd() (their
+ *      callbacks then run on the netdev thread), installs its receive hook with
+ *      netdev_set_frontend() and, for a vnet-header backend, chooses the offloads the guest can
+ *      take with netdev_set_offloads().
+ *   3. Frames for the guest arrive in frontend->receive() on the netdev thread. When the guest
+ *      has no buffer the frontend keeps the frame in a bounded queue of its own and calls
+ *      netdev_set_rx_enabled(nd, false): the tap fd is then no longer read (the kernel queues),
+ *      slirp stops reading its sockets. After a batch of receive() calls, frontend->flush() runs
+ *      once (one interrupt per batch, not per frame).
+ *   4. The TX path (a kick callback on the thread) hands frames to netdev_send(), which takes an
+ *      iovec pointing straight into guest memory: tap writes it with one writev(), slirp copies
+ *      it once into its own buffers.
+ *   5. To stop, netdev_run_sync() again: netdev_remove_fd() the kicks, netdev_set_frontend(nd,
+ *      NULL, NULL). When it returns no frontend code runs on the netdev thread any more.
+ *
+ * Frame format: with netdev_vnet_hdr_len(nd) == 12 (a tap opened with IFF_VNET_HDR) every frame
+ * in both directions begins with a 12-byte struct virtio_net_hdr_v1 (the tap carries checksum
+ * and segmentation offloads); otherwise frames are plain Ethernet with complete checksums.
+ */
+#ifndef KEMU_NET_NET_H
+#define KEMU_NET_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/uio.h>
+
+#include "core/error.h"
+
+struct netdev;
+
+/* Offloads a vnet-header backend can carry (netdev_offload_caps) and the guest accepts
+ * (netdev_set_offloads: what frames towards the guest may need). */
+#define NETDEV_OFFLOAD_CSUM 1u /* partial checksums (VIRTIO_NET_HDR_F_NEEDS_CSUM) */
+#define NETDEV_OFFLOAD_TSO4 2u
+#define NETDEV_OFFLOAD_TSO6 4u
+#define NETDEV_OFFLOAD_ECN  8u
+
+/* The most bytes of one frame, vnet header included (64 KiB GSO frame + header). */
+#define NETDEV_MAX_FRAME (65536 + 12 + 14 + 4)
+
+/*
+ * Create a backend from the argument of -netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22",
+ * "tap,id=t0,ifname=tap0,script=no,downscript=no". Starts its I/O thread. Returns 0 with *out
+ * set; 1 when a "help" element was given (the keys were printed to stdout, *out is NULL; the
+ * caller exits successfully); -1 with err set to a one-line reason (the caller prefixes it).
+ */
+int netdev_create(const char *text, struct netdev **out, struct error *err);
+/* A backend over fd, a packet-preserving socket (SOCK_SEQPACKET/SOCK_DGRAM) or a tap fd: one
+ * read/write per frame; with vnet_hdr, frames carry the 12-byte header and every offload is
+ * allowed. Takes ownership of fd. For tests and embedding. Without own_thread no I/O thread is
+ * started: the caller drives the netdev with netdev_poll() (and netdev_run_sync() runs its
+ * function directly), which makes fuzzing deterministic. */
+int netdev_create_fd(const char *id, int fd, bool vnet_hdr, bool own_thread, struct netdev **out,
+                     struct error *err);
+/* One round of the I/O loop on the calling thread, waiting at most timeout_ms (0: no wait):
+ * only for a netdev without its own thread; does nothing otherwise. */
+void netdev_poll(struct netdev *nd, int timeout_ms);
+const char *netdev_id(const struct netdev *nd);
+/* Stops the thread, runs the tap downscript, frees. The frontend must have stopped. */
+void netdev_destroy(struct netdev *nd);
+/* "help" output for -netdev: the backend types and their keys. */
+void netdev_print_help(FILE *f);
+
+/* ---- for the frontend ---- */
+
+/* Claim the netdev for one frontend: -1 ("netdev 'n0' is already in use") if taken. */
+int netdev_claim(struct netdev *nd, struct error *err);
+void netdev_release(struct netdev *nd);
+
+/* 0 or 12: whether frames carry a struct virtio_net_hdr_v1 (fixed at creation). */
+unsigned netdev_vnet_hdr_len(const struct netdev *nd);
+/* NETDEV_OFFLOAD_* the backend handles (0 without a vnet header). */
+unsigned netdev_offload_caps(const struct netdev *nd);
+
+/* Run fn(opaque) on the netdev thread and wait for it (directly if already on it). */
+void netdev_run_sync(struct netdev *nd, void (*fn)(void *opaque), void *opaque);
+
+/* The functions below run on the netdev thread only (callbacks, netdev_run_sync). */
+
+struct netdev_frontend {
+    /* A frame for the guest (len bytes, vnet header included if the backend has one). The
+     * memory is the backend's: copy what must outlive the call. */
+    void (*receive)(void *opaque, const uint8_t *frame, size_t len);
+    /* Optional: a batch of receive() calls ended. */
+    void (*flush)(void *opaque);
+};
+
+typedef void (*netdev_fd_cb)(void *opaque);
+
+void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, void *opaque);
+/* Watch fd (readable) on the netdev thread: cb(opaque) runs when it is. At most
+ * NETDEV_MAX_FDS frontend fds. */
+#define NETDEV_MAX_FDS 8
+int netdev_add_fd(struct netdev *nd, int fd, netdev_fd_cb cb, void *opaque, struct error *err);
+/* After it returns, cb does not run again (even for an event already collected this round). */
+void netdev_remove_fd(struct netdev *nd, int fd);
+/* Flow control towards the guest: false stops reading the backend (frames wait in the kernel or
+ * in slirp's sockets); true resumes. */
+void netdev_set_rx_enabled(struct netdev *nd, bool on);
+/* Send one frame from the guest (vnet header first if the backend has one). Returns 0, or -1 if
+ * it was dropped (the backend is full or refused it). */
+int netdev_send(struct netdev *nd, const struct iovec *iov, int iovcnt);
+/* Offloads the guest accepts in received frames (subset of netdev_offload_caps()). */
+int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err);
+
+#endif

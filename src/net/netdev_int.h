@@ -1,0 +1,121 @@
+/* Internals shared by the netdev core (net.c) and its backends (tap.c, slirp.c). */
+#ifndef KEMU_NET_NETDEV_INT_H
+#define KEMU_NET_NETDEV_INT_H
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+
+#include "net/net.h"
+
+struct netdev;
+
+struct netdev_backend_ops {
+    int (*send)(struct netdev *nd, const struct iovec *iov, int iovcnt);
+    void (*set_rx_enabled)(struct netdev *nd, bool on);
+    int (*set_offloads)(struct netdev *nd, unsigned offloads, struct error *err);
+    /* Optional, for backends with a changing fd set (slirp): append pollfds with
+     * netdev_poll_add() and lower *timeout_ms (-1 = none) before the thread sleeps... */
+    void (*poll_fill)(struct netdev *nd, int *timeout_ms);
+    /* ...and handle them after it woke (poll_error: poll() failed). */
+    void (*poll_done)(struct netdev *nd, bool poll_error);
+    /* Free the backend state; the thread has stopped. */
+    void (*destroy)(struct netdev *nd);
+};
+
+enum nd_handler_state { ND_FREE, ND_LIVE, ND_DEAD };
+
+struct nd_handler {
+    enum nd_handler_state state;
+    int fd;
+    netdev_fd_cb cb;
+    void *opaque;
+};
+
+/* Frontend handlers plus the wake-up eventfd and one backend fd. */
+#define ND_HANDLERS (NETDEV_MAX_FDS + 2)
+
+struct netdev {
+    char *id;
+    const struct netdev_backend_ops *ops;
+    void *be; /* backend state */
+    unsigned vnet_hdr_len;
+    unsigned caps;
+    bool rx_enabled;
+
+    int epfd;
+    int wake_fd;
+    pthread_t thread;
+    bool thread_running;
+    pthread_mutex_t lock; /* req_* and quit */
+    pthread_cond_t cond;
+    pthread_mutex_t sync_lock; /* one netdev_run_sync() caller at a time */
+    void (*req_fn)(void *);
+    void *req_opaque;
+    bool req_pending;
+    bool quit;
+
+    struct nd_handler h[ND_HANDLERS];
+    struct pollfd *pfds; /* [0] is epfd, then the backend's */
+    int npfds, cap_pfds;
+
+    const struct netdev_frontend *fe;
+    void *fe_opaque;
+    bool received; /* receive() called since the last flush() */
+    bool claimed;
+};
+
+/* For backends: register an internal fd in the thread's epoll set (any time before the thread
+ * starts, or on the thread). */
+int netdev_add_internal_fd(struct netdev *nd, int fd, uint32_t events, netdev_fd_cb cb,
+                           void *opaque, struct error *err);
+int netdev_modify_fd(struct netdev *nd, int fd, uint32_t events);
+/* poll_fill: add a pollfd, returns its index. */
+int netdev_poll_add(struct netdev *nd, int fd, short events);
+/* Deliver one frame to the frontend (dropped without one). */
+void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len);
+
+/* ---- packet fd datapath (tap and netdev_create_fd) ---- */
+struct nd_fd_backend {
+    int fd;
+    bool is_tap;
+    char ifname[16];
+    char *downscript;
+    uint8_t *buf;
+    bool read_error_logged;
+};
+int nd_fd_backend_init(struct netdev *nd, int fd, bool vnet_hdr, bool is_tap, struct error *err);
+
+/* ---- -netdev user ---- */
+struct net_hostfwd {
+    bool udp;
+    struct in_addr haddr, gaddr;
+    int hport, gport;
+};
+struct net_guestfwd {
+    struct in_addr server; /* 0: slirp picks */
+    int port;
+    char *cmd;
+};
+struct net_user_cfg {
+    struct in_addr net, mask, host, dhcp, dns;
+    bool restricted, ipv4, ipv6;
+    const char *hostname, *domainname, *tftp, *bootfile;
+    struct net_hostfwd *fwd;
+    size_t nfwd;
+    struct net_guestfwd *gfwd;
+    size_t ngfwd;
+};
+int net_slirp_init(struct netdev *nd, const struct net_user_cfg *cfg, struct error *err);
+
+/* ---- -netdev tap ---- */
+struct net_tap_cfg {
+    const char *ifname;
+    const char *script, *downscript; /* NULL: "no" */
+    int fd;                          /* -1: open /dev/net/tun */
+    bool vnet_hdr;
+    bool vnet_hdr_given;
+};
+int net_tap_init(struct netdev *nd, const struct net_tap_cfg *cfg, struct error *err);
+
+#endif
