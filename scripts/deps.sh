@@ -11,6 +11,9 @@ gcc
 clang
 libclang-rt-14-dev
 libcmocka-dev
+libslirp-dev
+libglib2.0-dev
+liburing-dev
 python3-pytest
 qemu-system-x86
 qemu-utils

@@ -8,10 +8,13 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 
+#include "block/drive.h"
+#include "board/devices.h"
 #include "board/pc.h"
 #include "chardev/backends.h"
 #include "cli/cmdline.h"
 #include "core/os.h"
+#include "net/net.h"
 
 struct app {
     struct kemu_config cfg;
@@ -20,6 +23,7 @@ struct app {
     struct chardev **chardevs;                 /* one per -chardev, same order */
     struct chardev *serial_own[PC_MAX_SERIAL]; /* created for -serial stdio/file/null */
     struct pc *pc;
+    struct machine_devices *devices;
 };
 
 static void host_quit(void *opaque)
@@ -116,6 +120,45 @@ static int serial_chardev(struct app *app, size_t i, struct chardev **out, struc
     return 0;
 }
 
+/* True if one element of "a,b,help" is "help" or "?". */
+static bool wants_help(const char *text)
+{
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if ((n == 4 && !strncmp(p, "help", 4)) || (n == 1 && *p == '?'))
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
+
+/* "-drive help", "-netdev user,help": print the keys and exit 0 before any machine exists. */
+static bool print_backend_help(const struct kemu_config *cfg)
+{
+    for (size_t i = 0; i < cfg->drives.n; i++) {
+        if (wants_help(cfg->drives.v[i])) {
+            struct drive_opts o = {0};
+            struct error err = {0};
+            if (drive_parse(cfg->drives.v[i], 0, &o, &err) == 0)
+                drive_opts_free(&o);
+            return true;
+        }
+    }
+    for (size_t i = 0; i < cfg->netdevs.n; i++) {
+        if (wants_help(cfg->netdevs.v[i])) {
+            struct netdev *nd = NULL;
+            struct error err = {0};
+            if (netdev_create(cfg->netdevs.v[i], &nd, &err) == 0)
+                netdev_destroy(nd);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int build_machine(struct app *app, struct error *err)
 {
     const struct kemu_config *cfg = &app->cfg;
@@ -159,11 +202,17 @@ static int build_machine(struct app *app, struct error *err)
             p.debug_exit_size = (uint16_t)size;
         }
     }
-    return pc_create(&p, &app->pc, err);
+    if (pc_create(&p, &app->pc, err) < 0)
+        return -1;
+    return machine_devices_create(cfg, app->pc, app->chardevs, &app->devices, err);
 }
 
 static void cleanup(struct app *app)
 {
+    /* The vCPUs have stopped (vm_run returned or never started): devices go before the board,
+     * whose guest memory their backends use. */
+    machine_devices_destroy(app->devices);
+    app->devices = NULL;
     pc_destroy(app->pc);
     app->pc = NULL;
     for (size_t i = 0; i < PC_MAX_SERIAL; i++)
@@ -191,6 +240,10 @@ int main(int argc, char **argv)
         int r = cmdline_print_action(&app.cfg, stdout);
         kemu_config_free(&app.cfg);
         return r;
+    }
+    if (print_backend_help(&app.cfg)) {
+        kemu_config_free(&app.cfg);
+        return 0;
     }
     if (app.cfg.start_paused) {
         /* Nothing could resume the guest yet: refuse rather than hang. */

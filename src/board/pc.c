@@ -23,6 +23,8 @@
 #include "hw/debugexit.h"
 #include "hw/i8042.h"
 #include "hw/serial.h"
+#include "pci/host.h"
+#include "pci/pci.h"
 
 static const struct {
     uint16_t base;
@@ -47,7 +49,20 @@ struct pc {
     pthread_mutex_t rtc_timer_lock; /* the deadline is re-armed from vCPU and main threads */
     struct debugexit *dbg;
     struct acpi_pm *pm;
+    bool has_pci; /* pc: PCI bus 0 behind an i440FX host bridge */
+    struct pci_bus pci;
+    struct pci_host host;
+    struct pci_bus_io pci_io;
 };
+
+/* Where firmware would put PCI BARs: the hole between low RAM and the IOAPIC, and the I/O ports
+ * QEMU's BIOS hands out. Virtio BARs are small, so 64-bit BARs live below 4 GiB too. */
+#define PC_PCI_MEM32_BASE X86_PC_BELOW_4G_LIMIT
+#define PC_PCI_MEM32_END  X86_IOAPIC_ADDR
+#define PC_PCI_IO_BASE    0xc000
+#define PC_PCI_IO_END     0x10000
+/* INTA#..INTD# after the PIIX swizzle go to IOAPIC pins 16-19, which no ISA device uses. */
+static const uint8_t pc_pci_gsi[4] = {16, 17, 18, 19};
 
 static int map_image(const char *path, const char *what, struct image *img, struct error *err)
 {
@@ -89,13 +104,26 @@ static int pc_load(struct vm *vm, struct error *err)
     }
     if (x86_build_mptable(&vm->mem, X86_MPTABLE_ADDR, pc->apic_ids, pc->p.cpus, err) < 0)
         return -1;
+    if (pc->has_pci) {
+        /* What the BIOS does before the OS: addresses for every BAR, decode on. */
+        struct pci_windows win = {.io_base = PC_PCI_IO_BASE,
+                                  .io_len = PC_PCI_IO_END - PC_PCI_IO_BASE,
+                                  .mem32_base = PC_PCI_MEM32_BASE,
+                                  .mem32_len = PC_PCI_MEM32_END - PC_PCI_MEM32_BASE};
+        if (pci_bus_assign_bars(&pc->pci, &win, err) < 0)
+            return -1;
+    }
     struct x86_acpi_config ac = {.apic_ids = pc->apic_ids,
                                  .nr_cpus = pc->p.cpus,
                                  .legacy_pc = !pc->p.microvm,
                                  .pm_base = ACPI_PM_BASE,
                                  .sci_irq = 9,
+                                 .pci = pc->has_pci,
+                                 .pci_mem32_base = PC_PCI_MEM32_BASE,
+                                 .pci_mem32_len = PC_PCI_MEM32_END - PC_PCI_MEM32_BASE,
                                  .base = X86_ACPI_ADDR,
                                  .size = X86_ACPI_MAX_SIZE};
+    memcpy(ac.pci_gsi, pc_pci_gsi, sizeof(ac.pci_gsi));
     struct x86_acpi_info ai;
     if (x86_build_acpi(&vm->mem, &ac, &ai, err) < 0)
         return -1;
@@ -183,6 +211,8 @@ static void pc_reset_devices(struct vm *vm)
         rtc_reset(pc->rtc);
     if (pc->pm)
         acpi_pm_reset(pc->pm);
+    if (pc->has_pci)
+        pci_bus_reset(&pc->pci); /* stops virtio backends, unmaps BARs */
 }
 
 /* Guest power-off (S5) and reset through port 0xCF9. */
@@ -248,6 +278,68 @@ static void on_rtc_timer(void *opaque, uint32_t events)
     rtc_arm(pc);
 }
 
+/* ---- the board side of the PCI bus: address buses, interrupts, ioeventfds ---- */
+
+static int pci_io_map(void *ctx, bool mmio, uint64_t base, uint64_t len, const struct bus_ops *ops,
+                      void *opaque)
+{
+    struct pc *pc = ctx;
+    struct error err = {0};
+    if (bus_register(mmio ? &pc->vm.mmio : &pc->vm.pio, base, len, ops, opaque, "pci-bar", &err) <
+        0) {
+        /* A guest that moves a BAR onto another device's range: QEMU lets the later mapping
+         * shadow; we refuse it and tell, and the BAR stays unreachable. */
+        fprintf(stderr, "kemu: PCI BAR: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void pci_io_unmap(void *ctx, bool mmio, uint64_t base, void *opaque)
+{
+    struct pc *pc = ctx;
+    bus_unregister(mmio ? &pc->vm.mmio : &pc->vm.pio, base, opaque);
+}
+
+static void pci_io_msi(void *ctx, uint64_t addr, uint32_t data)
+{
+    struct pc *pc = ctx;
+    kvm_signal_msi(&pc->vm.kvm, addr, data);
+}
+
+static void pci_io_set_irq(void *ctx, unsigned gsi, int level)
+{
+    struct pc *pc = ctx;
+    kvm_irq_line(&pc->vm.kvm, gsi, level);
+}
+
+static int pci_io_ioeventfd(void *ctx, uint64_t addr, unsigned len, int fd, bool assign)
+{
+    struct pc *pc = ctx;
+    return kvm_ioeventfd(&pc->vm.kvm, addr, len, fd, assign);
+}
+
+static int add_pci(struct pc *pc, struct error *err)
+{
+    pc->pci_io = (struct pci_bus_io){.map = pci_io_map,
+                                     .unmap = pci_io_unmap,
+                                     .msi_send = pci_io_msi,
+                                     .set_irq = pci_io_set_irq,
+                                     .ioeventfd = pci_io_ioeventfd,
+                                     .ctx = pc};
+    pci_bus_init(&pc->pci, &pc->pci_io);
+    pc->has_pci = true;
+    pci_bus_set_intx_routing(&pc->pci, pc_pci_gsi);
+    if (pci_host_init(&pc->host, &pc->pci, err) < 0)
+        return -1;
+    return pci_host_register_ports(&pc->host, &pc->vm.pio, err);
+}
+
+struct pci_bus *pc_pci_bus(struct pc *pc)
+{
+    return pc->has_pci ? &pc->pci : NULL;
+}
+
 static int add_devices(struct pc *pc, struct error *err)
 {
     struct vm *vm = &pc->vm;
@@ -298,6 +390,8 @@ static int add_devices(struct pc *pc, struct error *err)
     if (eventloop_add(vm->loop, pc->rtc_timer_fd, EPOLLIN, on_rtc_timer, pc, err) < 0)
         return -1;
     rtc_arm(pc);
+    if (!pc->p.microvm && add_pci(pc, err) < 0)
+        return -1;
     if (pc->p.debug_exit) {
         pc->dbg = debugexit_create(request_exit, vm);
         if (!pc->dbg)
@@ -388,6 +482,10 @@ void pc_destroy(struct pc *pc)
         debugexit_destroy(pc->dbg);
     if (pc->pm)
         acpi_pm_destroy(pc->pm);
+    if (pc->has_pci) {
+        pci_host_destroy(&pc->host);
+        pci_bus_destroy(&pc->pci);
+    }
     if (pc->rtc_timer_fd >= 0)
         close(pc->rtc_timer_fd);
     unmap_image(&pc->kernel);

@@ -32,10 +32,13 @@ struct pc_params {
 };
 
 struct pc;
+struct pci_bus;
 
 /* Build the machine; on success *out owns a ready VM (vCPUs not started yet). */
 int pc_create(const struct pc_params *p, struct pc **out, struct error *err);
 struct vm *pc_vm(struct pc *pc);
+/* Bus 0 of the pc machine, where -device puts PCI devices; NULL on microvm. */
+struct pci_bus *pc_pci_bus(struct pc *pc);
 void pc_destroy(struct pc *pc);
 
 #endif

@@ -152,6 +152,87 @@ static const struct opt_desc isa_debug_exit_desc[] = {
 static const struct opts_group isa_debug_exit_group = {"isa-debug-exit", "driver", false,
                                                        isa_debug_exit_desc};
 
+/*
+ * Keys every PCI device takes. QEMU properties that only tune QEMU's own implementation
+ * (ioeventfd, vectors, disable-legacy, romfile...) are accepted and have no effect here.
+ */
+#define PCI_DEVICE_KEYS                                                                            \
+    {"driver", OPT_STRING, NULL, "device model"}, {"id", OPT_STRING, NULL, "unique device name"},  \
+        {"bus", OPT_STRING, "pci.0", "PCI bus (only pci.0)"},                                      \
+        {"addr", OPT_STRING, NULL, "slot[.function] (default: the next free slot)"},               \
+        {"multifunction", OPT_BOOL, "off", "accepted for compatibility"},                          \
+        {"ioeventfd", OPT_BOOL, "on", "accepted; kemu always uses ioeventfd when KVM has it"},     \
+        {"vectors", OPT_NUMBER, NULL, "accepted; kemu gives one MSI-X vector per queue"},          \
+        {"disable-legacy", OPT_STRING, NULL, "accepted; kemu's virtio devices are modern only"},   \
+        {"disable-modern", OPT_BOOL, "off", "must stay off: kemu's virtio devices are modern"},    \
+        {"romfile", OPT_STRING, NULL, "accepted; no option ROMs without firmware"},                \
+        {"rombar", OPT_NUMBER, NULL, "accepted; no option ROMs without firmware"},                 \
+        {"bootindex", OPT_NUMBER, NULL, "boot order (used once firmware boot exists)"},            \
+        {"event_idx", OPT_BOOL, "on", "offer VIRTIO_RING_F_EVENT_IDX"},                            \
+    {                                                                                              \
+        "indirect_desc", OPT_BOOL, "on", "offer VIRTIO_RING_F_INDIRECT_DESC"                       \
+    }
+
+static const struct opt_desc virtio_blk_desc[] = {
+    PCI_DEVICE_KEYS,
+    {"drive", OPT_STRING, NULL, "the -drive id holding the disk"},
+    {"serial", OPT_STRING, NULL, "disk serial number (up to 20 bytes)"},
+    {"num-queues", OPT_NUMBER, "1", "number of request queues"},
+    {"queue-size", OPT_NUMBER, "256", "entries per queue (power of two, up to 1024)"},
+    {"scsi", OPT_BOOL, "off", "SCSI passthrough (not supported: must be off)"},
+    {"config-wce", OPT_BOOL, "on", "let the guest see and change the write cache mode"},
+    {"discard", OPT_BOOL, "on", "offer DISCARD (when the drive has discard=unmap)"},
+    {"write-zeroes", OPT_BOOL, "on", "offer WRITE_ZEROES"},
+    {"logical_block_size", OPT_SIZE, "512", "logical block size"},
+    {"physical_block_size", OPT_SIZE, "512", "physical block size"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtio_blk_group = {"virtio-blk-pci", "driver", false,
+                                                   virtio_blk_desc};
+
+static const struct opt_desc virtio_net_desc[] = {
+    PCI_DEVICE_KEYS,
+    {"netdev", OPT_STRING, NULL, "the -netdev id to connect to"},
+    {"mac", OPT_STRING, NULL, "MAC address (default 52:54:00:12:34:56 + device number)"},
+    {"mq", OPT_BOOL, "off", "multiqueue (not supported yet: must be off)"},
+    {"mrg_rxbuf", OPT_BOOL, "on", "offer VIRTIO_NET_F_MRG_RXBUF"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtio_net_group = {"virtio-net-pci", "driver", false,
+                                                   virtio_net_desc};
+
+static const struct opt_desc virtio_serial_desc[] = {
+    PCI_DEVICE_KEYS,
+    {"max_ports", OPT_NUMBER, "31", "most ports the guest may use"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtio_serial_group = {"virtio-serial-pci", "driver", false,
+                                                      virtio_serial_desc};
+
+static const struct opt_desc virtio_port_desc[] = {
+    {"driver", OPT_STRING, NULL, "virtconsole or virtserialport"},
+    {"id", OPT_STRING, NULL, "unique device name"},
+    {"bus", OPT_STRING, NULL, "the virtio-serial bus (ID.0; default: the first)"},
+    {"chardev", OPT_STRING, NULL, "the -chardev id of the host side"},
+    {"name", OPT_STRING, NULL, "port name the guest sees (/sys/class/virtio-ports/*/name)"},
+    {"nr", OPT_NUMBER, NULL, "port number (default: the next free)"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtconsole_group = {"virtconsole", "driver", false,
+                                                    virtio_port_desc};
+static const struct opts_group virtserialport_group = {"virtserialport", "driver", false,
+                                                       virtio_port_desc};
+
+static const struct opt_desc virtio_rng_desc[] = {
+    PCI_DEVICE_KEYS,
+    {"rng", OPT_STRING, NULL, "the -object rng-random/rng-builtin id (default: /dev/urandom)"},
+    {"max-bytes", OPT_NUMBER, "0", "bytes the guest may take per period (0: no limit)"},
+    {"period", OPT_NUMBER, "65536", "rate-limit period in milliseconds"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtio_rng_group = {"virtio-rng-pci", "driver", false,
+                                                   virtio_rng_desc};
+
 struct device_model {
     const char *name;
     const struct opts_group *props;
@@ -159,8 +240,19 @@ struct device_model {
     const char *desc;
 };
 
+/* QEMU's x86 aliases (virtio-blk = virtio-blk-pci ...) are rows of their own, same group. */
 static const struct device_model device_models[] = {
     {"isa-debug-exit", &isa_debug_exit_group, "ISA", "exit kemu from the guest (testing)"},
+    {"virtio-blk-pci", &virtio_blk_group, "PCI", "virtio block device"},
+    {"virtio-blk", &virtio_blk_group, "PCI", "alias of virtio-blk-pci"},
+    {"virtio-net-pci", &virtio_net_group, "PCI", "virtio network device"},
+    {"virtio-net", &virtio_net_group, "PCI", "alias of virtio-net-pci"},
+    {"virtio-serial-pci", &virtio_serial_group, "PCI", "virtio serial bus (virtconsole ports)"},
+    {"virtio-serial", &virtio_serial_group, "PCI", "alias of virtio-serial-pci"},
+    {"virtconsole", &virtconsole_group, "virtio-serial-bus", "virtio console port (hvc)"},
+    {"virtserialport", &virtserialport_group, "virtio-serial-bus", "virtio serial port"},
+    {"virtio-rng-pci", &virtio_rng_group, "PCI", "virtio entropy source"},
+    {"virtio-rng", &virtio_rng_group, "PCI", "alias of virtio-rng-pci"},
 };
 
 static const struct device_model *find_device_model(const char *name)
@@ -170,6 +262,15 @@ static const struct device_model *find_device_model(const char *name)
             return &device_models[i];
     return NULL;
 }
+
+/* -object: the backends devices refer to by id. */
+static const struct opt_desc object_desc[] = {
+    {"qom-type", OPT_STRING, NULL, "object type (rng-random, rng-builtin)"},
+    {"id", OPT_STRING, NULL, "unique object name"},
+    {"filename", OPT_STRING, "/dev/urandom", "rng-random: the entropy source"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group object_group = {"object", "qom-type", false, object_desc};
 
 /* --------------------------------------------------------- machines ---- */
 
@@ -719,6 +820,72 @@ static int h_device(struct parse_state *st, const char *arg, struct opts *o, str
     return opts_list_add(&cfg->devices, &cfg->ndevices, o, "device", err);
 }
 
+static int strlist_add(struct kemu_strlist *l, const char *arg, struct error *err)
+{
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v)
+        return oom(err);
+    l->v = v;
+    if (!(v[l->n] = strdup(arg)))
+        return oom(err);
+    l->n++;
+    return 0;
+}
+
+static void strlist_free(struct kemu_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int h_drive(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->drives, arg, err);
+}
+
+static int h_netdev(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->netdevs, arg, err);
+}
+
+static int h_net(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->nets, arg, err);
+}
+
+static int h_nic(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->nics, arg, err);
+}
+
+/* -hda and friends are IDE (or floppy) disks, which the pc board does not have yet. */
+static int h_legacy_disk(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return error_setf(
+        err, "IDE and floppy disks are not supported yet; use -drive file=%s,if=virtio", arg);
+}
+
+static int h_object(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const char *type = opts_get_str(o, "qom-type");
+    if (!type)
+        return error_setf(err, "qom-type not specified");
+    if (strcmp(type, "rng-random") && strcmp(type, "rng-builtin"))
+        return error_setf(err, "object type '%s' is not supported (rng-random, rng-builtin)", type);
+    const char *id = opts_get_str(o, "id");
+    if (!id)
+        return error_setf(err, "parameter 'id' is missing");
+    if (check_id(id, err) < 0)
+        return -1;
+    if (!strcmp(type, "rng-builtin") && opts_has(o, "filename"))
+        return error_setf(err, "rng-builtin has no parameter 'filename'");
+    return opts_list_add(&cfg->objects, &cfg->nobjects, o, "object", err);
+}
+
 static int h_version(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
 {
     st->cfg->action = KEMU_ACTION_PRINT_VERSION;
@@ -785,6 +952,22 @@ static const struct cmdline_option options[] = {
     {"chardev", ARG | HELP_ARG, NULL, &chardev_group, h_chardev, "define a character device"},
     {"device", ARG | HELP_ARG, NULL, &device_group, h_device,
      "add a device (-device help lists them)"},
+    {"drive", ARG, "file=FILE,if=virtio|none,format=raw,cache=...,aio=...", NULL, h_drive,
+     "define a disk (-drive help lists the keys)"},
+    {"hda", ARG, "FILE", NULL, h_legacy_disk, "IDE disk (not supported yet: use -drive)"},
+    {"hdb", ARG, "FILE", NULL, h_legacy_disk, "IDE disk (not supported yet: use -drive)"},
+    {"hdc", ARG, "FILE", NULL, h_legacy_disk, "IDE disk (not supported yet: use -drive)"},
+    {"hdd", ARG, "FILE", NULL, h_legacy_disk, "IDE disk (not supported yet: use -drive)"},
+    {"cdrom", ARG, "FILE", NULL, h_legacy_disk, "IDE CD-ROM (not supported yet)"},
+    {"fda", ARG, "FILE", NULL, h_legacy_disk, "floppy disk (not supported)"},
+    {"netdev", ARG, "user|tap,id=ID[,...]", NULL, h_netdev,
+     "define a network backend (-netdev help lists the keys)"},
+    {"net", ARG, "nic[,model=virtio,macaddr=MAC]|user[,...]|tap[,...]|none", NULL, h_net,
+     "legacy network options (paired nic and backend)"},
+    {"nic", ARG, "user|tap|none[,model=virtio-net-pci,mac=MAC,...]", NULL, h_nic,
+     "a network backend and its NIC in one option"},
+    {"object", ARG | HELP_ARG, NULL, &object_group, h_object,
+     "create a backend object (rng-random, rng-builtin)"},
     {"pidfile", ARG, "FILE", NULL, h_pidfile, "write the process id to FILE"},
     {"daemonize", 0, NULL, NULL, h_daemonize, "detach from the terminal after start-up"},
 };
@@ -1042,6 +1225,11 @@ void kemu_config_free(struct kemu_config *cfg)
         free_chardev(&cfg->chardevs[i]);
     free(cfg->chardevs);
     opts_list_free(&cfg->devices, &cfg->ndevices);
+    opts_list_free(&cfg->objects, &cfg->nobjects);
+    strlist_free(&cfg->drives);
+    strlist_free(&cfg->netdevs);
+    strlist_free(&cfg->nets);
+    strlist_free(&cfg->nics);
     opts_free(&cfg->machine_opts);
     opts_free(&cfg->mem_opts);
     opts_free(&cfg->smp_opts);

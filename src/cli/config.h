@@ -85,6 +85,12 @@ struct kemu_chardev_spec {
     struct opts opts; /* everything as given, for keys added later */
 };
 
+/* Arguments of a repeatable option kept as given, parsed by the subsystem that owns it. */
+struct kemu_strlist {
+    char **v;
+    size_t n;
+};
+
 struct kemu_cpu_prop {
     char *name;  /* "avx2", "pmu" */
     char *value; /* "+flag" -> "on", "-flag" -> "off", "key=value" -> value */
@@ -133,6 +139,11 @@ struct kemu_config {
      * driver so opts_get_*() return its defaults. opts_get_str(&devices[i], "driver"). */
     struct opts *devices;
     size_t ndevices;
+    /* -drive, -netdev, -net, -nic as given: the block and net layers parse them. */
+    struct kemu_strlist drives, netdevs, nets, nics;
+    /* Every -object, validated (qom-type known): opts_get_str(&objects[i], "qom-type"). */
+    struct opts *objects;
+    size_t nobjects;
 
     /* -rtc */
     enum kemu_rtc_base rtc_base;

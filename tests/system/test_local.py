@@ -183,3 +183,42 @@ def test_version_and_help():
     assert r.returncode == 0 and "kemu" in r.stdout
     r = kemu("-smp", "help")
     assert r.returncode == 0 and "sockets" in r.stdout
+
+
+# Device errors are found after the machine is built: they need a kernel that would boot.
+BAD_DEVICES = [
+    (["-M", "microvm", "-device", "virtio-rng-pci"], "no PCI bus"),
+    (["-drive", "file=/nonexistent.img,if=virtio,format=raw"], "/nonexistent.img"),
+    (["-drive", "file=/etc/hostname,if=virtio,format=qcow2"], "qcow2"),
+    (["-drive", "file=/etc/hostname,if=none,id=d0", "-device", "virtio-blk-pci,drive=d1"], "d1"),
+    (["-drive", "file=/etc/hostname,if=none,id=d0,readonly=on",
+      "-device", "virtio-blk-pci,drive=d0", "-device", "virtio-blk-pci,drive=d0"], "in use"),
+    (["-device", "virtio-rng-pci,addr=0x4", "-device", "virtio-rng-pci,addr=4"], "4"),
+    (["-device", "virtio-rng-pci,bus=pci.1"], "pci.1"),
+    (["-device", "virtio-rng-pci,rng=nope"], "nope"),
+    (["-object", "rng-random,id=r,filename=/nonexistent", "-device", "virtio-rng-pci,rng=r"],
+     "/nonexistent"),
+    (["-device", "virtconsole,chardev=c0"], "virtio-serial"),
+    (["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=01:00:00:00:00:01"],
+     "mac"),
+    (["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+      "-device", "virtio-net-pci,netdev=n0"], "in use"),
+    (["-netdev", "socket,id=s0"], "socket"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_DEVICES, ids=[" ".join(a) for a, _ in BAD_DEVICES])
+def test_bad_device_one_line_exit_1(tiny, args, needle):
+    r = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-nodefaults",
+             "-kernel", tiny(0xF4, 5), *args)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("kemu: ") and needle in lines[0], lines[0]
+
+
+def test_backend_help_exits_zero():
+    for opt in (["-drive", "help"], ["-netdev", "user,help"]):
+        r = kemu(*opt)
+        assert r.returncode == 0, r
+        assert "=" in r.stdout, r.stdout

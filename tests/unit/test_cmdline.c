@@ -261,6 +261,29 @@ static void test_devices(void **state)
     kemu_config_free(&cfg);
 }
 
+static void test_backends_kept(void **state)
+{
+    struct kemu_config cfg;
+    struct error err;
+    assert_int_equal(PARSE(&cfg, &err, "-drive", "file=a.img,if=virtio", "-netdev", "user,id=n0",
+                           "-nic", "user,model=virtio", "-net", "nic", "-net", "user",
+                           "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device",
+                           "virtio-rng-pci,rng=rng0,addr=0x5", "-device",
+                           "virtio-blk,drive=d,scsi=off,bootindex=1"),
+                     0);
+    assert_int_equal(cfg.drives.n, 1);
+    assert_string_equal(cfg.drives.v[0], "file=a.img,if=virtio");
+    assert_int_equal(cfg.netdevs.n, 1);
+    assert_int_equal(cfg.nics.n, 1);
+    assert_int_equal(cfg.nets.n, 2);
+    assert_int_equal(cfg.nobjects, 1);
+    assert_string_equal(opts_get_str(&cfg.objects[0], "filename"), "/dev/urandom");
+    assert_int_equal(cfg.ndevices, 2);
+    assert_string_equal(opts_get_str(&cfg.devices[0], "addr"), "0x5");
+    assert_string_equal(opts_get_str(&cfg.devices[1], "bus"), "pci.0"); /* default */
+    kemu_config_free(&cfg);
+}
+
 static void test_rtc(void **state)
 {
     struct kemu_config cfg;
@@ -498,6 +521,20 @@ static const struct error_case error_cases[] = {
     {{"-device", "isa-debug-exit,id=-d"},
      "-device isa-debug-exit,id=-d: invalid id '-d' (a letter, then letters, digits, '-', '.' or "
      "'_')"},
+    {{"-device", "virtio-blk-pci,drive=d0,scsy=off"},
+     "-device virtio-blk-pci,drive=d0,scsy=off: unknown parameter 'scsy' (did you mean 'scsi'?)"},
+    {{"-device", "virtio-net-pci,mq=maybe"},
+     "-device virtio-net-pci,mq=maybe: invalid boolean 'maybe' for 'mq' (use on/off)"},
+    /* disks and objects */
+    {{"-hda", "disk.img"},
+     "-hda disk.img: IDE and floppy disks are not supported yet; use -drive file=disk.img,if=virtio"},
+    {{"-object", "rng-egd,id=r"},
+     "-object rng-egd,id=r: object type 'rng-egd' is not supported (rng-random, rng-builtin)"},
+    {{"-object", "rng-random"}, "-object rng-random: parameter 'id' is missing"},
+    {{"-object", "rng-builtin,id=r,filename=/dev/random"},
+     "-object rng-builtin,id=r,filename=/dev/random: rng-builtin has no parameter 'filename'"},
+    {{"-object", "rng-random,id=r", "-object", "rng-builtin,id=r"},
+     "-object rng-builtin,id=r: duplicate object id 'r'"},
 };
 
 static void test_errors(void **state)
@@ -543,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_smp_merge_and_machine),
         cmocka_unit_test(test_serial_chardev),
         cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_backends_kept),
         cmocka_unit_test(test_rtc),
         cmocka_unit_test(test_actions),
         cmocka_unit_test(test_errors),

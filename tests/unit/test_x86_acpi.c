@@ -85,6 +85,10 @@ static void build(const uint32_t *ids, unsigned n, bool pc, struct x86_acpi_info
         .legacy_pc = pc,
         .pm_base = ACPI_PM_BASE,
         .sci_irq = 9,
+        .pci = pc,
+        .pci_mem32_base = 0xc0000000,
+        .pci_mem32_len = 0x3ec00000,
+        .pci_gsi = {16, 17, 18, 19},
         .base = X86_ACPI_ADDR,
         .size = X86_ACPI_MAX_SIZE,
     };
@@ -630,10 +634,26 @@ static void test_iasl(void **state)
         }
     }
     /* The disassembled DSDT names what we put there. */
-    static const char *want[] = {"_S5_",    "PNP0501",      "PNP0B00",    "PNP0303",
-                                 "PNP0F13", "IO (Decode16", "IRQNoFlags", NULL};
+    static const char *want[] = {"_S5_",
+                                 "PNP0501",
+                                 "PNP0B00",
+                                 "PNP0303",
+                                 "PNP0F13",
+                                 "IO (Decode16",
+                                 "IRQNoFlags",
+                                 "PNP0A03",
+                                 "WordBusNumber (ResourceProducer, MinFixed, MaxFixed",
+                                 "0x0CF7",
+                                 "DWordMemory (ResourceProducer",
+                                 "0xFEBFFFFF",
+                                 "0x001FFFFF,$",
+                                 NULL};
     for (unsigned i = 0; want[i]; i++) {
         snprintf(cmd, sizeof(cmd), "grep -q '%s' %s/dsdt.dsl", want[i], dir);
+        if (system(cmd) != 0) {
+            snprintf(cmd, sizeof(cmd), "cat %s/dsdt.dsl", dir);
+            (void)system(cmd);
+        }
         if (system(cmd) != 0)
             fail_msg("disassembled DSDT lacks %s", want[i]);
     }

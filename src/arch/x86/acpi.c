@@ -235,6 +235,44 @@ static void device_end(struct aml *a)
     aml_end(a); /* Device */
 }
 
+/* The host bridge: what Linux needs to find bus 0, its windows and its INTx routing without
+ * pci= options. */
+static void build_pci0(struct aml *a, const struct x86_acpi_config *cfg)
+{
+    aml_device_begin(a, "PCI0");
+    aml_name_eisaid(a, "_HID", "PNP0A03");
+    aml_name_integer(a, "_ADR", 0);
+    aml_name_integer(a, "_UID", 0);
+    aml_name_integer(a, "_SEG", 0);
+    aml_name_integer(a, "_BBN", 0);
+    aml_name(a, "_CRS");
+    aml_resource_template_begin(a);
+    aml_res_word_bus(a, 0, 0x100);
+    aml_res_io(a, 0xcf8, 0xcf8, 0x01, 0x08); /* the config ports themselves */
+    aml_res_word_io(a, 0x0000, 0x0cf8);
+    aml_res_word_io(a, 0x0d00, 0x10000 - 0x0d00);
+    aml_res_dword_memory(a, 0x000a0000, 0x20000); /* legacy VGA window */
+    aml_res_dword_memory(a, cfg->pci_mem32_base, cfg->pci_mem32_len);
+    aml_end(a); /* _CRS */
+
+    /* Package (Address 0xSSSSFFFF, Pin, Source 0, GSI): 31 slots x 4 pins = 124 entries. A GSI
+     * entry means level-triggered, active-low; KVM's IOAPIC takes the asserted level either way. */
+    aml_name(a, "_PRT");
+    aml_package_begin(a, 31 * 4);
+    for (unsigned slot = 1; slot < 32; slot++) {
+        for (unsigned pin = 0; pin < 4; pin++) {
+            aml_package_begin(a, 4);
+            aml_integer(a, ((uint64_t)slot << 16) | 0xffff);
+            aml_integer(a, pin);
+            aml_integer(a, 0);
+            aml_integer(a, cfg->pci_gsi[(slot + pin) % 4]);
+            aml_end(a);
+        }
+    }
+    aml_end(a); /* _PRT */
+    aml_end(a); /* PCI0 */
+}
+
 static void build_dsdt_aml(struct aml *a, const struct x86_acpi_config *cfg)
 {
     aml_name(a, "\\_S5");
@@ -268,6 +306,9 @@ static void build_dsdt_aml(struct aml *a, const struct x86_acpi_config *cfg)
     device_begin(a, "MOU", "PNP0F13", 0);
     aml_res_irq_noflags(a, ISA_AUX_IRQ);
     device_end(a);
+
+    if (cfg->pci)
+        build_pci0(a, cfg);
 
     aml_end(a); /* \_SB */
 }

@@ -35,6 +35,15 @@ struct x86_acpi_config {
     bool legacy_pc;
     uint16_t pm_base; /* I/O base of the ACPI PM block (ACPI_PM_BASE from hw/acpi_pm.h) */
     uint8_t sci_irq;  /* ISA IRQ of the SCI (9); the MADT maps it to the same GSI, level/high */
+    /*
+     * A PCI host bridge (\_SB.PCI0, PNP0A03) with configuration mechanism #1, bus 0, these
+     * windows, and a _PRT routing slot s pin p (0 = INTA#) to GSI pci_gsi[(s + p) % 4], as
+     * the PIIX swizzle does.
+     */
+    bool pci;
+    uint32_t pci_mem32_base;
+    uint64_t pci_mem32_len;
+    uint8_t pci_gsi[4];
     uint64_t base;    /* guest-physical window for the tables (16-byte aligned) */
     uint64_t size;
 };

@@ -436,3 +436,48 @@ void aml_res_memory32_fixed(struct aml *a, bool writable, uint32_t base, uint32_
     put_le(d + 8, len, 4);
     aml_bytes(a, d, sizeof(d));
 }
+
+/* ACPI 6.4.3.5: large items 0x88 (Word) and 0x87 (DWord) address space descriptors. */
+enum { RES_TYPE_MEM = 0, RES_TYPE_IO = 1, RES_TYPE_BUS = 2 };
+#define RES_GFLAGS_PRODUCER_FIXED 0x0c /* _MAF | _MIF, positive decode, producer */
+
+static void res_word(struct aml *a, uint8_t type, uint8_t tflags, uint16_t min, uint32_t len)
+{
+    if (len == 0 || (uint32_t)min + len - 1 > 0xffff) {
+        a->error = true;
+        return;
+    }
+    uint8_t d[16] = {0x88, 13, 0, type, RES_GFLAGS_PRODUCER_FIXED, tflags};
+    put_le(d + 6, 0, 2);              /* granularity */
+    put_le(d + 8, min, 2);            /* _MIN */
+    put_le(d + 10, min + len - 1, 2); /* _MAX */
+    put_le(d + 12, 0, 2);             /* translation */
+    put_le(d + 14, len, 2);           /* _LEN */
+    aml_bytes(a, d, sizeof(d));
+}
+
+void aml_res_word_bus(struct aml *a, uint16_t min, uint32_t len)
+{
+    res_word(a, RES_TYPE_BUS, 0, min, len);
+}
+
+void aml_res_word_io(struct aml *a, uint16_t min, uint32_t len)
+{
+    res_word(a, RES_TYPE_IO, 3 /* _RNG: EntireRange */, min, len);
+}
+
+void aml_res_dword_memory(struct aml *a, uint32_t min, uint64_t len)
+{
+    if (len == 0 || (uint64_t)min + len - 1 > 0xffffffffULL) {
+        a->error = true;
+        return;
+    }
+    uint8_t d[26] = {0x87, 23, 0, RES_TYPE_MEM, RES_GFLAGS_PRODUCER_FIXED,
+                     0x03 /* cacheable, read-write */};
+    put_le(d + 6, 0, 4);
+    put_le(d + 10, min, 4);
+    put_le(d + 14, (uint32_t)(min + len - 1), 4);
+    put_le(d + 18, 0, 4);
+    put_le(d + 22, (uint32_t)len, 4);
+    aml_bytes(a, d, sizeof(d));
+}

@@ -134,5 +134,13 @@ void aml_res_io(struct aml *a, uint16_t min, uint16_t max, uint8_t align, uint8_
 void aml_res_irq_noflags(struct aml *a, unsigned irq);
 /* Memory32Fixed(ReadWrite or ReadOnly, base, len). */
 void aml_res_memory32_fixed(struct aml *a, bool writable, uint32_t base, uint32_t len);
+/*
+ * Address space descriptors of a bridge (ResourceProducer, MinFixed, MaxFixed, PosDecode) for
+ * [min, min + len): WordBusNumber, WordIO (EntireRange) and DWordMemory (Cacheable, ReadWrite).
+ * len must be >= 1 and the range must fit the descriptor's width.
+ */
+void aml_res_word_bus(struct aml *a, uint16_t min, uint32_t len);
+void aml_res_word_io(struct aml *a, uint16_t min, uint32_t len);
+void aml_res_dword_memory(struct aml *a, uint32_t min, uint64_t len);
 
 #endif

@@ -1,0 +1,753 @@
+/*
+ * From the command line to devices: backends first (-drive, -netdev, -object), then the
+ * -device models in command-line order, then what QEMU adds by itself (a virtio-blk-pci for each
+ * if=virtio drive, the default NIC). Every error names the option it comes from.
+ */
+#include "board/devices.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drive.h"
+#include "net/net.h"
+#include "pci/pci.h"
+#include "virtio/blk.h"
+#include "virtio/console.h"
+#include "virtio/net.h"
+#include "virtio/pci.h"
+#include "virtio/rng.h"
+
+#define MAX_DEVICES 64
+
+enum kind { KIND_BLK, KIND_NET, KIND_SERIAL, KIND_RNG };
+
+struct dev {
+    enum kind kind;
+    char *id;
+    struct virtio_pci *vp;
+    union {
+        struct virtio_blk *blk;
+        struct virtio_net *net;
+        struct virtio_serial *serial;
+        struct virtio_rng *rng;
+    } u;
+};
+
+struct drive {
+    struct drive_opts o;
+    struct block_backend *bb;
+    const char *text;
+    bool used;
+};
+
+struct netdev_slot {
+    struct netdev *nd;
+    const char *what; /* "-netdev ARG", "-nic ARG", "-net ARG": for messages */
+    bool used;
+};
+
+struct machine_devices {
+    struct pc *pc;
+    struct guest_mem *mem;
+    struct pci_bus *bus;
+    struct drive *drives;
+    size_t ndrives;
+    struct netdev_slot *netdevs;
+    size_t nnetdevs;
+    struct dev devs[MAX_DEVICES];
+    size_t ndevs;
+    unsigned nics; /* for default MAC addresses */
+    char **owned;  /* strings built here (netdev texts of -nic/-net) */
+    size_t nowned;
+};
+
+static char *keep(struct machine_devices *md, char *s)
+{
+    if (!s)
+        return NULL;
+    char **v = realloc(md->owned, (md->nowned + 1) * sizeof(*v));
+    if (!v) {
+        free(s);
+        return NULL;
+    }
+    md->owned = v;
+    v[md->nowned++] = s;
+    return s;
+}
+
+static struct dev *new_dev(struct machine_devices *md, enum kind kind, const char *id,
+                           struct error *err)
+{
+    if (md->ndevs == MAX_DEVICES) {
+        error_setf(err, "too many devices (at most %d)", MAX_DEVICES);
+        return NULL;
+    }
+    struct dev *d = &md->devs[md->ndevs++];
+    memset(d, 0, sizeof(*d));
+    d->kind = kind;
+    if (id && !(d->id = strdup(id))) {
+        md->ndevs--;
+        error_setf(err, "out of memory");
+        return NULL;
+    }
+    return d;
+}
+
+static struct virtio_device *dev_vdev(struct dev *d)
+{
+    switch (d->kind) {
+    case KIND_BLK:
+        return d->u.blk ? virtio_blk_vdev(d->u.blk) : NULL;
+    case KIND_NET:
+        return d->u.net ? virtio_net_vdev(d->u.net) : NULL;
+    case KIND_SERIAL:
+        return d->u.serial ? virtio_serial_vdev(d->u.serial) : NULL;
+    case KIND_RNG:
+        return d->u.rng ? virtio_rng_vdev(d->u.rng) : NULL;
+    }
+    return NULL;
+}
+
+/* bus= and addr= of a PCI device: only pci.0; slot[.func] or the next free slot. */
+static int pci_place(struct machine_devices *md, const struct opts *o, int *slot, int *func,
+                     struct error *err)
+{
+    *slot = -1;
+    *func = 0;
+    if (!md->bus)
+        return error_setf(err, "the microvm machine has no PCI bus (use -M pc)");
+    const char *bus = opts_get_str(o, "bus");
+    if (bus && strcmp(bus, "pci.0") && strcmp(bus, "pci"))
+        return error_setf(err, "Bus '%s' not found (the pc machine has pci.0)", bus);
+    const char *addr = opts_get_str(o, "addr");
+    if (addr && pci_parse_addr(addr, slot, func, err) < 0)
+        return -1;
+    bool off = false;
+    if (opts_get_bool(o, "disable-modern", &off, err) < 0)
+        return -1;
+    if (off)
+        return error_setf(err, "disable-modern=on: kemu's virtio devices are modern only");
+    return 0;
+}
+
+static int plug(struct machine_devices *md, struct dev *d, int slot, int func, struct error *err)
+{
+    return virtio_pci_create(md->bus, slot, func, dev_vdev(d), d->id, &d->vp, err);
+}
+
+/* ---- block ---- */
+
+static struct drive *find_drive(struct machine_devices *md, const char *id)
+{
+    for (size_t i = 0; i < md->ndrives; i++)
+        if (!strcmp(md->drives[i].o.id, id))
+            return &md->drives[i];
+    return NULL;
+}
+
+static int add_blk(struct machine_devices *md, struct drive *dr, const struct opts *o, int slot,
+                   int func, struct error *err)
+{
+    if (dr->used)
+        return error_setf(err, "Drive '%s' is already in use", dr->o.id);
+    dr->used = true;
+    struct virtio_blk_params p = {.serial = dr->o.serial, .readonly = dr->o.readonly};
+    p.discard = dr->o.discard_unmap;
+    p.write_zeroes = true;
+    const char *id = NULL;
+    if (o) {
+        uint64_t nq = 1, qs = 256;
+        bool scsi = false, discard = true, wz = true;
+        if (opts_get_number(o, "num-queues", &nq, err) < 0 ||
+            opts_get_number(o, "queue-size", &qs, err) < 0 ||
+            opts_get_bool(o, "scsi", &scsi, err) < 0 ||
+            opts_get_bool(o, "discard", &discard, err) < 0 ||
+            opts_get_bool(o, "write-zeroes", &wz, err) < 0)
+            return -1;
+        if (scsi)
+            return error_setf(err, "scsi=on: SCSI passthrough is not supported (use scsi=off)");
+        if (nq < 1 || nq > 16)
+            return error_setf(err, "num-queues=%llu: must be 1..16", (unsigned long long)nq);
+        if (qs < 4 || qs > 1024 || (qs & (qs - 1)))
+            return error_setf(err, "queue-size=%llu: must be a power of two, 4..1024",
+                              (unsigned long long)qs);
+        p.num_queues = (unsigned)nq;
+        p.queue_size = (unsigned)qs;
+        p.discard = p.discard && discard;
+        p.write_zeroes = wz;
+        if (opts_get_str(o, "serial"))
+            p.serial = opts_get_str(o, "serial");
+        id = opts_get_str(o, "id");
+    }
+    struct dev *d = new_dev(md, KIND_BLK, id, err);
+    if (!d)
+        return -1;
+    if (virtio_blk_create(md->mem, dr->bb, &p, &d->u.blk, err) < 0)
+        return -1;
+    return plug(md, d, slot, func, err);
+}
+
+static int open_drives(struct machine_devices *md, const struct kemu_config *cfg, struct error *err)
+{
+    md->drives = calloc(cfg->drives.n + 1, sizeof(*md->drives));
+    if (!md->drives)
+        return error_setf(err, "out of memory");
+    for (size_t i = 0; i < cfg->drives.n; i++) {
+        struct drive *dr = &md->drives[i];
+        dr->text = cfg->drives.v[i];
+        int r = drive_parse(dr->text, (unsigned)i, &dr->o, err);
+        if (r == 0) {
+            md->ndrives++;
+            if (find_drive(md, dr->o.id) != dr)
+                r = error_setf(err, "duplicate drive id '%s'", dr->o.id);
+            else
+                r = drive_open(&dr->o, &dr->bb, err);
+        } else if (r > 0) {
+            return error_setf(err, "-drive help was printed"); /* main exits 0 on help */
+        }
+        if (r < 0) {
+            error_prefix(err, "-drive %s: ", dr->text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- network ---- */
+
+static int add_netdev(struct machine_devices *md, const char *text, const char *what,
+                      struct netdev **out, struct error *err)
+{
+    struct netdev_slot *v = realloc(md->netdevs, (md->nnetdevs + 1) * sizeof(*v));
+    if (!v)
+        return error_setf(err, "out of memory");
+    md->netdevs = v;
+    struct netdev *nd = NULL;
+    int r = netdev_create(text, &nd, err);
+    if (r > 0)
+        return error_setf(err, "help was printed");
+    if (r < 0) {
+        error_prefix(err, "%s: ", what);
+        return -1;
+    }
+    for (size_t i = 0; i < md->nnetdevs; i++) {
+        if (!strcmp(netdev_id(md->netdevs[i].nd), netdev_id(nd))) {
+            error_setf(err, "%s: duplicate netdev id '%s'", what, netdev_id(nd));
+            netdev_destroy(nd);
+            return -1;
+        }
+    }
+    v[md->nnetdevs++] = (struct netdev_slot){.nd = nd, .what = what};
+    if (out)
+        *out = nd;
+    return 0;
+}
+
+static struct netdev_slot *find_netdev(struct machine_devices *md, const char *id)
+{
+    for (size_t i = 0; i < md->nnetdevs; i++)
+        if (!strcmp(netdev_id(md->netdevs[i].nd), id))
+            return &md->netdevs[i];
+    return NULL;
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+    unsigned b[6];
+    char tail;
+    if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+        return -1;
+    for (int i = 0; i < 6; i++) {
+        if (b[i] > 0xff)
+            return -1;
+        mac[i] = (uint8_t)b[i];
+    }
+    return (mac[0] & 1) ? -1 : 0; /* a multicast address cannot be a NIC's */
+}
+
+/* mac NULL: QEMU's default 52:54:00:12:34:56, the last byte counting up per NIC. */
+static int add_nic(struct machine_devices *md, struct netdev_slot *ns, const char *mac_text,
+                   const char *id, int slot, int func, struct error *err)
+{
+    uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + md->nics)};
+    if (mac_text && parse_mac(mac_text, mac) < 0)
+        return error_setf(err, "mac '%s': not a unicast MAC address (52:54:00:12:34:56)", mac_text);
+    if (ns->used)
+        return error_setf(err, "netdev '%s' is already in use", netdev_id(ns->nd));
+    struct dev *d = new_dev(md, KIND_NET, id, err);
+    if (!d)
+        return -1;
+    if (virtio_net_create(md->mem, ns->nd, mac, &d->u.net, err) < 0)
+        return -1;
+    ns->used = true;
+    md->nics++;
+    return plug(md, d, slot, func, err);
+}
+
+/*
+ * Split "type,key=val,..." of -nic / -net into the NIC keys we take (model, mac/macaddr, id of
+ * the NIC) and the rest, which is the netdev text. ",," stays an escaped comma.
+ */
+struct nic_split {
+    char *netdev_text;
+    char *model, *mac, *netdev_ref, *name;
+};
+
+static char *dup_range(const char *s, size_t n)
+{
+    char *r = malloc(n + 1);
+    if (r) {
+        memcpy(r, s, n);
+        r[n] = 0;
+    }
+    return r;
+}
+
+static int split_nic(const char *text, struct nic_split *out, struct error *err)
+{
+    memset(out, 0, sizeof(*out));
+    size_t len = strlen(text);
+    char *rest = calloc(1, len + 1);
+    if (!rest)
+        return error_setf(err, "out of memory");
+    size_t rl = 0;
+    const char *p = text;
+    while (*p) {
+        const char *e = p;
+        while (*e && !(*e == ',' && e[1] != ',')) /* element end: a single comma */
+            e += (*e == ',' && e[1] == ',') ? 2 : 1;
+        size_t n = (size_t)(e - p);
+        char **dst = NULL;
+        size_t klen = 0;
+        static const struct {
+            const char *key;
+            size_t off;
+        } keys[] = {{"model=", offsetof(struct nic_split, model)},
+                    {"mac=", offsetof(struct nic_split, mac)},
+                    {"macaddr=", offsetof(struct nic_split, mac)},
+                    {"netdev=", offsetof(struct nic_split, netdev_ref)},
+                    {"name=", offsetof(struct nic_split, name)}};
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+            size_t kl = strlen(keys[k].key);
+            if (n >= kl && !strncmp(p, keys[k].key, kl)) {
+                dst = (char **)((char *)out + keys[k].off);
+                klen = kl;
+                break;
+            }
+        }
+        if (dst) {
+            free(*dst);
+            *dst = dup_range(p + klen, n - klen);
+        } else {
+            if (rl)
+                rest[rl++] = ',';
+            memcpy(rest + rl, p, n);
+            rl += n;
+        }
+        p = *e ? e + 1 : e;
+    }
+    out->netdev_text = rest;
+    return 0;
+}
+
+static void split_free(struct nic_split *s)
+{
+    free(s->netdev_text);
+    free(s->model);
+    free(s->mac);
+    free(s->netdev_ref);
+    free(s->name);
+}
+
+static int check_model(const char *model, struct error *err)
+{
+    if (!model || !strcmp(model, "virtio") || !strcmp(model, "virtio-net-pci") ||
+        !strcmp(model, "virtio-net"))
+        return 0;
+    return error_setf(err, "model '%s' is not supported (kemu has virtio-net-pci: model=virtio)",
+                      model);
+}
+
+/* "user,..." becomes "user,id=<id>,..." (an id= given by the user wins). */
+static char *netdev_text_with_id(const char *text, const char *id)
+{
+    const char *comma = strchr(text, ',');
+    size_t tl = comma ? (size_t)(comma - text) : strlen(text);
+    size_t n = strlen(text) + strlen(id) + 8;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%.*s,id=%s%s", (int)tl, text, id, comma ? comma : "");
+    return s;
+}
+
+static bool has_key(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *p = text; (p = strstr(p, key)); p += kl)
+        if ((p == text || p[-1] == ',') && p[kl] == '=')
+            return true;
+    return false;
+}
+
+/* -nic TYPE[,netdev keys][,model=][,mac=]: a backend and its NIC in one. */
+static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, bool *any,
+                    struct error *err)
+{
+    for (size_t i = 0; i < cfg->nics.n; i++) {
+        const char *text = cfg->nics.v[i];
+        *any = true;
+        if (!strcmp(text, "none"))
+            continue;
+        char what[256];
+        snprintf(what, sizeof(what), "-nic %s", text);
+        struct nic_split s;
+        if (split_nic(text, &s, err) < 0)
+            return -1;
+        int r = check_model(s.model, err);
+        char *nd_text = NULL;
+        if (r == 0) {
+            char id[32];
+            snprintf(id, sizeof(id), "__nic%zu", i);
+            nd_text = has_key(s.netdev_text, "id") ? strdup(s.netdev_text)
+                                                   : netdev_text_with_id(s.netdev_text, id);
+            if (!nd_text)
+                r = error_setf(err, "out of memory");
+        }
+        struct netdev *nd = NULL;
+        if (r == 0)
+            r = add_netdev(md, nd_text, keep(md, strdup(what)), &nd, err);
+        if (r == 0)
+            r = add_nic(md, find_netdev(md, netdev_id(nd)), s.mac, NULL, -1, 0, err);
+        free(nd_text);
+        split_free(&s);
+        if (r < 0) {
+            if (strncmp(err->msg, "-nic", 4))
+                error_prefix(err, "%s: ", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Legacy -net: "nic[,model=,macaddr=,netdev=]" and backends "user|tap[,...]" on QEMU's hub 0.
+ * kemu has no hub: the n-th NIC without netdev= pairs with the n-th backend.
+ */
+static int add_legacy_net(struct machine_devices *md, const struct kemu_config *cfg, bool *any,
+                          struct error *err)
+{
+    size_t nback = 0, npaired = 0;
+    struct netdev *backs[16];
+    for (size_t i = 0; i < cfg->nets.n; i++) {
+        const char *text = cfg->nets.v[i];
+        *any = true;
+        if (!strcmp(text, "none") || !strncmp(text, "nic", 3))
+            continue;
+        char *what = keep(md, malloc(strlen(text) + 8));
+        if (!what)
+            return error_setf(err, "out of memory");
+        sprintf(what, "-net %s", text);
+        if (nback == 16)
+            return error_setf(err, "%s: too many -net backends", what);
+        char id[32];
+        snprintf(id, sizeof(id), "__net%zu", i);
+        char *t = has_key(text, "id") || has_key(text, "name") ? strdup(text)
+                                                               : netdev_text_with_id(text, id);
+        if (!t)
+            return error_setf(err, "out of memory");
+        int r = add_netdev(md, t, what, &backs[nback], err);
+        free(t);
+        if (r < 0)
+            return -1;
+        nback++;
+    }
+    for (size_t i = 0; i < cfg->nets.n; i++) {
+        const char *text = cfg->nets.v[i];
+        if (strcmp(text, "nic") && strncmp(text, "nic,", 4))
+            continue;
+        struct nic_split s;
+        if (split_nic(text, &s, err) < 0)
+            return -1;
+        int r = check_model(s.model, err);
+        struct netdev_slot *ns = NULL;
+        if (r == 0 && s.netdev_ref) {
+            if (!(ns = find_netdev(md, s.netdev_ref)))
+                r = error_setf(err, "netdev '%s' not found", s.netdev_ref);
+        } else if (r == 0) {
+            if (npaired < nback) {
+                ns = find_netdev(md, netdev_id(backs[npaired++]));
+            } else {
+                /* QEMU makes a NIC with nothing behind it; a user-mode backend is what users of
+                 * a bare "-net nic" get once they add "-net user", so say so. */
+                r = error_setf(err, "no backend for this NIC: add -net user or -net tap");
+            }
+        }
+        if (r == 0)
+            r = add_nic(md, ns, s.mac, NULL, -1, 0, err);
+        split_free(&s);
+        if (r < 0) {
+            error_prefix(err, "-net %s: ", text);
+            return -1;
+        }
+    }
+    for (size_t i = npaired; i < nback; i++)
+        if (!find_netdev(md, netdev_id(backs[i]))->used)
+            fprintf(stderr, "kemu: warning: -net backend '%s' has no NIC (add -net nic)\n",
+                    netdev_id(backs[i]));
+    return 0;
+}
+
+/* ---- the -device models ---- */
+
+static struct chardev *find_chardev(const struct kemu_config *cfg, struct chardev **chardevs,
+                                    const char *id)
+{
+    for (size_t i = 0; i < cfg->nchardevs; i++)
+        if (!strcmp(cfg->chardevs[i].id, id))
+            return chardevs[i];
+    return NULL;
+}
+
+static const struct opts *find_object(const struct kemu_config *cfg, const char *id)
+{
+    for (size_t i = 0; i < cfg->nobjects; i++) {
+        const char *oid = opts_get_str(&cfg->objects[i], "id");
+        if (oid && !strcmp(oid, id))
+            return &cfg->objects[i];
+    }
+    return NULL;
+}
+
+/* The virtio-serial bus a port goes on: bus=ID.0 or the last one created. */
+static struct virtio_serial *serial_bus(struct machine_devices *md, const char *bus,
+                                        struct error *err)
+{
+    for (size_t i = md->ndevs; i-- > 0;) {
+        struct dev *d = &md->devs[i];
+        if (d->kind != KIND_SERIAL)
+            continue;
+        if (!bus)
+            return d->u.serial;
+        char name[80];
+        snprintf(name, sizeof(name), "%s.0", d->id ? d->id : "");
+        if (d->id && !strcmp(name, bus))
+            return d->u.serial;
+    }
+    if (bus)
+        error_setf(err, "Bus '%s' not found", bus);
+    else
+        error_setf(err, "no virtio-serial bus: add -device virtio-serial-pci before it");
+    return NULL;
+}
+
+static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
+                      struct chardev **chardevs, const struct opts *o, struct error *err)
+{
+    const char *driver = opts_get_str(o, "driver");
+    const char *id = opts_get_str(o, "id");
+    int slot, func;
+    if (!strcmp(driver, "isa-debug-exit"))
+        return 0; /* a board device: main.c passes it to pc_create */
+    if (!strcmp(driver, "virtconsole") || !strcmp(driver, "virtserialport")) {
+        struct virtio_serial *vs = serial_bus(md, opts_get_str(o, "bus"), err);
+        if (!vs)
+            return -1;
+        const char *cid = opts_get_str(o, "chardev");
+        struct chardev *chr = NULL;
+        if (cid && !(chr = find_chardev(cfg, chardevs, cid)))
+            return error_setf(err, "chardev '%s' not found", cid);
+        uint64_t nr = (uint64_t)-1;
+        if (opts_has(o, "nr") && opts_get_number(o, "nr", &nr, err) < 0)
+            return -1;
+        if (opts_has(o, "nr") && nr > 0x7fffffff)
+            return error_setf(err, "nr=%llu: too large", (unsigned long long)nr);
+        return virtio_serial_add_port(vs, opts_has(o, "nr") ? (int)nr : -1, chr,
+                                      !strcmp(driver, "virtconsole"), opts_get_str(o, "name"), err);
+    }
+    if (pci_place(md, o, &slot, &func, err) < 0)
+        return -1;
+    if (!strncmp(driver, "virtio-blk", 10)) {
+        const char *drive = opts_get_str(o, "drive");
+        if (!drive)
+            return error_setf(err, "drive property not set");
+        struct drive *dr = find_drive(md, drive);
+        if (!dr)
+            return error_setf(err, "Property 'drive': can't find value '%s'", drive);
+        if (dr->o.iface != DRIVE_IF_NONE)
+            return error_setf(err, "Drive '%s' is already in use (it is if=virtio; use if=none)",
+                              drive);
+        return add_blk(md, dr, o, slot, func, err);
+    }
+    if (!strncmp(driver, "virtio-net", 10)) {
+        const char *ndid = opts_get_str(o, "netdev");
+        bool mq = false;
+        if (opts_get_bool(o, "mq", &mq, err) < 0)
+            return -1;
+        if (mq)
+            return error_setf(err, "mq=on: multiqueue is not supported yet");
+        if (!ndid)
+            return error_setf(err, "netdev property not set (add -netdev user,id=n0 and "
+                                   "netdev=n0)");
+        struct netdev_slot *ns = find_netdev(md, ndid);
+        if (!ns)
+            return error_setf(err, "Property 'netdev': can't find value '%s'", ndid);
+        return add_nic(md, ns, opts_get_str(o, "mac"), id, slot, func, err);
+    }
+    if (!strncmp(driver, "virtio-serial", 13)) {
+        uint64_t ports = VIRTIO_SERIAL_DEFAULT_PORTS;
+        if (opts_get_number(o, "max_ports", &ports, err) < 0)
+            return -1;
+        if (ports < 1 || ports > VIRTIO_SERIAL_MAX_PORTS)
+            return error_setf(err, "max_ports=%llu: must be 1..%d", (unsigned long long)ports,
+                              VIRTIO_SERIAL_MAX_PORTS);
+        struct dev *d = new_dev(md, KIND_SERIAL, id, err);
+        if (!d || virtio_serial_create(md->mem, (unsigned)ports, &d->u.serial, err) < 0)
+            return -1;
+        return plug(md, d, slot, func, err);
+    }
+    if (!strncmp(driver, "virtio-rng", 10)) {
+        const char *file = VIRTIO_RNG_DEFAULT_SOURCE;
+        const char *rng = opts_get_str(o, "rng");
+        if (rng) {
+            const struct opts *obj = find_object(cfg, rng);
+            if (!obj)
+                return error_setf(err, "Property 'rng': can't find value '%s'", rng);
+            if (!strcmp(opts_get_str(obj, "qom-type"), "rng-random"))
+                file = opts_get_str(obj, "filename");
+        }
+        uint64_t max_bytes = 0, period = 65536;
+        if (opts_get_number(o, "max-bytes", &max_bytes, err) < 0 ||
+            opts_get_number(o, "period", &period, err) < 0)
+            return -1;
+        if (period == 0)
+            return error_setf(err, "period=0: must be at least 1 ms");
+        struct dev *d = new_dev(md, KIND_RNG, id, err);
+        if (!d || virtio_rng_create(md->mem, file, max_bytes, period, &d->u.rng, err) < 0)
+            return -1;
+        return plug(md, d, slot, func, err);
+    }
+    return error_setf(err, "'%s' is not a valid device model name", driver);
+}
+
+static char *opts_text(const struct opts *o)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < o->n; i++)
+        n += strlen(o->kv[i].key) + strlen(o->kv[i].value ? o->kv[i].value : "") + 2;
+    char *s = calloc(1, n);
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < o->n; i++) {
+        if (i)
+            strcat(s, ",");
+        if (strcmp(o->kv[i].key, "driver")) {
+            strcat(s, o->kv[i].key);
+            strcat(s, "=");
+        }
+        strcat(s, o->kv[i].value ? o->kv[i].value : "");
+    }
+    return s;
+}
+
+int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct chardev **chardevs,
+                           struct machine_devices **out, struct error *err)
+{
+    struct machine_devices *md = calloc(1, sizeof(*md));
+    if (!md)
+        return error_setf(err, "out of memory");
+    *out = md;
+    md->pc = pc;
+    md->mem = &pc_vm(pc)->mem;
+    md->bus = pc_pci_bus(pc);
+
+    if (open_drives(md, cfg, err) < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->netdevs.n; i++) {
+        char *what = keep(md, malloc(strlen(cfg->netdevs.v[i]) + 10));
+        if (!what)
+            return error_setf(err, "out of memory");
+        sprintf(what, "-netdev %s", cfg->netdevs.v[i]);
+        if (add_netdev(md, cfg->netdevs.v[i], what, NULL, err) < 0)
+            return -1;
+    }
+    /* if=virtio drives come first, as QEMU creates them before -device. */
+    for (size_t i = 0; i < md->ndrives; i++) {
+        struct drive *dr = &md->drives[i];
+        if (dr->o.iface != DRIVE_IF_VIRTIO)
+            continue;
+        if (!md->bus) {
+            return error_setf(err, "-drive %s: the microvm machine has no PCI bus (use -M pc)",
+                              dr->text);
+        }
+        if (add_blk(md, dr, NULL, -1, 0, err) < 0) {
+            error_prefix(err, "-drive %s: ", dr->text);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cfg->ndevices; i++) {
+        if (add_device(md, cfg, chardevs, &cfg->devices[i], err) < 0) {
+            char *t = opts_text(&cfg->devices[i]);
+            error_prefix(err, "-device %s: ", t ? t : "");
+            free(t);
+            return -1;
+        }
+    }
+    bool net_given = cfg->netdevs.n > 0;
+    if (add_nics(md, cfg, &net_given, err) < 0 || add_legacy_net(md, cfg, &net_given, err) < 0)
+        return -1;
+#ifdef CONFIG_SLIRP
+    /* QEMU's default NIC, as a virtio one: user-mode networking for a guest with no options. */
+    if (!net_given && !cfg->nodefaults && md->bus) {
+        struct netdev *nd = NULL;
+        if (add_netdev(md, "user,id=__default_net", "default NIC", &nd, err) < 0 ||
+            add_nic(md, find_netdev(md, netdev_id(nd)), NULL, NULL, -1, 0, err) < 0)
+            return -1;
+    }
+#endif
+    for (size_t i = 0; i < md->nnetdevs; i++)
+        if (!md->netdevs[i].used)
+            fprintf(stderr, "kemu: warning: netdev %s has no peer\n", netdev_id(md->netdevs[i].nd));
+    return 0;
+}
+
+void machine_devices_destroy(struct machine_devices *md)
+{
+    if (!md)
+        return;
+    /* Transports first (a device reset stops each backend), then the kinds, then backends. */
+    for (size_t i = md->ndevs; i-- > 0;)
+        virtio_pci_destroy(md->devs[i].vp);
+    for (size_t i = md->ndevs; i-- > 0;) {
+        struct dev *d = &md->devs[i];
+        switch (d->kind) {
+        case KIND_BLK:
+            virtio_blk_destroy(d->u.blk);
+            break;
+        case KIND_NET:
+            if (d->u.net)
+                virtio_net_destroy(d->u.net);
+            break;
+        case KIND_SERIAL:
+            if (d->u.serial)
+                virtio_serial_destroy(d->u.serial);
+            break;
+        case KIND_RNG:
+            virtio_rng_destroy(d->u.rng);
+            break;
+        }
+        free(d->id);
+    }
+    for (size_t i = 0; i < md->nnetdevs; i++)
+        netdev_destroy(md->netdevs[i].nd);
+    free(md->netdevs);
+    for (size_t i = 0; i < md->ndrives; i++) {
+        if (md->drives[i].bb)
+            block_backend_close(md->drives[i].bb);
+        drive_opts_free(&md->drives[i].o);
+    }
+    free(md->drives);
+    for (size_t i = 0; i < md->nowned; i++)
+        free(md->owned[i]);
+    free(md->owned);
+    free(md);
+}
