@@ -266,8 +266,8 @@ static void test_backends_kept(void **state)
     struct kemu_config cfg;
     struct error err;
     assert_int_equal(PARSE(&cfg, &err, "-drive", "file=a.img,if=virtio", "-netdev", "user,id=n0",
-                           "-nic", "user,model=virtio", "-net", "nic", "-net", "user",
-                           "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device",
+                           "-nic", "user,model=virtio", "-net", "nic", "-net", "user", "-object",
+                           "rng-random,id=rng0,filename=/dev/urandom", "-device",
                            "virtio-rng-pci,rng=rng0,addr=0x5", "-device",
                            "virtio-blk,drive=d,scsi=off,bootindex=1"),
                      0);
@@ -527,7 +527,8 @@ static const struct error_case error_cases[] = {
      "-device virtio-net-pci,mq=maybe: invalid boolean 'maybe' for 'mq' (use on/off)"},
     /* disks and objects */
     {{"-hda", "disk.img"},
-     "-hda disk.img: IDE and floppy disks are not supported yet; use -drive file=disk.img,if=virtio"},
+     "-hda disk.img: IDE and floppy disks are not supported yet; use -drive "
+     "file=disk.img,if=virtio"},
     {{"-object", "rng-egd,id=r"},
      "-object rng-egd,id=r: object type 'rng-egd' is not supported (rng-random, rng-builtin)"},
     {{"-object", "rng-random"}, "-object rng-random: parameter 'id' is missing"},
