@@ -186,6 +186,7 @@ void block_complete_now(struct block_backend *bb, struct block_request *req, int
         }
         free(req->bounce);
         req->bounce = NULL;
+        bb->bounce_inflight -= req->bounce_len;
     }
     bb->inflight--;
     req->cb(req, ret);

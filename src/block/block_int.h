@@ -32,6 +32,10 @@ struct thread_pool {
 struct aio_native;
 struct aio_uring;
 
+/* Most bounce-buffer bytes one backend holds at once: a guest that sends huge unaligned
+ * requests gets I/O errors instead of making kemu allocate without bound. */
+#define BLOCK_BOUNCE_BUDGET (256ULL << 20)
+
 struct block_backend {
     const struct block_format_ops *fmt;
     void *fmt_state;
@@ -51,7 +55,8 @@ struct block_backend {
     bool readonly, discard_unmap;
     uint64_t size; /* virtual disk size (the format's view) */
 
-    unsigned inflight; /* owner thread only */
+    unsigned inflight;        /* owner thread only */
+    uint64_t bounce_inflight; /* bytes of O_DIRECT bounce buffers in flight (owner thread) */
     bool plugged;
     int efd; /* completion eventfd */
 

@@ -633,8 +633,11 @@ static int setup_bounce(struct block_backend *bb, struct block_request *req)
     if (req->eop == BLOCK_OP_WRITE && (start != req->offset || end != req->offset + req->len))
         return -EINVAL; /* would need read-modify-write; guests use the advertised block size */
     void *buf;
+    if (end - start > BLOCK_BOUNCE_BUDGET - bb->bounce_inflight)
+        return -ENOMEM;
     if (posix_memalign(&buf, a < 4096 ? 4096 : a, end - start ? end - start : a))
         return -ENOMEM;
+    bb->bounce_inflight += end - start;
     if (req->eop == BLOCK_OP_WRITE) {
         uint8_t *dst = buf;
         for (int i = 0; i < req->iovcnt; i++) {

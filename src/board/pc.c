@@ -289,7 +289,10 @@ static int pci_io_map(void *ctx, bool mmio, uint64_t base, uint64_t len, const s
         0) {
         /* A guest that moves a BAR onto another device's range: QEMU lets the later mapping
          * shadow; we refuse it and tell, and the BAR stays unreachable. */
-        fprintf(stderr, "kemu: PCI BAR: %s\n", err.msg);
+        static unsigned printed; /* the guest controls how often: a few lines only */
+        if (printed < 10)
+            fprintf(stderr, "kemu: PCI BAR: %s%s\n", err.msg,
+                    ++printed == 10 ? " (further BAR conflicts not shown)" : "");
         return -1;
     }
     return 0;

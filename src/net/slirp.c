@@ -42,7 +42,11 @@ static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
 static void cb_guest_error(const char *msg, void *opaque)
 {
     struct netdev *nd = opaque;
-    fprintf(stderr, "kemu: netdev '%s': guest error: %s\n", nd->id, msg);
+    /* The guest controls how often this happens: a few lines, then silence. */
+    static unsigned printed;
+    if (printed < 10)
+        fprintf(stderr, "kemu: netdev '%s': guest error: %s%s\n", nd->id, msg,
+                ++printed == 10 ? " (further guest errors not shown)" : "");
 }
 
 static int64_t cb_clock_get_ns(void *opaque)

@@ -15,8 +15,14 @@
 #define BLK_HDR_SIZE        16
 #define BLK_DWZ_SIZE        16 /* struct virtio_blk_discard_write_zeroes */
 #define BLK_DWZ_F_UNMAP     1u
-#define BLK_MAX_DWZ_SECTORS 0x3fffffu  /* as QEMU: below 2 GiB per request */
-#define BLK_SIZE_MAX        (4u << 20) /* largest segment the guest may use */
+#define BLK_MAX_DWZ_SECTORS 0x3fffffu /* as QEMU: below 2 GiB per request */
+/* Largest segment the guest may use; with SEG_MAX (queue size - 2) it bounds a Linux request
+ * below BLK_MAX_REQ_BYTES. */
+#define BLK_SIZE_MAX (128u << 10)
+/* Largest read or write accepted: far above what Linux sends (max_sectors_kb 1280 by default,
+ * max_hw_sectors_kb 32767 at most) and small enough that a guest cannot make one request pin
+ * gigabytes of host buffers. */
+#define BLK_MAX_REQ_BYTES (32u << 20)
 
 /* epoll tags besides the queue numbers. */
 #define TAG_STOP  0x10000u
@@ -61,7 +67,9 @@ static void fill_config(struct virtio_blk *b)
     memset(c, 0, VIRTIO_BLK_CFG_LEN);
     le_put64(c + VIRTIO_BLK_CFG_CAPACITY, b->capacity);
     le_put32(c + VIRTIO_BLK_CFG_SIZE_MAX, BLK_SIZE_MAX);
-    le_put32(c + VIRTIO_BLK_CFG_SEG_MAX, b->queue_size - 2);
+    /* At most 254 segments (QEMU's value for a 256-entry queue), so SEG_MAX x SIZE_MAX stays
+     * within BLK_MAX_REQ_BYTES whatever the queue size. */
+    le_put32(c + VIRTIO_BLK_CFG_SEG_MAX, b->queue_size - 2 < 254 ? b->queue_size - 2 : 254);
     le_put32(c + VIRTIO_BLK_CFG_BLK_SIZE, b->blk_size);
     c[VIRTIO_BLK_CFG_PHYSICAL_BLOCK_EXP] = 0;
     le_put16(c + VIRTIO_BLK_CFG_MIN_IO_SIZE, 1);
@@ -221,7 +229,7 @@ static uint8_t prep(struct virtio_blk *b, struct blk_req *r, const struct vq_cha
     switch (type) {
     case VIRTIO_BLK_T_IN: {
         uint32_t len = c->writable_len - 1;
-        if (!range_ok(b, sector, len))
+        if (len > BLK_MAX_REQ_BYTES || !range_ok(b, sector, len))
             return VIRTIO_BLK_S_IOERR;
         n = build_iov(b, r, c, wfirst, wend, 0, len);
         if (n < 0)
@@ -236,7 +244,7 @@ static uint8_t prep(struct virtio_blk *b, struct blk_req *r, const struct vq_cha
     }
     case VIRTIO_BLK_T_OUT: {
         uint32_t len = c->readable_len - BLK_HDR_SIZE;
-        if (b->readonly || !range_ok(b, sector, len))
+        if (len > BLK_MAX_REQ_BYTES || b->readonly || !range_ok(b, sector, len))
             return VIRTIO_BLK_S_IOERR;
         n = build_iov(b, r, c, 0, wfirst, BLK_HDR_SIZE, len);
         if (n < 0)
@@ -311,10 +319,17 @@ static void handle_chain(struct virtio_blk *b, unsigned q, const struct vq_chain
 static void process_queue(struct virtio_blk *b, unsigned q)
 {
     struct virtqueue *vq = &b->vdev.vq[q];
+    /* At most a queue's worth per wake-up: a guest that refills as fast as we drain must not
+     * starve completions, the other queues or stop(). The self-kick brings us back. */
+    unsigned budget = vq->size;
     block_backend_plug(b->bb);
     for (;;) {
         vq_disable_notification(vq);
         while (!b->broken) {
+            if (budget-- == 0) {
+                virtio_kick(&b->vdev, q);
+                goto out;
+            }
             struct error err = {0};
             int r = vq_pop(vq, b->chain, &err);
             if (r < 0) {
@@ -328,6 +343,7 @@ static void process_queue(struct virtio_blk *b, unsigned q)
         if (b->broken || !vq_enable_notification(vq))
             break;
     }
+out:
     block_backend_unplug(b->bb);
 }
 

@@ -319,7 +319,13 @@ static void service_tx(struct virtio_serial *vs, unsigned q)
     struct virtqueue *vq = &vdev->vq[q];
     struct vs_port *p = port_of_queue(vs, q);
     pthread_mutex_lock(&vs->qlock[q]);
-    for (;;) {
+    /* A queue's worth per wake-up, then come back through the kick fd: the other queues and
+     * stop() must not wait for a guest that keeps writing. */
+    for (unsigned budget = vq->size;; budget--) {
+        if (budget == 0) {
+            virtio_kick(vdev, q);
+            break;
+        }
         struct error err = {0};
         int r = vq_pop(vq, &vs->chain, &err);
         if (r < 0) {

@@ -126,7 +126,8 @@ void virtio_set_status(struct virtio_device *vdev, uint8_t status)
             status &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
         }
     }
-    __atomic_store_n(&vdev->status, status, __ATOMIC_SEQ_CST);
+    /* OR, not store: a backend thread may set DEVICE_NEEDS_RESET concurrently. */
+    status = (uint8_t)(__atomic_or_fetch(&vdev->status, status, __ATOMIC_SEQ_CST));
     if ((status & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) &&
         (status & VIRTIO_STATUS_FEATURES_OK) && !(status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) &&
         !vdev->started) {

@@ -100,9 +100,14 @@ static void service(struct virtio_rng *r)
     struct virtio_device *vdev = &r->vdev;
     struct virtqueue *vq = &vdev->vq[0];
     bool pushed = false;
+    unsigned chains = 0;
     while (!r->broken) {
         if (limited(r) && r->budget == 0)
             break; /* the timer refills it */
+        if (chains++ == vq->size) {
+            virtio_kick(vdev, 0); /* a queue's worth per wake-up; come back for the rest */
+            break;
+        }
         if (!r->held) {
             struct error err = {0};
             int p = vq_pop(vq, &r->chain, &err);
