@@ -338,6 +338,14 @@ static int add_pci(struct pc *pc, struct error *err)
     return pci_host_register_ports(&pc->host, &pc->vm.pio, err);
 }
 
+int pc_power_button(struct pc *pc, struct error *err)
+{
+    if (!pc->pm)
+        return error_setf(err, "this machine has no ACPI power button");
+    acpi_pm_power_button(pc->pm);
+    return 0;
+}
+
 struct pci_bus *pc_pci_bus(struct pc *pc)
 {
     return pc->has_pci ? &pc->pci : NULL;

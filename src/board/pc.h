@@ -37,6 +37,8 @@ struct pci_bus;
 /* Build the machine; on success *out owns a ready VM (vCPUs not started yet). */
 int pc_create(const struct pc_params *p, struct pc **out, struct error *err);
 struct vm *pc_vm(struct pc *pc);
+/* Press the ACPI power button (system_powerdown): the guest decides what to do. */
+int pc_power_button(struct pc *pc, struct error *err);
 /* Bus 0 of the pc machine, where -device puts PCI devices; NULL on microvm. */
 struct pci_bus *pc_pci_bus(struct pc *pc);
 void pc_destroy(struct pc *pc);

@@ -168,6 +168,26 @@ int kvm_irq_line(struct kvm *kvm, unsigned gsi, int level)
     return ioctl(kvm->vm_fd, KVM_IRQ_LINE, &l);
 }
 
+int kvm_get_clock(struct kvm *kvm, uint64_t *ns)
+{
+    struct kvm_clock_data c = {0};
+    if (ioctl(kvm->vm_fd, KVM_GET_CLOCK, &c) < 0)
+        return -1;
+    *ns = c.clock;
+    return 0;
+}
+
+int kvm_set_clock(struct kvm *kvm, uint64_t ns)
+{
+    struct kvm_clock_data c = {.clock = ns};
+    return ioctl(kvm->vm_fd, KVM_SET_CLOCK, &c);
+}
+
+void kvm_vcpu_clock_paused(int vcpu_fd)
+{
+    (void)ioctl(vcpu_fd, KVM_KVMCLOCK_CTRL, 0); /* EINVAL when the guest has no kvmclock */
+}
+
 int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data)
 {
     struct kvm_msi m = {

@@ -34,6 +34,12 @@ void kvm_destroy_vm(struct kvm *kvm);
 int kvm_set_memory(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
                    struct error *err);
 int kvm_irq_line(struct kvm *kvm, unsigned gsi, int level);
+/* The guest's kvmclock: read at pause and written back at resume, so a paused guest's clock
+ * stands still (QEMU's stop/cont behaviour). */
+int kvm_get_clock(struct kvm *kvm, uint64_t *ns);
+int kvm_set_clock(struct kvm *kvm, uint64_t ns);
+/* Tell the guest's kvmclock it was paused (avoids soft-lockup warnings); errors ignored. */
+void kvm_vcpu_clock_paused(int vcpu_fd);
 /* Inject an MSI (address/data as a device would write them). Safe from any thread. */
 int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data);
 /* Signal eventfd fd when the guest writes len bytes at MMIO addr (assign) or stop (!assign). */

@@ -105,7 +105,8 @@ void vm_request(struct vm *vm, enum vm_request req, int exit_status)
 {
     /* The first request wins, except that anything ending the VM overrides a pending reset. */
     if (trace_resets && req != VM_REQ_NONE)
-        fprintf(stderr, "kemu-trace: request %d (1 reset, 2 shutdown, 3 power-off, 4 quit, 5 error)\n",
+        fprintf(stderr,
+                "kemu-trace: request %d (1 reset, 2 shutdown, 3 power-off, 4 quit, 5 error)\n",
                 (int)req);
     int expected = VM_REQ_NONE;
     bool posted = atomic_compare_exchange_strong(&vm->request, &expected, (int)req);
@@ -291,6 +292,21 @@ static void *vcpu_thread(void *opaque)
     return NULL;
 }
 
+static int start_vcpus(struct vm *vm, struct error *err)
+{
+    atomic_store(&vm->stopping, false);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (v->thread_started)
+            continue;
+        int e = pthread_create(&v->thread, NULL, vcpu_thread, v);
+        if (e)
+            return error_setf_errno(err, e, "cannot start the thread of CPU %u", i);
+        v->thread_started = true;
+    }
+    return 0;
+}
+
 static int start_kvm_vm(struct vm *vm, struct error *err)
 {
     if (kvm_create_vm(&vm->kvm, err) < 0)
@@ -309,21 +325,74 @@ static int start_kvm_vm(struct vm *vm, struct error *err)
         if (vm->board->setup_vcpu(vm, v, err) < 0)
             return -1;
     }
-    atomic_store(&vm->stopping, false);
     atomic_store(&vm->request, VM_REQ_NONE);
-    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-        struct vcpu *v = &vm->vcpus[i];
-        int e = pthread_create(&v->thread, NULL, vcpu_thread, v);
-        if (e)
-            return error_setf_errno(err, e, "cannot start the thread of CPU %u", i);
-        v->thread_started = true;
-    }
-    return 0;
+    if (vm->runstate != VM_RUNSTATE_RUNNING)
+        return 0; /* -S, or a reset while stopped: cont starts the vCPUs */
+    return start_vcpus(vm, err);
 }
 
 int vm_start(struct vm *vm, struct error *err)
 {
+    vm->runstate = vm->start_paused ? VM_RUNSTATE_PRELAUNCH : VM_RUNSTATE_RUNNING;
     return start_kvm_vm(vm, err);
+}
+
+const char *vm_runstate_name(enum vm_runstate s)
+{
+    switch (s) {
+    case VM_RUNSTATE_PRELAUNCH:
+        return "prelaunch";
+    case VM_RUNSTATE_RUNNING:
+        return "running";
+    case VM_RUNSTATE_PAUSED:
+        return "paused";
+    case VM_RUNSTATE_SHUTDOWN:
+        return "shutdown";
+    case VM_RUNSTATE_INTERNAL_ERROR:
+        return "internal-error";
+    }
+    return "unknown";
+}
+
+int vm_pause(struct vm *vm, struct error *err)
+{
+    if (vm->runstate != VM_RUNSTATE_RUNNING)
+        return 0; /* already still */
+    stop_vcpus(vm);
+    vm->have_paused_clock = kvm_get_clock(&vm->kvm, &vm->paused_clock) == 0;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        if (vm->vcpus[i].kfd.fd >= 0)
+            kvm_vcpu_clock_paused(vm->vcpus[i].kfd.fd);
+    vm->runstate = VM_RUNSTATE_PAUSED;
+    if (vm->events.stop)
+        vm->events.stop(vm->events.opaque);
+    return 0;
+}
+
+int vm_resume(struct vm *vm, struct error *err)
+{
+    switch (vm->runstate) {
+    case VM_RUNSTATE_RUNNING:
+        return 0;
+    case VM_RUNSTATE_SHUTDOWN:
+    case VM_RUNSTATE_INTERNAL_ERROR:
+        return error_setf(err, "Resetting the Virtual Machine is required");
+    case VM_RUNSTATE_PAUSED:
+        if (vm->have_paused_clock)
+            kvm_set_clock(&vm->kvm, vm->paused_clock);
+        break;
+    case VM_RUNSTATE_PRELAUNCH:
+        break;
+    }
+    vm->have_paused_clock = false;
+    vm->runstate = VM_RUNSTATE_RUNNING;
+    if (start_vcpus(vm, err) < 0) {
+        vm->runstate = VM_RUNSTATE_INTERNAL_ERROR;
+        return -1;
+    }
+    if (vm->events.resume)
+        vm->events.resume(vm->events.opaque);
+    return 0;
 }
 
 /* A reset rebuilds the KVM side from scratch: simpler and more thorough than undoing state. */
@@ -338,7 +407,20 @@ static int reset_vm(struct vm *vm, struct error *err)
     if (vm->mem.mapping)
         madvise(vm->mem.mapping, vm->mem.mapping_size, MADV_DONTNEED);
     vm->resets++;
+    vm->have_paused_clock = false;
+    /* After a power-off the machine waits for cont, as QEMU's does after system_reset. */
+    if (vm->runstate == VM_RUNSTATE_SHUTDOWN || vm->runstate == VM_RUNSTATE_INTERNAL_ERROR)
+        vm->runstate = VM_RUNSTATE_PAUSED;
     return start_kvm_vm(vm, err);
+}
+
+int vm_reset(struct vm *vm, struct error *err)
+{
+    if (reset_vm(vm, err) < 0)
+        return -1;
+    if (vm->events.reset)
+        vm->events.reset(vm->events.opaque, false);
+    return 0;
 }
 
 static void on_wake(void *opaque, uint32_t events)
@@ -354,9 +436,13 @@ static void on_wake(void *opaque, uint32_t events)
     case VM_REQ_RESET:
         if (vm->no_reboot) {
             vm->exit_status = 0;
+            if (vm->events.shutdown)
+                vm->events.shutdown(vm->events.opaque, true, "guest-reset");
             break;
         } else {
             struct error err = {0};
+            if (vm->events.reset)
+                vm->events.reset(vm->events.opaque, true);
             if (reset_vm(vm, &err) < 0) {
                 fprintf(stderr, "kemu: reset failed: %s\n", err.msg);
                 vm->exit_status = 1;
@@ -366,9 +452,14 @@ static void on_wake(void *opaque, uint32_t events)
         }
     case VM_REQ_POWEROFF:
         vm->exit_status = 0;
+        if (vm->events.shutdown)
+            vm->events.shutdown(vm->events.opaque, true, "guest-shutdown");
         if (vm->no_shutdown) {
             /* QEMU's -no-shutdown: the guest is off but kemu stays until asked to quit. */
             stop_vcpus(vm);
+            vm->runstate = VM_RUNSTATE_SHUTDOWN;
+            if (vm->events.stop)
+                vm->events.stop(vm->events.opaque);
             fprintf(stderr, "kemu: guest powered off; -no-shutdown keeps kemu running\n");
             atomic_store(&vm->request, VM_REQ_NONE);
             return;

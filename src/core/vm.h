@@ -40,6 +40,24 @@ enum vm_request {
     VM_REQ_ERROR,    /* fatal vCPU error already reported */
 };
 
+/* QEMU's run states, as query-status names them. */
+enum vm_runstate {
+    VM_RUNSTATE_PRELAUNCH, /* -S: built, vCPUs not started yet */
+    VM_RUNSTATE_RUNNING,
+    VM_RUNSTATE_PAUSED,         /* stop */
+    VM_RUNSTATE_SHUTDOWN,       /* the guest powered off under -no-shutdown */
+    VM_RUNSTATE_INTERNAL_ERROR, /* a vCPU failed */
+};
+
+/* Things the monitor wants to hear about (main thread). */
+struct vm_events {
+    void (*reset)(void *opaque, bool guest);
+    void (*shutdown)(void *opaque, bool guest, const char *reason);
+    void (*stop)(void *opaque);
+    void (*resume)(void *opaque);
+    void *opaque;
+};
+
 struct vm_board_ops {
     /* (Re)load the boot image and set up the boot vCPU's registers and each vCPU's CPUID. */
     int (*setup_vcpu)(struct vm *vm, struct vcpu *vcpu, struct error *err);
@@ -62,12 +80,17 @@ struct vm {
     void *board_data;
 
     bool no_reboot;
-    bool no_shutdown; /* a guest power-off stops the vCPUs and kemu waits to be told to quit */
+    bool no_shutdown;     /* a guest power-off stops the vCPUs and kemu waits to be told to quit */
     atomic_int request;   /* enum vm_request, first one wins until handled */
     atomic_bool stopping; /* vCPU threads must leave KVM_RUN */
     int exit_status;      /* process exit status for VM_REQ_SHUTDOWN / ERROR */
     int wake_fd;          /* eventfd: wakes the main loop when a request is posted */
     unsigned resets;      /* how many times the guest was reset */
+    enum vm_runstate runstate; /* main thread */
+    bool start_paused;         /* -S: vm_start leaves the vCPUs stopped (prelaunch) */
+    uint64_t paused_clock;     /* kvmclock when stopped */
+    bool have_paused_clock;
+    struct vm_events events; /* optional */
 };
 
 int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint32_t *apic_ids,
@@ -78,6 +101,14 @@ void vm_destroy(struct vm *vm);
 int vm_start(struct vm *vm, struct error *err);
 /* Run the main event loop until the VM ends. Returns the process exit status. */
 int vm_run(struct vm *vm);
+
+/* Stop the vCPUs (QEMU's stop): the guest and its clock stand still. Main thread. */
+int vm_pause(struct vm *vm, struct error *err);
+/* Start them again (cont); refused after a power-off until a reset. Main thread. */
+int vm_resume(struct vm *vm, struct error *err);
+/* Reset now, from the host side (system_reset). Main thread. */
+int vm_reset(struct vm *vm, struct error *err);
+const char *vm_runstate_name(enum vm_runstate s);
 
 /* Post a request from any thread (vCPU, device, signal-safe path excluded). */
 void vm_request(struct vm *vm, enum vm_request req, int exit_status);
