@@ -14,6 +14,9 @@ libcmocka-dev
 libslirp-dev
 libglib2.0-dev
 liburing-dev
+zlib1g-dev
+libzstd-dev
+libjansson-dev
 python3-pytest
 qemu-system-x86
 qemu-utils
