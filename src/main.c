@@ -14,7 +14,9 @@
 #include "chardev/backends.h"
 #include "cli/cmdline.h"
 #include "core/os.h"
+#include "monitor/qmp.h"
 #include "net/net.h"
+#include "pci/pci.h"
 
 struct app {
     struct kemu_config cfg;
@@ -24,6 +26,7 @@ struct app {
     struct chardev *serial_own[PC_MAX_SERIAL]; /* created for -serial stdio/file/null */
     struct pc *pc;
     struct machine_devices *devices;
+    struct qmp_server *qmp;
 };
 
 static void host_quit(void *opaque)
@@ -42,6 +45,7 @@ static void on_signal(void *opaque, uint32_t events)
     if (sig < 0)
         return;
     fprintf(stderr, "kemu: terminating on signal %d from pid %d\n", sig, pid);
+    qmp_event_shutdown(app->qmp, QMP_CAUSE_HOST_SIGNAL);
     host_quit(app);
 }
 
@@ -61,6 +65,11 @@ static int open_chardevs(struct app *app, struct error *err)
     for (size_t i = 0; i < cfg->nchardevs; i++) {
         const struct kemu_chardev_spec *s = &cfg->chardevs[i];
         struct chardev *c = NULL;
+        bool monitor = false;
+        for (size_t m = 0; m < cfg->mon_chardevs.n; m++)
+            monitor = monitor || !strcmp(cfg->mon_chardevs.v[m], s->id);
+        if (monitor)
+            continue; /* the QMP server listens on its socket itself */
         switch (s->backend) {
         case KEMU_CHARDEV_NULL:
             c = chardev_null_new(err);
@@ -117,6 +126,204 @@ static int serial_chardev(struct app *app, size_t i, struct chardev **out, struc
     }
     app->serial_own[i] = c;
     *out = c;
+    return 0;
+}
+
+/* ---- the QMP monitor's view of the machine (main thread) ---- */
+
+static struct vm *app_vm(struct app *app)
+{
+    return app->pc ? pc_vm(app->pc) : NULL;
+}
+
+static const char *qmp_status(void *opaque, bool *running)
+{
+    struct vm *vm = app_vm(opaque);
+    *running = vm && vm->runstate == VM_RUNSTATE_RUNNING;
+    return vm ? vm_runstate_name(vm->runstate) : "prelaunch";
+}
+
+static int qmp_stop(void *opaque, struct error *err)
+{
+    return vm_pause(app_vm(opaque), err);
+}
+
+static int qmp_cont(void *opaque, struct error *err)
+{
+    return vm_resume(app_vm(opaque), err);
+}
+
+static int qmp_reset(void *opaque, struct error *err)
+{
+    return vm_reset(app_vm(opaque), err);
+}
+
+static int qmp_powerdown(void *opaque, struct error *err)
+{
+    struct app *app = opaque;
+    if (pc_power_button(app->pc, err) < 0)
+        return -1;
+    qmp_event_powerdown(app->qmp);
+    return 0;
+}
+
+static void qmp_quit(void *opaque)
+{
+    struct app *app = opaque;
+    qmp_event_shutdown(app->qmp, QMP_CAUSE_HOST_QMP_QUIT);
+    host_quit(app);
+}
+
+static size_t qmp_cpus(void *opaque, struct qmp_cpu_info *out, size_t max)
+{
+    struct app *app = opaque;
+    struct vm *vm = app_vm(app);
+    const struct smp_topology *t = &app->cfg.smp;
+    size_t n = vm ? vm->nr_vcpus : 0;
+    for (size_t i = 0; i < n && i < max; i++) {
+        unsigned th = t->threads ? t->threads : 1, co = t->cores ? t->cores : 1;
+        unsigned di = t->dies ? t->dies : 1;
+        out[i] = (struct qmp_cpu_info){.index = (unsigned)i,
+                                       .thread_id = vm->vcpus[i].tid,
+                                       .socket_id = (int)(i / (th * co * di)),
+                                       .core_id = (int)((i / th) % co),
+                                       .thread_in_core = (int)(i % th)};
+    }
+    return n;
+}
+
+static size_t qmp_chardevs(void *opaque, struct qmp_chardev_info *out, size_t max)
+{
+    struct app *app = opaque;
+    static const char *kinds[] = {"null", "stdio", "file", "socket"};
+    size_t n = 0;
+    for (size_t i = 0; i < app->cfg.nchardevs; i++) {
+        if (!app->chardevs || !app->chardevs[i])
+            continue;
+        if (n < max)
+            out[n] = (struct qmp_chardev_info){.label = app->cfg.chardevs[i].id,
+                                               .filename = kinds[app->cfg.chardevs[i].backend],
+                                               .frontend_open = app->chardevs[i]->has_fe};
+        n++;
+    }
+    static const char *serial_labels[] = {"serial0", "serial1", "serial2", "serial3"};
+    for (size_t i = 0; i < PC_MAX_SERIAL; i++) {
+        if (!app->serial_own[i])
+            continue;
+        if (n < max)
+            out[n] = (struct qmp_chardev_info){
+                .label = serial_labels[i], .filename = "serial", .frontend_open = true};
+        n++;
+    }
+    return n;
+}
+
+static size_t qmp_pci(void *opaque, struct qmp_pci_info *out, size_t max)
+{
+    struct app *app = opaque;
+    struct pci_bus *bus = app->pc ? pc_pci_bus(app->pc) : NULL;
+    size_t n = 0;
+    for (unsigned slot = 0; bus && slot < PCI_SLOTS; slot++) {
+        for (unsigned fn = 0; fn < PCI_FUNCS; fn++) {
+            struct pci_device *d = bus->dev[slot][fn];
+            if (!d)
+                continue;
+            if (n < max) {
+                struct qmp_pci_info *o = &out[n];
+                const uint8_t *c = d->config;
+                *o = (struct qmp_pci_info){
+                    .slot = slot,
+                    .function = fn,
+                    .vendor = (uint16_t)(c[0] | c[1] << 8),
+                    .device = (uint16_t)(c[2] | c[3] << 8),
+                    .subsys_vendor = (uint16_t)(c[0x2c] | c[0x2d] << 8),
+                    .subsys = (uint16_t)(c[0x2e] | c[0x2f] << 8),
+                    .class_code = (uint16_t)(c[0x0b] << 8 | c[0x0a]),
+                    .desc = d->name,
+                    .irq_pin = c[PCI_INTERRUPT_PIN],
+                    .irq = pci_device_gsi(d),
+                };
+                for (unsigned b = 0; b < PCI_NUM_BARS; b++) {
+                    if (!d->bar[b].size)
+                        continue;
+                    o->regions[o->nr_regions++] =
+                        (struct qmp_pci_region){.bar = (int)b,
+                                                .io = d->bar[b].type == PCI_BAR_TYPE_IO,
+                                                .address = pci_bar_address(d, b),
+                                                .size = d->bar[b].size,
+                                                .prefetch = d->bar[b].prefetch,
+                                                .mem64 = d->bar[b].type == PCI_BAR_TYPE_MEM64};
+                }
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+static size_t qmp_block(void *opaque, struct qmp_block_info *out, size_t max)
+{
+    struct app *app = opaque;
+    return app->devices ? machine_devices_block_info(app->devices, out, max) : 0;
+}
+
+static void ev_reset(void *opaque, bool guest)
+{
+    struct app *app = opaque;
+    qmp_event_reset_reason(app->qmp, guest, guest ? "guest-reset" : "host-qmp-system-reset");
+}
+
+static void ev_shutdown(void *opaque, bool guest, const char *reason)
+{
+    struct app *app = opaque;
+    qmp_event_shutdown_reason(app->qmp, guest, reason);
+}
+
+static void ev_stop(void *opaque)
+{
+    qmp_event_stop(((struct app *)opaque)->qmp);
+}
+
+static void ev_resume(void *opaque)
+{
+    qmp_event_resume(((struct app *)opaque)->qmp);
+}
+
+static int start_qmp(struct app *app, struct error *err)
+{
+    const struct kemu_config *cfg = &app->cfg;
+    if (!cfg->qmp.n && !cfg->qmp_pretty.n)
+        return 0;
+    static struct qmp_vm_ops ops;
+    ops = (struct qmp_vm_ops){.status = qmp_status,
+                              .stop = qmp_stop,
+                              .cont = qmp_cont,
+                              .system_reset = qmp_reset,
+                              .system_powerdown = qmp_powerdown,
+                              .quit = qmp_quit,
+                              .query_cpus = qmp_cpus,
+                              .query_chardevs = qmp_chardevs,
+                              .query_pci = qmp_pci,
+                              .query_block = qmp_block,
+                              .name = cfg->name,
+                              .opaque = app};
+    if (qmp_server_new(&app->loop, &ops, &app->qmp, err) < 0)
+        return -1;
+    for (int pretty = 0; pretty < 2; pretty++) {
+        const struct kemu_strlist *l = pretty ? &cfg->qmp_pretty : &cfg->qmp;
+        for (size_t i = 0; i < l->n; i++) {
+            if (qmp_server_listen(app->qmp, l->v[i], pretty, err) < 0) {
+                error_prefix(err, "-qmp %s: ", l->v[i]);
+                return -1;
+            }
+        }
+    }
+    struct vm *vm = pc_vm(app->pc);
+    vm->events = (struct vm_events){.reset = ev_reset,
+                                    .shutdown = ev_shutdown,
+                                    .stop = ev_stop,
+                                    .resume = ev_resume,
+                                    .opaque = app};
     return 0;
 }
 
@@ -204,11 +411,16 @@ static int build_machine(struct app *app, struct error *err)
     }
     if (pc_create(&p, &app->pc, err) < 0)
         return -1;
-    return machine_devices_create(cfg, app->pc, app->chardevs, &app->devices, err);
+    pc_vm(app->pc)->start_paused = cfg->start_paused;
+    if (machine_devices_create(cfg, app->pc, app->chardevs, &app->devices, err) < 0)
+        return -1;
+    return start_qmp(app, err);
 }
 
 static void cleanup(struct app *app)
 {
+    qmp_server_destroy(app->qmp);
+    app->qmp = NULL;
     /* The vCPUs have stopped (vm_run returned or never started): devices go before the board,
      * whose guest memory their backends use. */
     machine_devices_destroy(app->devices);
@@ -245,10 +457,10 @@ int main(int argc, char **argv)
         kemu_config_free(&app.cfg);
         return 0;
     }
-    if (app.cfg.start_paused) {
+    if (app.cfg.start_paused && !app.cfg.qmp.n && !app.cfg.qmp_pretty.n) {
         /* Nothing could resume the guest yet: refuse rather than hang. */
-        fprintf(stderr, "kemu: -S: starting paused needs a monitor (-qmp/-monitor), "
-                        "which kemu does not have yet\n");
+        fprintf(stderr, "kemu: -S: starting paused needs a QMP monitor to continue "
+                        "(-qmp unix:PATH,server=on,wait=off)\n");
         kemu_config_free(&app.cfg);
         return 1;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "block/drive.h"
+#include "monitor/qmp.h"
 #include "net/net.h"
 #include "pci/pci.h"
 #include "virtio/blk.h"
@@ -708,6 +709,26 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
         if (!md->netdevs[i].used)
             fprintf(stderr, "kemu: warning: netdev %s has no peer\n", netdev_id(md->netdevs[i].nd));
     return 0;
+}
+
+size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_info *out,
+                                  size_t max)
+{
+    for (size_t i = 0; i < md->ndrives && i < max; i++) {
+        const struct drive *dr = &md->drives[i];
+        out[i] = (struct qmp_block_info){.device = dr->o.id,
+                                         .inserted = dr->bb != NULL,
+                                         .file = dr->o.file,
+                                         .format = dr->o.format ? dr->o.format : "raw",
+                                         .read_only = dr->o.readonly,
+                                         .writeback = dr->o.cache != BLOCK_CACHE_WRITETHROUGH &&
+                                                      dr->o.cache != BLOCK_CACHE_DIRECTSYNC,
+                                         .direct = dr->o.cache == BLOCK_CACHE_NONE ||
+                                                   dr->o.cache == BLOCK_CACHE_DIRECTSYNC,
+                                         .no_flush = dr->o.cache == BLOCK_CACHE_UNSAFE,
+                                         .virtual_size = dr->bb ? block_backend_size(dr->bb) : 0};
+    }
+    return md->ndrives;
 }
 
 void machine_devices_destroy(struct machine_devices *md)

@@ -18,6 +18,10 @@ struct machine_devices;
 /* chardevs: one per cfg->chardevs entry, same order. Errors name the option they come from. */
 int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct chardev **chardevs,
                            struct machine_devices **out, struct error *err);
+struct qmp_block_info;
+/* query-block: one entry per -drive; returns the count (fills at most max). */
+size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_info *out,
+                                  size_t max);
 /* After the vCPUs stopped and before the board is destroyed. NULL is ignored. */
 void machine_devices_destroy(struct machine_devices *md);
 

@@ -272,6 +272,15 @@ static const struct opt_desc object_desc[] = {
 };
 static const struct opts_group object_group = {"object", "qom-type", false, object_desc};
 
+static const struct opt_desc mon_desc[] = {
+    {"chardev", OPT_STRING, NULL, "the -chardev socket the monitor listens on"},
+    {"mode", OPT_STRING, "control", "control (QMP); readline (HMP) is not supported yet"},
+    {"pretty", OPT_BOOL, "off", "indent QMP replies"},
+    {"id", OPT_STRING, NULL, "monitor name"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group mon_group = {"mon", "chardev", false, mon_desc};
+
 /* --------------------------------------------------------- machines ---- */
 
 struct machine_type {
@@ -861,6 +870,51 @@ static int h_nic(struct parse_state *st, const char *arg, struct opts *o, struct
     return strlist_add(&st->cfg->nics, arg, err);
 }
 
+static int h_qmp(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->qmp, arg, err);
+}
+
+static int h_qmp_pretty(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    return strlist_add(&st->cfg->qmp_pretty, arg, err);
+}
+
+/* -mon chardev=ID,mode=control: the QMP server listens on that socket chardev's path. */
+static int h_mon(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    const char *id = opts_get_str(o, "chardev");
+    const char *mode = opts_get_str(o, "mode");
+    bool pretty = false;
+    if (!id)
+        return error_setf(err, "parameter 'chardev' is missing");
+    if (mode && strcmp(mode, "control"))
+        return error_setf(err, "mode=%s: only mode=control (QMP) is supported yet", mode);
+    if (opts_get_bool(o, "pretty", &pretty, err) < 0)
+        return -1;
+    const struct kemu_chardev_spec *c = NULL;
+    for (size_t i = 0; i < cfg->nchardevs; i++)
+        if (!strcmp(cfg->chardevs[i].id, id))
+            c = &cfg->chardevs[i];
+    if (!c)
+        return error_setf(err, "chardev '%s' not found (define it with -chardev first)", id);
+    if (c->backend != KEMU_CHARDEV_SOCKET || !c->server)
+        return error_setf(err,
+                          "chardev '%s': a QMP monitor needs a socket chardev with "
+                          "server=on",
+                          id);
+    char spec[512];
+    if (c->path)
+        snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", c->path);
+    else
+        snprintf(spec, sizeof(spec), "tcp:%s:%u,server=on,wait=off", c->host ? c->host : "",
+                 c->port);
+    if (strlist_add(pretty ? &cfg->qmp_pretty : &cfg->qmp, spec, err) < 0)
+        return -1;
+    return strlist_add(&cfg->mon_chardevs, id, err);
+}
+
 /* -hda and friends are IDE (or floppy) disks, which the pc board does not have yet. */
 static int h_legacy_disk(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
 {
@@ -968,6 +1022,12 @@ static const struct cmdline_option options[] = {
      "a network backend and its NIC in one option"},
     {"object", ARG | HELP_ARG, NULL, &object_group, h_object,
      "create a backend object (rng-random, rng-builtin)"},
+    {"qmp", ARG, "unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off", NULL, h_qmp,
+     "QMP monitor on a socket"},
+    {"qmp-pretty", ARG, "unix:PATH,server=on,wait=off|tcp:HOST:PORT,...", NULL, h_qmp_pretty,
+     "QMP monitor with indented replies"},
+    {"mon", ARG | HELP_ARG, NULL, &mon_group, h_mon,
+     "monitor on a chardev: chardev=ID,mode=control[,pretty=on]"},
     {"pidfile", ARG, "FILE", NULL, h_pidfile, "write the process id to FILE"},
     {"daemonize", 0, NULL, NULL, h_daemonize, "detach from the terminal after start-up"},
 };
@@ -1230,6 +1290,9 @@ void kemu_config_free(struct kemu_config *cfg)
     strlist_free(&cfg->netdevs);
     strlist_free(&cfg->nets);
     strlist_free(&cfg->nics);
+    strlist_free(&cfg->qmp);
+    strlist_free(&cfg->qmp_pretty);
+    strlist_free(&cfg->mon_chardevs);
     opts_free(&cfg->machine_opts);
     opts_free(&cfg->mem_opts);
     opts_free(&cfg->smp_opts);

@@ -141,6 +141,10 @@ struct kemu_config {
     size_t ndevices;
     /* -drive, -netdev, -net, -nic as given: the block and net layers parse them. */
     struct kemu_strlist drives, netdevs, nets, nics;
+    /* QMP monitors: -qmp SPEC, -qmp-pretty SPEC, -mon chardev=ID,mode=control[,pretty=on]
+     * (turned into the socket chardev's listen spec here). */
+    struct kemu_strlist qmp, qmp_pretty;
+    struct kemu_strlist mon_chardevs; /* chardev ids taken by -mon (not opened as chardevs) */
     /* Every -object, validated (qom-type known): opts_get_str(&objects[i], "qom-type"). */
     struct opts *objects;
     size_t nobjects;

@@ -52,6 +52,16 @@ def build_jump(addr):
     return bytes(image)
 
 
+def build_halt():
+    """A guest that halts forever at its 64-bit entry (hlt; jmp back): it stays running, idle,
+    until the host stops it."""
+    image = bytearray(build())
+    entry64 = 512 * 2 + 0x200
+    code = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp to the hlt
+    image[entry64 : entry64 + len(code)] = code
+    return bytes(image)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: mkbzimage.py OUT [PORT [CODE]]")

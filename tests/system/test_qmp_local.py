@@ -1,0 +1,156 @@
+"""QMP against kemu on this machine's /dev/kvm, with a tiny guest that halts forever: the
+protocol, the lifecycle commands and their events, several clients, malformed input."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import KEMU, ROOT
+from qmp import QMP, QMPError
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "guests"))
+import mkbzimage  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                                reason="no usable /dev/kvm on this machine")
+
+
+@pytest.fixture
+def vm(tmp_path):
+    """Start kemu with a QMP socket; yields (process, socket path, start(extra args))."""
+    kernel = tmp_path / "halt.bzImage"
+    kernel.write_bytes(mkbzimage.build_halt())
+    sock = str(tmp_path / "qmp.sock")
+    procs = []
+
+    def start(*extra, smp="2"):
+        p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-smp", smp, "-nodefaults",
+                              "-display", "none", "-kernel", str(kernel),
+                              "-qmp", f"unix:{sock},server=on,wait=off", *extra],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p, QMP(sock)
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def test_greeting_and_negotiation(vm):
+    p, q = vm()
+    assert "QMP" in q.greeting and "version" in q.greeting["QMP"], q.greeting
+    assert q.greeting["QMP"]["capabilities"] == []
+    r = q.cmd_raw("query-status")
+    assert r["error"]["class"] == "CommandNotFound", r
+    assert q.negotiate() == {}
+    cmds = {c["name"] for c in q.cmd("query-commands")}
+    assert {"query-status", "stop", "cont", "quit", "system_reset",
+            "system_powerdown", "query-cpus-fast", "query-pci"} <= cmds
+    assert q.cmd("query-kvm") == {"enabled": True, "present": True}
+
+
+def test_stop_cont_and_events(vm):
+    p, q = vm()
+    q.negotiate()
+    assert q.cmd("query-status")["status"] == "running"
+    q.cmd("stop")
+    ev = q.wait_event("STOP")
+    assert "timestamp" in ev and {"seconds", "microseconds"} <= set(ev["timestamp"])
+    st = q.cmd("query-status")
+    assert st["status"] == "paused" and st["running"] is False
+    q.cmd("cont")
+    q.wait_event("RESUME")
+    assert q.cmd("query-status")["running"] is True
+    q.cmd("system_reset")
+    ev = q.wait_event("RESET")
+    assert ev["data"]["guest"] is False, ev
+    assert q.cmd("query-status")["status"] == "running"
+    q.cmd("quit")
+    ev = q.wait_event("SHUTDOWN")
+    assert ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, ev
+    assert p.wait(timeout=10) == 0
+
+
+def test_start_paused_until_cont(vm):
+    p, q = vm("-S")
+    q.negotiate()
+    assert q.cmd("query-status")["status"] == "prelaunch"
+    q.cmd("cont")
+    q.wait_event("RESUME")
+    assert q.cmd("query-status")["status"] == "running"
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
+def test_cpus_match_smp(vm):
+    p, q = vm(smp="4,sockets=2,cores=2,threads=1")
+    q.negotiate()
+    cpus = q.cmd("query-cpus-fast")
+    assert len(cpus) == 4
+    assert all(c["thread-id"] > 0 for c in cpus), cpus
+    assert sorted((c["props"]["socket-id"], c["props"]["core-id"]) for c in cpus) == [
+        (0, 0), (0, 1), (1, 0), (1, 1)], cpus
+    pci = q.cmd("query-pci")
+    assert pci[0]["devices"][0]["id"]["vendor"] == 0x8086  # the host bridge
+
+
+def test_two_clients_and_garbage(vm):
+    p, q = vm()
+    q.negotiate()
+    q2 = QMP(q.sock.getpeername())
+    q2.negotiate()
+    q2.send_raw(b'{"execute": "query-status", "id": 1, \n')  # unfinished: waits for more
+    q2.send_raw(b'"bogus": 1}\n')
+    r = q2.read_reply()
+    assert r["error"]["class"] == "GenericError" and r["id"] == 1, r
+    q2.send_raw(b"{\"execute\": ]}\n")  # complete but not JSON
+    q2.send_raw(b'{"execute": "query-name", "id": "after"}\n')
+    errors = []
+    while True:
+        r = q2.read_reply()
+        if r.get("id") == "after":
+            break
+        errors.append(r)
+    assert errors and all(e["error"]["class"] == "GenericError" for e in errors), errors
+    assert "return" in r, r
+    r = q2.cmd_raw("no-such-command")
+    assert r["error"]["class"] == "CommandNotFound", r
+    # A huge object that never ends: that client is dropped, the other is still served.
+    try:
+        q2.send_raw(b'{"execute": "' + b"x" * (2 << 20))
+        q2.read_reply()
+    except (OSError, EOFError, json.JSONDecodeError):
+        pass
+    q.cmd("stop")
+    assert q.cmd("query-status")["status"] == "paused"
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
+def test_powerdown_without_acpi_guest(vm):
+    # The tiny guest has no ACPI driver: the button press is reported, nothing powers off.
+    p, q = vm()
+    q.negotiate()
+    q.cmd("system_powerdown")
+    q.wait_event("POWERDOWN")
+    time.sleep(0.2)
+    assert p.poll() is None
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
+def test_hmp_over_qmp(vm):
+    p, q = vm()
+    q.negotiate()
+    out = q.cmd("human-monitor-command", {"command-line": "info status"})
+    assert "running" in out, out
+    with pytest.raises(QMPError):
+        q.cmd("human-monitor-command", {"bad-arg": 1})
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
