@@ -2,6 +2,7 @@
 #include "block/block_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static const struct block_format_ops *const formats[] = {&block_format_raw};
+static const struct block_format_ops *const formats[] = {&block_format_raw, &block_format_qcow2};
 
 const char *block_cache_name(enum block_cache c)
 {
@@ -23,26 +24,136 @@ const char *block_aio_name(enum block_aio a)
     return (unsigned)a < sizeof(n) / sizeof(n[0]) ? n[a] : "?";
 }
 
+/* QEMU's format probe, for the two formats kemu has: qcow2's magic, else raw. */
+static int probe_format(const char *file, const char **fmt, struct error *err)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "Could not open '%s'", file);
+    uint8_t m[4] = {0};
+    ssize_t n;
+    do
+        n = pread(fd, m, sizeof(m), 0);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    *fmt = n == 4 && !memcmp(m, "QFI\xfb", 4) ? "qcow2" : "raw";
+    return 0;
+}
+
+/* ---- image locking: QEMU's file-posix byte ranges ---- */
+
+#define LOCK_PERM_BASE   100 /* + bit: a permission held */
+#define LOCK_SHARED_BASE 200 /* + bit: a permission not shared with others */
+enum {
+    PERM_CONSISTENT_READ = 1u << 0,
+    PERM_WRITE = 1u << 1,
+    PERM_WRITE_UNCHANGED = 1u << 2,
+    PERM_RESIZE = 1u << 3,
+    PERM_BITS = 4,
+};
+static const char *const perm_names[PERM_BITS] = {"consistent read", "write", "write unchanged",
+                                                  "resize"};
+
+/* A shared lock on one byte: 0, 1 if it conflicts, -1 if the file system has no OFD locks. */
+static int lock_byte(int fd, off_t off)
+{
+    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return 0;
+    return errno == EAGAIN || errno == EACCES ? 1 : -1;
+}
+
+/* Does another open file description hold a lock on the byte? */
+static bool byte_locked(int fd, off_t off)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return false;
+    return fl.l_type != F_UNLCK;
+}
+
+static int lock_failed(struct block_backend *bb, bool shared, unsigned bit, struct error *err)
+{
+    return error_setf(err, "Failed to get %s\"%s\" lock. Is another process using the image [%s]?",
+                      shared ? "shared " : "", perm_names[bit], bb->filename);
+}
+
+/* As QEMU: take the locks first, then look for conflicting ones, so of two racing openers at
+ * least one fails. The locks go with the descriptor (and its duplicates) when it is closed. */
+static int lock_image(struct block_backend *bb, bool readonly, struct error *err)
+{
+    unsigned perm = PERM_CONSISTENT_READ;
+    if (!readonly)
+        perm |= PERM_WRITE | PERM_WRITE_UNCHANGED | PERM_RESIZE;
+    unsigned unshared = PERM_WRITE | PERM_RESIZE;
+    for (unsigned i = 0; i < PERM_BITS; i++) {
+        int r = 0;
+        if (perm & (1u << i))
+            r = lock_byte(bb->fd, LOCK_PERM_BASE + i);
+        if (r == 0 && (unshared & (1u << i)))
+            r = lock_byte(bb->fd, LOCK_SHARED_BASE + i);
+        if (r < 0)
+            return 0; /* no OFD locks here (some network file systems): not locked */
+        if (r > 0)
+            return lock_failed(bb, !(perm & (1u << i)), i, err);
+    }
+    for (unsigned i = 0; i < PERM_BITS; i++)
+        if ((perm & (1u << i)) && byte_locked(bb->fd, LOCK_SHARED_BASE + i))
+            return lock_failed(bb, false, i, err);
+    for (unsigned i = 0; i < PERM_BITS; i++)
+        if ((unshared & (1u << i)) && byte_locked(bb->fd, LOCK_PERM_BASE + i))
+            return lock_failed(bb, true, i, err);
+    return 0;
+}
+
 int block_backend_open(const struct block_open_opts *o, struct block_backend **out,
                        struct error *err)
 {
     const char *fmtname = o->format ? o->format : "raw";
+    bool probed = false;
+    if (!o->format && o->probe && o->file && o->file[0]) {
+        if (probe_format(o->file, &fmtname, err) < 0)
+            return -1;
+        probed = true;
+    }
     const struct block_format_ops *fmt = NULL;
     for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++)
         if (!strcmp(formats[i]->name, fmtname))
             fmt = formats[i];
     if (!fmt)
-        return error_setf(err, "format '%s' is not supported yet (raw only)", fmtname);
+        return error_setf(err, "format '%s' is not supported yet (raw and qcow2 only)", fmtname);
     if (o->dz == DETECT_ZEROES_UNMAP && !o->discard_unmap)
         return error_setf(err, "setting detect-zeroes to unmap is not allowed without setting "
                                "discard operation to unmap");
+    if (o->aio == BLOCK_AIO_NATIVE && o->cache != BLOCK_CACHE_NONE &&
+        o->cache != BLOCK_CACHE_DIRECTSYNC)
+        return error_setf(err, "aio=native was specified, but it requires cache.direct=on, "
+                               "which was not specified.");
+
+    /* qcow2 and snapshot=on go through the qcow2 library on its worker thread: the file is
+     * opened without O_DIRECT (the library does unaligned metadata I/O) and without an aio
+     * engine; O_DSYNC stays for writethrough and directsync. The overlay of snapshot=on is
+     * temporary: the image under it is only read. */
+    struct block_open_opts fo = *o;
+    bool lib = fmt == &block_format_qcow2 || o->snapshot;
+    if (lib) {
+        fo.aio = BLOCK_AIO_THREADS;
+        bool sync = o->cache == BLOCK_CACHE_WRITETHROUGH || o->cache == BLOCK_CACHE_DIRECTSYNC;
+        fo.cache = sync && !o->snapshot ? BLOCK_CACHE_WRITETHROUGH : BLOCK_CACHE_WRITEBACK;
+        if (o->snapshot)
+            fo.readonly = true;
+    }
 
     struct block_backend *bb = calloc(1, sizeof(*bb));
     if (!bb)
         return error_setf(err, "out of memory");
     bb->fd = -1;
     bb->efd = -1;
-    bb->fmt = fmt;
+    bb->fmt = lib ? &block_format_qcow2 : fmt;
+    bb->image_format = fmt->name;
+    bb->probed_raw = probed && fmt == &block_format_raw;
+    bb->snapshot = o->snapshot;
+    bb->l2_cache_size = o->l2_cache_size;
     bb->cache = o->cache;
     bb->aio = o->aio;
     bb->dz = o->dz;
@@ -56,9 +167,9 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
         error_setf_errno(err, errno, "eventfd");
         goto fail;
     }
-    if (file_open(bb, o, err) < 0)
+    if (file_open(bb, &fo, err) < 0)
         goto fail;
-    if (fmt->open(bb, err) < 0) {
+    if ((o->locking && lock_image(bb, fo.readonly, err) < 0) || bb->fmt->open(bb, err) < 0) {
         file_close(bb);
         goto fail;
     }
@@ -263,6 +374,21 @@ int block_backend_open_flags(const struct block_backend *bb)
 int block_backend_fd(const struct block_backend *bb)
 {
     return bb->fd;
+}
+
+const char *block_backend_format(const struct block_backend *bb)
+{
+    return bb->image_format;
+}
+
+bool block_backend_format_probed_raw(const struct block_backend *bb)
+{
+    return bb->probed_raw;
+}
+
+const char *block_backend_filename(const struct block_backend *bb)
+{
+    return bb->filename;
 }
 
 /* ---- raw format: the disk is the file, byte for byte ---- */

@@ -1,8 +1,17 @@
 /*
  * The block backend: an asynchronous request interface over one image, in two layers as QEMU's
- * block layer: a format driver (raw now, qcow2 later; struct block_format_ops) maps guest
- * offsets to the protocol layer, the host file (file.c), which runs the I/O with one of three
- * engines (aio=threads, native, io_uring).
+ * block layer: a format driver (raw, qcow2; struct block_format_ops) maps guest offsets to the
+ * protocol layer, the host file (file.c), which runs the I/O with one of three engines
+ * (aio=threads, native, io_uring). qcow2 images run the synchronous qcow2 library (qcow2.h) on a
+ * worker thread of their own whatever aio= says (see qcow2_driver.c).
+ *
+ * Locking. Every image is locked with open file description locks on the byte ranges QEMU's
+ * file-posix driver uses (100 + permission bit: permissions held; 200 + bit: permissions not
+ * shared), so a kemu and a QEMU, or two kemus, cannot both write one image: a read-write open
+ * holds consistent-read, write, write-unchanged and resize and shares neither write nor resize;
+ * a read-only open holds consistent-read and shares neither write nor resize either (as a QEMU
+ * guest device does). Two read-only opens coexist. File systems without OFD locks are not locked.
+ * Only when block_open_opts.locking is set (every -drive unless file.locking=off).
  *
  * Threads. A backend has one owner thread: the thread that submits requests, calls
  * block_backend_process() and block_backend_drain(). Completion callbacks run only on that
@@ -84,12 +93,23 @@ enum detect_zeroes {
 /* How to open an image: what drive_open() derives from -drive. */
 struct block_open_opts {
     const char *file;
-    const char *format; /* "raw" (NULL: raw) */
+    const char *format; /* "raw" or "qcow2" (NULL: raw, or probed if probe is set) */
     enum block_cache cache;
     enum block_aio aio;
     bool readonly;
     bool discard_unmap;
     enum detect_zeroes dz;
+    /* format NULL: qcow2 if the file starts with qcow2's magic, else raw (the caller warns, as
+     * QEMU does: block_backend_format_probed_raw()). */
+    bool probe;
+    /* Open the image read-only under a temporary qcow2 overlay in $TMPDIR (else /var/tmp),
+     * deleted at once: writes go to the overlay and vanish at close. Flushes are not needed for
+     * the overlay and are skipped (QEMU opens its temporary overlay with cache=unsafe). */
+    bool snapshot;
+    uint64_t l2_cache_size; /* qcow2: bytes of L2 tables cached; 0 = the library's 1 MiB */
+    /* Take QEMU's image locks (see above). drive_open() sets it unless file.locking=off; other
+     * users (tests, fuzz harnesses that open one file twice) leave it off. */
+    bool locking;
 };
 
 int block_backend_open(const struct block_open_opts *o, struct block_backend **out,
@@ -122,6 +142,12 @@ bool block_backend_discard_unmap(const struct block_backend *bb);
 /* The open(2) flags in use (O_DIRECT, O_DSYNC, O_RDONLY/O_RDWR), for tests and messages. */
 int block_backend_open_flags(const struct block_backend *bb);
 int block_backend_fd(const struct block_backend *bb);
+
+/* The image's format: "raw" or "qcow2" (the image's own format, also under snapshot=on). */
+const char *block_backend_format(const struct block_backend *bb);
+/* The format was probed (format NULL, probe set) and probing found raw: QEMU warns then. */
+bool block_backend_format_probed_raw(const struct block_backend *bb);
+const char *block_backend_filename(const struct block_backend *bb);
 
 const char *block_cache_name(enum block_cache c);
 const char *block_aio_name(enum block_aio a);

@@ -17,6 +17,8 @@ struct block_format_ops {
 };
 
 extern const struct block_format_ops block_format_raw;
+/* qcow2 (qcow2_driver.c), also the temporary overlay of snapshot=on over a raw or qcow2 image. */
+extern const struct block_format_ops block_format_qcow2;
 
 #define POOL_MAX_THREADS 16
 
@@ -54,6 +56,12 @@ struct block_backend {
     enum detect_zeroes dz;
     bool readonly, discard_unmap;
     uint64_t size; /* virtual disk size (the format's view) */
+
+    /* What the format driver's open needs beyond the file. */
+    const char *image_format; /* "raw" or "qcow2": the image's own format */
+    bool probed_raw;          /* probing guessed raw */
+    bool snapshot;            /* snapshot=on: fmt is qcow2, over a temporary overlay */
+    uint64_t l2_cache_size;
 
     unsigned inflight;        /* owner thread only */
     uint64_t bounce_inflight; /* bytes of O_DIRECT bounce buffers in flight (owner thread) */

@@ -8,7 +8,7 @@
 static const struct opt_desc drive_desc[] = {
     {"file", OPT_STRING, NULL, "disk image (a file or a block device)"},
     {"if", OPT_STRING, "ide", "interface: virtio or none (ide, scsi, floppy... not yet)"},
-    {"format", OPT_STRING, "raw", "image format (raw only)"},
+    {"format", OPT_STRING, NULL, "image format: raw or qcow2 (probed if not given)"},
     {"id", OPT_STRING, NULL, "drive name, for -device ...,drive=ID"},
     {"cache", OPT_STRING, "writeback",
      "host cache: writeback, none, writethrough, directsync or unsafe"},
@@ -21,7 +21,9 @@ static const struct opt_desc drive_desc[] = {
     {"rerror", OPT_STRING, "report", "action on read errors: report or ignore"},
     {"media", OPT_STRING, "disk", "media type (disk only)"},
     {"index", OPT_NUMBER, NULL, "unit number (names a drive without id=)"},
-    {"snapshot", OPT_BOOL, "off", "discard writes at exit (needs qcow2, not yet)"},
+    {"snapshot", OPT_BOOL, "off", "write to a temporary overlay, discarded at exit"},
+    {"file.locking", OPT_STRING, "auto", "image locking as QEMU's: auto, on or off"},
+    {"l2-cache-size", OPT_SIZE, NULL, "qcow2: bytes of L2 tables to cache (default 1M)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -58,14 +60,21 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
     else
         return error_setf(err, "unsupported bus type '%s'", v);
 
-    v = opts_get_str(o, "format");
-    if (strcmp(v, "raw"))
-        return error_setf(err, "format '%s' is not supported yet (raw only)", v);
-    bool b = false;
-    if (opts_get_bool(o, "snapshot", &b, err) < 0)
+    const char *format = opts_get_str(o, "format");
+    if (format && strcmp(format, "raw") && strcmp(format, "qcow2"))
+        return error_setf(err, "format '%s' is not supported yet (raw and qcow2 only)", format);
+    if (opts_get_bool(o, "snapshot", &d->snapshot, err) < 0)
         return -1;
-    if (b)
-        return error_setf(err, "snapshot=on needs qcow2, not supported yet");
+    if (opts_get_size(o, "l2-cache-size", &d->l2_cache_size, err) < 0)
+        return -1;
+    static const char *const lockings[] = {"off", "on", "auto", NULL};
+    int li = lookup(opts_get_str(o, "file.locking"), lockings);
+    if (li < 0)
+        return error_setf(err, "Parameter 'locking' does not accept value '%s'",
+                          opts_get_str(o, "file.locking"));
+    d->locking = li != 0;
+    if (opts_has(o, "l2-cache-size") && format && !strcmp(format, "raw"))
+        return error_setf(err, "Block format 'raw' does not support the option 'l2-cache-size'");
     v = opts_get_str(o, "media");
     if (strcmp(v, "disk")) {
         if (!strcmp(v, "cdrom"))
@@ -127,7 +136,7 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
 
     if (set_str(&d->file, opts_get_str(o, "file"), err) < 0 ||
         set_str(&d->serial, opts_get_str(o, "serial"), err) < 0 ||
-        set_str(&d->format, "raw", err) < 0)
+        set_str(&d->format, format, err) < 0)
         return -1;
     if (!d->file || !d->file[0])
         return error_setf(err, "Device needs media, but drive is empty");
@@ -180,6 +189,20 @@ int drive_open(const struct drive_opts *o, struct block_backend **out, struct er
         .readonly = o->readonly,
         .discard_unmap = o->discard_unmap,
         .dz = o->dz,
+        .probe = !o->format,
+        .snapshot = o->snapshot,
+        .l2_cache_size = o->l2_cache_size,
+        .locking = o->locking,
     };
-    return block_backend_open(&bo, out, err);
+    if (block_backend_open(&bo, out, err) < 0)
+        return -1;
+    /* QEMU's raw driver warns only when it may write the image. */
+    if (block_backend_format_probed_raw(*out) && !o->readonly && !o->snapshot)
+        fprintf(stderr,
+                "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                "         Automatically detecting the format is dangerous for raw images, write "
+                "operations on block 0 will be restricted.\n"
+                "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                o->file);
+    return 0;
 }

@@ -1,9 +1,32 @@
 /*
  * -drive: QEMU's drive options, parsed into struct drive_opts and opened as a block backend.
  *
- *   -drive file=F,if=virtio|none,format=raw,id=ID,cache=MODE,aio=ENGINE,readonly=on|off,
+ *   -drive file=F,if=virtio|none,format=raw|qcow2,id=ID,cache=MODE,aio=ENGINE,readonly=on|off,
  *          serial=S,discard=ignore|unmap,detect-zeroes=off|on|unmap,werror=,rerror=,
- *          media=disk,index=N
+ *          media=disk,index=N,snapshot=on|off,l2-cache-size=SIZE,file.locking=auto|on|off
+ *
+ * Without format= the format is probed as QEMU does: qcow2's magic means qcow2, anything else
+ * raw, with QEMU's warning on stderr when the image is writable (readonly=off, snapshot=off);
+ * kemu does not restrict writes to block 0.
+ *
+ * qcow2 images (and every image under snapshot=on) run through the qcow2 library on a worker
+ * thread per image (block/qcow2_driver.c):
+ *   - aio=threads, native and io_uring are all accepted (aio=native still needs cache=none or
+ *     directsync, as QEMU); the engine is not used, qcow2 I/O always goes through the worker.
+ *   - cache=none and directsync do not open the image with O_DIRECT: the library does
+ *     unaligned metadata I/O, so the host page cache is used. Their flush semantics are kept:
+ *     none is a writeback cache whose guest flushes run qcow2_flush (fdatasync), directsync is
+ *     writethrough (O_DSYNC). writeback: flushes run qcow2_flush; writethrough: O_DSYNC, every
+ *     write is durable when it completes; unsafe: flushes are ignored.
+ *   - snapshot=on (raw or qcow2 images): the image is opened read-only (and read-locked) under a
+ *     temporary qcow2 overlay in $TMPDIR (else /var/tmp), unlinked at once; writes go to the
+ *     overlay and vanish at exit; the overlay's flushes are skipped, as QEMU's cache=unsafe
+ *     overlay.
+ *   - l2-cache-size: bytes of L2 tables the library caches (default 1 MiB).
+ * Images are locked with QEMU's OFD byte-range scheme (block.h), so QEMU and kemu exclude each
+ * other: 'Failed to get "write" lock. Is another process using the image [F]?' (raw images
+ * too; file.locking=off leaves them unlocked). Backing files are opened by the library and are
+ * not locked.
  */
 #ifndef KEMU_BLOCK_DRIVE_H
 #define KEMU_BLOCK_DRIVE_H
@@ -27,7 +50,7 @@ enum drive_error_action {
 
 struct drive_opts {
     char *file, *id, *serial; /* serial NULL if not given */
-    char *format;             /* "raw" */
+    char *format;             /* "raw", "qcow2", or NULL: probe */
     enum drive_if iface;
     enum block_cache cache;
     enum block_aio aio;
@@ -37,6 +60,9 @@ struct drive_opts {
     enum drive_error_action werror, rerror;
     unsigned index; /* the unit: index= or the index argument of drive_parse() */
     bool id_generated;
+    bool snapshot;
+    bool locking;           /* file.locking=on|auto (default), off */
+    uint64_t l2_cache_size; /* 0: the default */
 };
 
 /* The key table (also usable as the group of a command-line row: "-drive help"). */

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -118,6 +119,22 @@ static void test_parse_all_keys(void **state)
     assert_int_equal(d.dz, DETECT_ZEROES_ON);
     drive_opts_free(&d);
 
+    /* qcow2, probing, snapshot=on, l2-cache-size */
+    parse_ok("file=a.qcow2,if=virtio,format=qcow2,snapshot=on,l2-cache-size=4M", 0, &d);
+    assert_string_equal(d.format, "qcow2");
+    assert_true(d.snapshot);
+    assert_int_equal(d.l2_cache_size, 4 << 20);
+    assert_true(d.locking);
+    drive_opts_free(&d);
+    parse_ok("file=a.qcow2,if=virtio,file.locking=off", 0, &d);
+    assert_false(d.locking);
+    drive_opts_free(&d);
+    parse_ok("file=a.img,if=virtio", 0, &d);
+    assert_null(d.format); /* probed at open */
+    assert_false(d.snapshot);
+    assert_int_equal(d.l2_cache_size, 0);
+    drive_opts_free(&d);
+
     struct error err = {0};
     assert_int_equal(drive_parse("help", 0, &d, &err), 1);
     assert_null(d.file);
@@ -129,13 +146,15 @@ static void test_parse_errors(void **state)
               "aio=native was specified, but it requires cache.direct=on, which was not "
               "specified.");
     parse_err("file=a,if=virtio,cache=writethrough,aio=native", "requires cache.direct=on");
-    parse_err("file=a,if=virtio,format=qcow2", "format 'qcow2' is not supported yet (raw only)");
+    parse_err("file=a,if=virtio,format=vmdk", "format 'vmdk' is not supported yet (raw and qcow2");
+    parse_err("file=a,if=virtio,format=raw,l2-cache-size=1M", "does not support the option");
+    parse_err("file=a,if=virtio,format=qcow2,l2-cache-size=lots", "l2-cache-size");
+    parse_err("file=a,if=virtio,file.locking=maybe", "Parameter 'locking' does not accept");
     parse_err("file=a,if=ide", "if=ide is not supported yet, use if=virtio");
     parse_err("file=a", "if=ide is not supported yet, use if=virtio"); /* -hda's default */
     parse_err("file=a,if=scsi", "if=scsi is not supported yet, use if=virtio");
     parse_err("file=a,if=floppy", "if=floppy is not supported yet");
     parse_err("file=a,if=bogus", "unsupported bus type 'bogus'");
-    parse_err("file=a,if=virtio,snapshot=on", "snapshot=on needs qcow2, not supported yet");
     parse_err("file=a,if=virtio,cache=fast", "invalid cache option 'fast'");
     parse_err("file=a,if=virtio,aio=posix", "invalid aio option 'posix'");
     parse_err("file=a,if=virtio,discard=maybe", "Invalid discard option");
@@ -167,7 +186,13 @@ static bool direct_refused(const char *file)
 static struct block_backend *open_bb(enum block_cache c, enum block_aio a, bool ro, bool unmap,
                                      enum detect_zeroes dz)
 {
-    struct block_open_opts o = {path, "raw", c, a, ro, unmap, dz};
+    struct block_open_opts o = {.file = path,
+                                .format = "raw",
+                                .cache = c,
+                                .aio = a,
+                                .readonly = ro,
+                                .discard_unmap = unmap,
+                                .dz = dz};
     struct block_backend *bb = NULL;
     struct error err = {0};
     if (block_backend_open(&o, &bb, &err) < 0)
@@ -502,6 +527,423 @@ static void test_detect_zeroes(void **state)
     block_backend_close(bb);
 }
 
+/* ---- qcow2 (qemu-img and qemu-io make the images and judge the results) ---- */
+
+#define Q_SIZE (8u << 20) /* virtual size; the raw backing file covers the first 4 MiB */
+
+static char qdir[64];
+static bool have_qemu;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024], full[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof(full), "cd %s && { %s; }", qdir, cmd);
+    int r = system(full);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static int make_qdir(void **state)
+{
+    strcpy(qdir, "/var/tmp/kemu-test-q2d-XXXXXX");
+    assert_non_null(mkdtemp(qdir));
+    have_qemu = sh("{ qemu-img --version && qemu-io --version; } >/dev/null 2>&1") == 0;
+    if (!have_qemu)
+        printf("skipping: qemu-img or qemu-io is not installed\n");
+    return 0;
+}
+
+static int remove_qdir(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", qdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *qpath(const char *name)
+{
+    static char p[4][128];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(p[i], sizeof(p[i]), "%s/%s", qdir, name);
+    return p[i];
+}
+
+/* base.raw: 4 MiB of 0x11; img.qcow2: 8 MiB over it, with 0x22 at 64..128 KiB written by qemu-io.
+ */
+static void make_qcow2(uint8_t *exp)
+{
+    assert_int_equal(sh("rm -f img.qcow2 base.raw && truncate -s 4M base.raw && "
+                        "qemu-io -f raw -c 'write -P 0x11 0 4M' base.raw >/dev/null && "
+                        "qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2 8M && "
+                        "qemu-io -f qcow2 -c 'write -P 0x22 64k 64k' img.qcow2 >/dev/null"),
+                     0);
+    if (exp) {
+        memset(exp, 0, Q_SIZE);
+        memset(exp, 0x11, 4 << 20);
+        memset(exp + 65536, 0x22, 65536);
+    }
+}
+
+static struct block_backend *open_q(const char *file, const char *fmt, enum block_cache c,
+                                    enum block_aio a, bool ro, bool snapshot, struct error *err)
+{
+    struct block_open_opts o = {.file = file,
+                                .format = fmt,
+                                .cache = c,
+                                .aio = a,
+                                .readonly = ro,
+                                .discard_unmap = true,
+                                .probe = true,
+                                .snapshot = snapshot,
+                                .locking = true};
+    struct block_backend *bb = NULL;
+    if (block_backend_open(&o, &bb, err) < 0)
+        return NULL;
+    return bb;
+}
+
+static struct block_backend *open_q_ok(const char *file, const char *fmt, enum block_cache c,
+                                       enum block_aio a, bool ro, bool snapshot)
+{
+    struct error err = {0};
+    struct block_backend *bb = open_q(file, fmt, c, a, ro, snapshot, &err);
+    if (!bb)
+        fail_msg("open %s cache=%s aio=%s: %s", file, block_cache_name(c), block_aio_name(a),
+                 err.msg);
+    return bb;
+}
+
+/* The image equals exp (qemu-img compare) and is clean (qemu-img check). */
+static void check_image(const char *name, const uint8_t *exp)
+{
+    FILE *f = fopen(qpath("exp.raw"), "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(exp, 1, Q_SIZE, f), Q_SIZE);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(sh("qemu-img check -q %s", name), 0);
+    assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 exp.raw %s", name), 0);
+}
+
+static void exercise_qcow2(enum block_cache c, enum block_aio a)
+{
+    printf("qcow2 cache=%s aio=%s\n", block_cache_name(c), block_aio_name(a));
+    uint8_t *exp = malloc(Q_SIZE), *r = malloc(Q_SIZE);
+    assert_non_null(exp);
+    assert_non_null(r);
+    make_qcow2(exp);
+    struct block_backend *bb = open_q_ok(qpath("img.qcow2"), "qcow2", c, a, false, false);
+    assert_string_equal(block_backend_format(bb), "qcow2");
+    assert_int_equal(block_backend_size(bb), Q_SIZE);
+    int fl = fcntl(block_backend_fd(bb), F_GETFL);
+    assert_false(fl & O_DIRECT); /* the library does unaligned metadata I/O */
+    assert_int_equal(!!(fl & O_DSYNC),
+                     c == BLOCK_CACHE_WRITETHROUGH || c == BLOCK_CACHE_DIRECTSYNC);
+    assert_int_equal(block_backend_writeback(bb),
+                     c != BLOCK_CACHE_WRITETHROUGH && c != BLOCK_CACHE_DIRECTSYNC);
+
+    /* The whole disk in one request of three iovecs: backing, qemu's cluster, zeros. */
+    struct iovec v3[3] = {{r, 100000}, {r + 100000, 3 << 20}, {r + 100000 + (3 << 20), 0}};
+    v3[2].iov_len = Q_SIZE - v3[0].iov_len - v3[1].iov_len;
+    memset(r, 0x5a, Q_SIZE);
+    assert_int_equal(run(bb, BLOCK_OP_READ, 0, v3, 3, Q_SIZE, false), 0);
+    assert_memory_equal(r, exp, Q_SIZE);
+
+    /* An unaligned write over the backing file, and many scattered ones at once past it. */
+    const size_t len = 256 * 1024;
+    uint8_t *w = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        w[i] = (uint8_t)(i * 7 + 1);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, (1 << 20) + 512, w, len), 0);
+    memcpy(exp + (1 << 20) + 512, w, len);
+    enum { N = 64 };
+    struct block_request reqs[N];
+    struct done d[N];
+    struct iovec iov[N][2];
+    uint8_t *big = malloc(N * 8192);
+    for (int i = 0; i < N; i++) {
+        memset(big + i * 8192, i + 1, 8192);
+        iov[i][0] = (struct iovec){big + i * 8192, 4096};
+        iov[i][1] = (struct iovec){big + i * 8192 + 4096, 4096};
+        d[i] = (struct done){0, 0};
+        reqs[i] = (struct block_request){.op = BLOCK_OP_WRITE,
+                                         .offset = (5u << 20) + (uint64_t)i * 8192,
+                                         .len = 8192,
+                                         .iov = iov[i],
+                                         .iovcnt = 2,
+                                         .cb = on_done,
+                                         .opaque = &d[i]};
+    }
+    block_backend_plug(bb);
+    for (int i = 0; i < N; i++)
+        block_backend_submit(bb, &reqs[i]);
+    block_backend_unplug(bb);
+    block_backend_drain(bb);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(d[i].calls, 1);
+        assert_int_equal(d[i].ret, 0);
+    }
+    memcpy(exp + (5u << 20), big, N * 8192);
+    free(big);
+    assert_int_equal(run(bb, BLOCK_OP_FLUSH, 0, NULL, 0, 0, false), 0);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, Q_SIZE), 0);
+    assert_memory_equal(r, exp, Q_SIZE);
+
+    /* Discard (whole clusters: they read as zeros, hiding the backing file), write-zeroes. */
+    assert_int_equal(run(bb, BLOCK_OP_DISCARD, 2 << 20, NULL, 0, len, false), 0);
+    memset(exp + (2 << 20), 0, len);
+    assert_int_equal(run(bb, BLOCK_OP_WRITE_ZEROES, 3 << 20, NULL, 0, 65536, false), 0);
+    memset(exp + (3 << 20), 0, 65536);
+    assert_int_equal(run(bb, BLOCK_OP_WRITE_ZEROES, (3 << 20) + 65636, NULL, 0, 200000, true), 0);
+    memset(exp + (3 << 20) + 65636, 0, 200000);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, Q_SIZE), 0);
+    assert_memory_equal(r, exp, Q_SIZE);
+
+    /* Out of range; the last block reads. */
+    assert_int_equal(rw(bb, BLOCK_OP_READ, Q_SIZE - 4096, r, 8192), -EINVAL);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, Q_SIZE, w, 4096), -EINVAL);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, Q_SIZE - 4096, r, 4096), 0);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, 0), 0);
+    block_backend_close(bb);
+    check_image("img.qcow2", exp);
+
+    /* Read-only: writes refused, the image unchanged. */
+    bb = open_q_ok(qpath("img.qcow2"), "qcow2", c, a, true, false);
+    assert_int_equal(fcntl(block_backend_fd(bb), F_GETFL) & O_ACCMODE, O_RDONLY);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, 0, w, 4096), -EROFS);
+    assert_int_equal(run(bb, BLOCK_OP_WRITE_ZEROES, 0, NULL, 0, 4096, false), -EROFS);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, Q_SIZE), 0);
+    assert_memory_equal(r, exp, Q_SIZE);
+    assert_int_equal(run(bb, BLOCK_OP_FLUSH, 0, NULL, 0, 0, false), 0);
+    block_backend_close(bb);
+    check_image("img.qcow2", exp);
+    free(w);
+    free(r);
+    free(exp);
+}
+
+static void test_qcow2_engines(void **state)
+{
+    if (!have_qemu)
+        return;
+    exercise_qcow2(BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS);
+    exercise_qcow2(BLOCK_CACHE_UNSAFE, BLOCK_AIO_THREADS);
+    exercise_qcow2(BLOCK_CACHE_WRITETHROUGH, BLOCK_AIO_THREADS);
+    exercise_qcow2(BLOCK_CACHE_NONE, BLOCK_AIO_THREADS);
+    exercise_qcow2(BLOCK_CACHE_NONE, BLOCK_AIO_NATIVE);
+    exercise_qcow2(BLOCK_CACHE_DIRECTSYNC, BLOCK_AIO_NATIVE);
+#ifdef CONFIG_IO_URING
+    exercise_qcow2(BLOCK_CACHE_WRITEBACK, BLOCK_AIO_IO_URING);
+    exercise_qcow2(BLOCK_CACHE_NONE, BLOCK_AIO_IO_URING);
+#endif
+    /* aio=native still needs cache.direct=on, as QEMU says. */
+    struct error err = {0};
+    assert_null(open_q(qpath("img.qcow2"), "qcow2", BLOCK_CACHE_WRITEBACK, BLOCK_AIO_NATIVE, false,
+                       false, &err));
+    assert_non_null(strstr(err.msg, "requires cache.direct=on"));
+}
+
+/* A qcow2 image with a qcow2 backing file (relative name, no backing format recorded) over the
+ * raw one, and l2-cache-size. */
+static void test_qcow2_chain(void **state)
+{
+    if (!have_qemu)
+        return;
+    make_qcow2(NULL);
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -b img.qcow2 -F qcow2 top.qcow2 && "
+                        "qemu-io -f qcow2 -c 'write -P 0x33 4M 1M' top.qcow2 >/dev/null"),
+                     0);
+    struct block_open_opts o = {
+        .file = qpath("top.qcow2"), .format = "qcow2", .l2_cache_size = 65536};
+    struct block_backend *bb = NULL;
+    struct error err = {0};
+    if (block_backend_open(&o, &bb, &err) < 0)
+        fail_msg("%s", err.msg);
+    uint8_t *r = malloc(Q_SIZE);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, Q_SIZE), 0);
+    for (size_t i = 0; i < Q_SIZE; i++) {
+        uint8_t want = i < 65536 ? 0x11 : i < 131072 ? 0x22 : i < (4u << 20) ? 0x11 : 0;
+        if (i >= (4u << 20) && i < (5u << 20))
+            want = 0x33;
+        if (r[i] != want)
+            fail_msg("byte %zu is 0x%02x, not 0x%02x", i, r[i], want);
+    }
+    memset(r, 0x44, 4096);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, 4096, r, 4096), 0);
+    block_backend_close(bb);
+    assert_int_equal(sh("qemu-img check -q top.qcow2 && qemu-img check -q img.qcow2"), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read -P 0x44 4k 4k' top.qcow2 | grep -q '^read'"), 0);
+    free(r);
+}
+
+static void test_probe(void **state)
+{
+    if (!have_qemu)
+        return;
+    make_qcow2(NULL);
+    struct block_backend *bb = open_q_ok(qpath("img.qcow2"), NULL, 0, 0, false, false);
+    assert_string_equal(block_backend_format(bb), "qcow2");
+    assert_false(block_backend_format_probed_raw(bb));
+    assert_int_equal(block_backend_size(bb), Q_SIZE);
+    block_backend_close(bb);
+    bb = open_q_ok(qpath("base.raw"), NULL, 0, 0, false, false);
+    assert_string_equal(block_backend_format(bb), "raw");
+    assert_true(block_backend_format_probed_raw(bb));
+    assert_int_equal(block_backend_size(bb), 4 << 20);
+    block_backend_close(bb);
+    /* Explicit format: no probing (a qcow2 image read as raw is its file). */
+    bb = open_q_ok(qpath("img.qcow2"), "raw", 0, 0, false, false);
+    assert_string_equal(block_backend_format(bb), "raw");
+    assert_false(block_backend_format_probed_raw(bb));
+    block_backend_close(bb);
+    /* Through -drive: format absent is probed (the raw warning goes to stderr). */
+    char text[160];
+    struct drive_opts d;
+    struct error err = {0};
+    snprintf(text, sizeof(text), "file=%s,if=virtio", qpath("img.qcow2"));
+    parse_ok(text, 0, &d);
+    assert_int_equal(drive_open(&d, &bb, &err), 0);
+    assert_string_equal(block_backend_format(bb), "qcow2");
+    block_backend_close(bb);
+    drive_opts_free(&d);
+    /* A file that is not qcow2 named as qcow2. */
+    struct block_open_opts o = {.file = qpath("base.raw"), .format = "qcow2"};
+    assert_int_equal(block_backend_open(&o, &bb, &err), -1);
+    assert_non_null(strstr(err.msg, "not a qcow2 image"));
+}
+
+static void test_locking(void **state)
+{
+    if (!have_qemu)
+        return;
+    make_qcow2(NULL);
+    const char *img = qpath("img.qcow2");
+    struct error err = {0};
+    struct block_backend *a = open_q_ok(img, NULL, 0, 0, false, false);
+    /* A second writer, a reader, and QEMU are refused while a writer holds the image. */
+    assert_null(open_q(img, NULL, 0, 0, false, false, &err));
+    char want[256];
+    snprintf(want, sizeof(want),
+             "Failed to get \"write\" lock. Is another process using the image [%s]?", img);
+    assert_string_equal(err.msg, want);
+    memset(&err, 0, sizeof(err));
+    assert_null(open_q(img, NULL, 0, 0, true, false, &err));
+    assert_non_null(strstr(err.msg, "Failed to get shared \"write\" lock"));
+    memset(&err, 0, sizeof(err));
+    assert_null(open_q(img, NULL, 0, 0, false, true, &err)); /* snapshot=on reads the image */
+    assert_non_null(strstr(err.msg, "lock"));
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read 0 512' img.qcow2 2>&1 | "
+                        "grep -q 'Failed to get \"write\" lock'"),
+                     0);
+    assert_int_equal(sh("qemu-io -r -f qcow2 -c 'read 0 512' img.qcow2 2>&1 | "
+                        "grep -q 'Failed to get shared \"write\" lock'"),
+                     0);
+    block_backend_close(a);
+
+    /* Readers share: two kemu, and QEMU reading alongside; a writer is refused. */
+    a = open_q_ok(img, NULL, 0, 0, true, false);
+    struct block_backend *b = open_q_ok(img, "qcow2", 0, 0, true, false);
+    struct block_backend *c = open_q_ok(img, NULL, 0, 0, false, true);
+    assert_int_equal(sh("qemu-io -r -f qcow2 -c 'read -P 0x22 64k 4k' img.qcow2 | grep -q '^read'"),
+                     0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read 0 512' img.qcow2 2>&1 | grep -q 'lock'"), 0);
+    memset(&err, 0, sizeof(err));
+    assert_null(open_q(img, NULL, 0, 0, false, false, &err));
+    assert_non_null(strstr(err.msg, "Failed to get \"write\" lock"));
+    block_backend_close(a);
+    block_backend_close(b);
+    block_backend_close(c);
+
+    /* Raw images are locked the same way. */
+    a = open_q_ok(qpath("base.raw"), "raw", BLOCK_CACHE_WRITEBACK, 0, false, false);
+    memset(&err, 0, sizeof(err));
+    assert_null(open_q(qpath("base.raw"), "raw", 0, 0, false, false, &err));
+    assert_non_null(strstr(err.msg, "Failed to get \"write\" lock"));
+    block_backend_close(a);
+    /* -drive locks; file.locking=off does not. */
+    char text[160];
+    struct drive_opts d;
+    a = open_q_ok(img, NULL, 0, 0, false, false);
+    snprintf(text, sizeof(text), "file=%s,if=virtio", img);
+    parse_ok(text, 0, &d);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(drive_open(&d, &b, &err), -1);
+    assert_non_null(strstr(err.msg, "Failed to get \"write\" lock"));
+    drive_opts_free(&d);
+    snprintf(text, sizeof(text), "file=%s,if=virtio,file.locking=off,readonly=on", img);
+    parse_ok(text, 0, &d);
+    assert_int_equal(drive_open(&d, &b, &err), 0);
+    block_backend_close(b);
+    drive_opts_free(&d);
+    block_backend_close(a);
+    /* All released at close. */
+    a = open_q_ok(img, NULL, 0, 0, false, false);
+    block_backend_close(a);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read 0 512' img.qcow2 >/dev/null"), 0);
+}
+
+/* snapshot=on: writes are seen by the guest, never reach the image (raw or qcow2). */
+static void snapshot_case(const char *name, const char *fmt, uint64_t size)
+{
+    assert_int_equal(sh("cp %s orig && rm -f vl.*", name), 0);
+    struct block_backend *bb = open_q_ok(qpath(name), fmt, BLOCK_CACHE_NONE, 0, false, true);
+    assert_int_equal(block_backend_size(bb), size);
+    assert_false(block_backend_readonly(bb));
+    assert_int_equal(fcntl(block_backend_fd(bb), F_GETFL) & O_ACCMODE, O_RDONLY);
+    uint8_t *buf = malloc(1 << 20), *r = malloc(1 << 20);
+    memset(buf, 0x77, 1 << 20);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, 12345, buf, 1 << 20), 0);
+    assert_int_equal(run(bb, BLOCK_OP_WRITE_ZEROES, 3 << 20, NULL, 0, 65536, true), 0);
+    assert_int_equal(run(bb, BLOCK_OP_FLUSH, 0, NULL, 0, 0, false), 0);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 12345, r, 1 << 20), 0);
+    assert_memory_equal(r, buf, 1 << 20);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, 12345), 0);
+    for (int i = 0; i < 12345; i++)
+        assert_int_equal(r[i], 0x11);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 3 << 20, r, 65536), 0);
+    for (int i = 0; i < 65536; i++)
+        assert_int_equal(r[i], 0);
+    assert_int_equal(sh("ls vl.* 2>/dev/null | wc -l | grep -qx 0"), 0); /* TMPDIR=qdir */
+    block_backend_close(bb);
+    assert_int_equal(sh("cmp -s orig %s", name), 0);
+    free(buf);
+    free(r);
+}
+
+static void test_snapshot(void **state)
+{
+    if (!have_qemu)
+        return;
+    make_qcow2(NULL);
+    char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    setenv("TMPDIR", qdir, 1);
+    snapshot_case("img.qcow2", "qcow2", Q_SIZE);
+    snapshot_case("base.raw", "raw", 4 << 20);
+    snapshot_case("base.raw", NULL, 4 << 20); /* probed */
+    /* Through -drive. */
+    char text[160];
+    struct drive_opts d;
+    struct error err = {0};
+    struct block_backend *bb;
+    snprintf(text, sizeof(text), "file=%s,if=virtio,snapshot=on", qpath("img.qcow2"));
+    parse_ok(text, 0, &d);
+    assert_int_equal(drive_open(&d, &bb, &err), 0);
+    assert_string_equal(block_backend_format(bb), "qcow2");
+    block_backend_close(bb);
+    drive_opts_free(&d);
+    assert_int_equal(sh("qemu-img check -q img.qcow2"), 0);
+    if (old) {
+        setenv("TMPDIR", old, 1);
+        free(old);
+    } else {
+        unsetenv("TMPDIR");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -512,6 +954,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_engines, make_disk, remove_disk),
         cmocka_unit_test_setup_teardown(test_discard_ignored, make_disk, remove_disk),
         cmocka_unit_test_setup_teardown(test_detect_zeroes, make_disk, remove_disk),
+        cmocka_unit_test_setup_teardown(test_qcow2_engines, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_qcow2_chain, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_probe, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_locking, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_snapshot, make_qdir, remove_qdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
