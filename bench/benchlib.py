@@ -1,0 +1,147 @@
+"""Shared parts of the I/O benchmarks (bench/blk, bench/net).
+
+Each measurement boots one VMM (kemu or Debian's qemu-system-x86_64, the same options) with the
+Debian cloud kernel and initrd-bench.gz (scripts/bench-assets.sh: the test initramfs plus fio and
+iperf3), where KVM can run Linux: on this machine if /dev/kvm has VMX/SVM, otherwise inside the
+test host (tests/testhost). The guest's init runs the benchmark command (kemu.run=<base64>),
+which prints one 'BENCH <key> <value>' line per figure; the VMM's console comes back through
+tests/system/guestrun.py.
+"""
+import base64
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "testhost"))
+import testhost  # noqa: E402
+
+KEMU = os.environ.get("KEMU") or os.path.join(ROOT, "build", "kemu")
+QEMU = os.environ.get("QEMU") or "qemu-system-x86_64"
+GUESTRUN = os.path.join(ROOT, "tests", "system", "guestrun.py")
+# Inside the test host, commands run in a chroot of this machine, where this is Debian's Python.
+PYTHON = "/usr/bin/python3"
+INIT_MARKER = "KEMU-GUEST-INIT"
+
+
+def q(argv):
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def assets():
+    """(kernel, initrd) or exit with what to run."""
+    d = testhost.assets_dir()
+    k, i = os.path.join(d, "vmlinuz-cloud"), os.path.join(d, "initrd-bench.gz")
+    missing = [p for p in (k, i) if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: run scripts/guest-assets.sh, then "
+                 "scripts/bench-assets.sh")
+    if not os.access(KEMU, os.X_OK):
+        sys.exit(f"{KEMU} is not built (ninja -C build)")
+    return k, i
+
+
+def where():
+    ok, why = testhost.kvm_can_run_linux()
+    return ("directly on this machine" if ok else "inside the test host") + f" ({why})"
+
+
+def vmm_argv(vmm, kernel, initrd, guest_cmd, extra, memory="1G", smp=2):
+    """The full command line: the same options for both VMMs."""
+    append = ("console=ttyS0 panic=-1 quiet kemu.run=" +
+              base64.b64encode(guest_cmd.encode()).decode())
+    # Linux on x86 keeps at most 2047 bytes of it; QEMU passes a longer one on silently.
+    assert len(append) < 2048, f"guest command too long for the kernel command line: {append}"
+    return [KEMU if vmm == "kemu" else QEMU,
+            "-enable-kvm", "-M", "pc", "-m", memory, "-smp", str(smp), "-nodefaults",
+            "-nographic", "-serial", "stdio", "-no-reboot",
+            "-kernel", kernel, "-initrd", initrd, "-append", append] + list(extra)
+
+
+def shown_argv(argv):
+    """The command line as printed: the base64 guest command shortened."""
+    out = []
+    for a in argv:
+        if "kemu.run=" in a:
+            a = a[:a.index("kemu.run=")] + "kemu.run=<guest command, base64>"
+        out.append(a)
+    return q(out)
+
+
+def run_vmm(argv, timeout, prefix="", suffix=""):
+    """Run one VMM where KVM runs Linux. Returns (ok, figures, text): figures from the guest's
+    'BENCH key value' lines; text is the guest console (and host output) for failures.
+    `prefix`/`suffix`: shell commands run there before and after the VMM."""
+    cmd = prefix + "KEMU_TRACE=reset " + q([PYTHON, GUESTRUN, "--timeout", str(timeout), "--",
+                                            *argv])
+    if suffix:
+        cmd = f"{{ {cmd}; }}; {suffix}"
+    for attempt in (1, 2):
+        try:
+            status, out = testhost.run_on_kvm(cmd, timeout=timeout + 180, cwd=ROOT)
+        except testhost.TestHostError as e:
+            return False, {}, f"test host failed: {e}"
+        res = None
+        for line in out.splitlines():
+            if line.startswith("GUESTRUN-RESULT "):
+                res = json.loads(line[len("GUESTRUN-RESULT "):])
+        if res is None:
+            return False, {}, f"guestrun did not report (status {status}):\n{out}"
+        text = res["output"]
+        # As in the system tests: the nested test host now and then triple-faults a guest in
+        # early boot; one announced retry. A guest that reached our init is never retried.
+        if attempt == 1 and INIT_MARKER not in text and "triple fault" in text:
+            print(f"    RETRY: guest triple-faulted before init:\n{tail(text, 15)}", flush=True)
+            continue
+        break
+    figures = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[0] == "BENCH":
+            try:
+                figures[f[1]] = float(f[2])
+            except ValueError:
+                pass
+    host = out[:out.find("GUESTRUN-RESULT ")].strip()
+    ok = (res["status"] == 0 and not res["timed_out"] and "KEMU-RUN-EXIT=0" in text)
+    why = (f"VMM exit status {res['status']}" + (", timed out" if res["timed_out"] else "") +
+           f", {res['seconds']} s")
+    full = f"[{why}]\n{text}" + (f"\n--- host side ---\n{host}" if host else "")
+    return ok, figures, full
+
+
+def tail(text, n=40):
+    return "\n".join("      | " + l for l in text.rstrip().splitlines()[-n:])
+
+
+def alternate(rounds):
+    """kemu and QEMU in turn; who goes first alternates by round (kemu, qemu, qemu, kemu...)."""
+    for r in range(rounds):
+        yield r, ("kemu", "qemu") if r % 2 == 0 else ("qemu", "kemu")
+
+
+def table(metrics, results, rounds):
+    """metrics: [(key, label, unit)]; results: {vmm: {key: [values]}}. Prints medians, ratios."""
+    print()
+    print(f"  {'median (runs with a figure)':32s} {'kemu':>14s} {'QEMU':>14s} {'kemu/QEMU':>10s}")
+    for key, label, unit in metrics:
+        cells, meds = [], {}
+        for vmm in ("kemu", "qemu"):
+            v = results[vmm].get(key, [])
+            meds[vmm] = statistics.median(v) if v else None
+            cells.append(f"{meds[vmm]:9.1f} ({len(v)}/{rounds})" if v else "failed")
+        ratio = (f"{meds['kemu'] / meds['qemu']:10.3f}" if meds["kemu"] and meds["qemu"]
+                 else f"{'-':>10s}")
+        print(f"  {label + ' [' + unit + ']':32s} {cells[0]:>14s} {cells[1]:>14s} {ratio}")
+    print("  (higher is better for every figure; a ratio >= 1.0 means kemu is at least as fast)")
+
+
+class Clock:
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def __str__(self):
+        return f"{time.monotonic() - self.t0:6.0f} s"
