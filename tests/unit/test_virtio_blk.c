@@ -387,6 +387,9 @@ static void test_malformed(void **state)
     desc(f, 0, HDR, 16, 0, 0);
     publish(f, 0);
     wait_needs_reset(f);
+    /* The status bit comes first, the config interrupt right after it. */
+    for (int i = 0; i < 3000 && !__atomic_load_n(&f->tr.config_irqs, __ATOMIC_SEQ_CST); i++)
+        usleep(1000);
     assert_true(__atomic_load_n(&f->tr.config_irqs, __ATOMIC_SEQ_CST) > 0);
 
     /* A short header. */

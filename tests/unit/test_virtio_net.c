@@ -149,6 +149,17 @@ static bool wait_status(struct fx *f, uint8_t bit)
     return false;
 }
 
+/* The status bit is set before the config interrupt is sent: wait for the interrupt too. */
+static bool wait_notify_cfg(struct fx *f)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (__atomic_load_n(&f->notify_cfg, __ATOMIC_SEQ_CST) >= 1)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
 static ssize_t backend_read(struct fx *f, uint8_t *buf, size_t len)
 {
     struct pollfd p = {.fd = f->sv[1], .events = POLLIN};
@@ -366,7 +377,7 @@ static void test_malformed(void **state)
     desc(f, 1, 0, DATA, 4, 0, 0);
     publish(f, 1, 0);
     assert_true(wait_status(f, VIRTIO_STATUS_DEVICE_NEEDS_RESET));
-    assert_true(__atomic_load_n(&f->notify_cfg, __ATOMIC_SEQ_CST) >= 1);
+    assert_true(wait_notify_cfg(f));
     fx_free(f);
 
     /* TX chain with a writable buffer. */
