@@ -67,7 +67,15 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
     if suffix:
         cmd = f"{{ {cmd}; }}; {suffix}"
     for attempt in (1, 2):
-        status, out = testhost.run_on_kvm(cmd, timeout=timeout + 120, cwd=ROOT)
+        try:
+            status, out = testhost.run_on_kvm(cmd, timeout=timeout + 120, cwd=ROOT)
+        except testhost.TestHostTimeout as e:
+            # The test host itself stopped answering (it is stopped and booted again on the
+            # next call): once, announced; a second time fails the test.
+            if attempt == 2:
+                raise
+            print(f"RETRY: the test host stopped answering: {str(e)[-2000:]}")
+            continue
         res = None
         for line in out.splitlines():
             if line.startswith("GUESTRUN-RESULT "):
@@ -80,6 +88,11 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
         # A guest that got as far as our init and then failed is never retried.
         if (attempt == 1 and INIT_MARKER not in res.output and "triple fault" in res.output):
             print(f"RETRY: guest triple-faulted before init; first output:\n{res.output[-2000:]}")
+            continue
+        # A guest that stalls past its timeout: the nested test host (KVM on QEMU's software
+        # emulation) sometimes locks up a vCPU under load. Retried once, announced.
+        if attempt == 1 and res.timed_out:
+            print(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}")
             continue
         return res
     return res
