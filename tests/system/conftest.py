@@ -93,6 +93,8 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
         # emulation) sometimes locks up a vCPU under load. Retried once, announced.
         if attempt == 1 and res.timed_out:
             print(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}")
+            # On a fresh test host: a stuck process would keep this one slow.
+            testhost._stop_shared()
             continue
         return res
     return res
