@@ -2,6 +2,8 @@
 #include "block/block_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -16,6 +18,21 @@ const char *block_cache_name(enum block_cache c)
 {
     static const char *const n[] = {"writeback", "none", "writethrough", "directsync", "unsafe"};
     return (unsigned)c < sizeof(n) / sizeof(n[0]) ? n[c] : "?";
+}
+
+void block_size_to_str(uint64_t v, char *out, size_t n)
+{
+    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double d = (double)v;
+    unsigned u = 0;
+    while (d >= 1024 && u < 6) {
+        d /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, n, "%" PRIu64 " B", v);
+    else
+        snprintf(out, n, "%.3g %s", d, unit[u]);
 }
 
 const char *block_aio_name(enum block_aio a)

@@ -151,5 +151,8 @@ const char *block_backend_filename(const struct block_backend *bb);
 
 const char *block_cache_name(enum block_cache c);
 const char *block_aio_name(enum block_aio a);
+/* "1 GiB", "512 B", "1.5 MiB": a size as qemu-img's size_to_str prints it (3 significant digits).
+ */
+void block_size_to_str(uint64_t v, char *out, size_t n);
 
 #endif

@@ -7,6 +7,7 @@
  *   L2 entry changed -> fdatasync -> refcount lowered
  * so a crash leaves at worst leaked clusters, never a reference to a cluster with refcount 0.
  * New clusters are always taken at the end of the file. */
+#include "block/block.h"
 #include "block/qcow2.h"
 
 #include <errno.h>
@@ -2114,21 +2115,6 @@ const struct qcow2_snapshot *qcow2_snapshot_get(const struct qcow2 *q, unsigned 
     return i < q->nb_snapshots ? &q->snaps[i] : NULL;
 }
 
-static void human_size(uint64_t v, char *out, size_t n)
-{
-    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    double d = (double)v;
-    unsigned u = 0;
-    while (d >= 1024 && u < 6) {
-        d /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(out, n, "%" PRIu64 " B", v);
-    else
-        snprintf(out, n, "%.3g %s", d, unit[u]);
-}
-
 void qcow2_info_print(struct qcow2 *q, FILE *out)
 {
     struct qcow2_info in;
@@ -2138,8 +2124,8 @@ void qcow2_info_print(struct qcow2 *q, FILE *out)
         fprintf(out, "%s\n", err.msg);
         return;
     }
-    human_size(in.virtual_size, a, sizeof(a));
-    human_size(in.disk_size, b, sizeof(b));
+    block_size_to_str(in.virtual_size, a, sizeof(a));
+    block_size_to_str(in.disk_size, b, sizeof(b));
     fprintf(out,
             "image: %s\nfile format: qcow2\nvirtual size: %s (%" PRIu64 " bytes)\n"
             "disk size: %s\ncluster_size: %" PRIu64 "\n",
@@ -2157,7 +2143,7 @@ void qcow2_info_print(struct qcow2 *q, FILE *out)
             time_t t = (time_t)s->date_sec;
             struct tm tm;
             strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-            human_size(s->vm_state_size, vms, sizeof(vms));
+            block_size_to_str(s->vm_state_size, vms, sizeof(vms));
             uint64_t ns = s->vm_clock_nsec, secs = ns / 1000000000ull;
             fprintf(out,
                     "%-10s%-18s%12s%20s %04" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64 "\n",

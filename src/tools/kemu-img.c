@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/block.h"
 #include "block/qcow2.h"
 #include "cli/opts.h"
 #include "core/error.h"
@@ -75,22 +76,6 @@ static int parse_img_size(const char *s, uint64_t *out)
         return -1;
     }
     return 0;
-}
-
-/* "1 GiB" as qemu's size_to_str. */
-static void human_size(uint64_t v, char *out, size_t n)
-{
-    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    double d = (double)v;
-    unsigned u = 0;
-    while (d >= 1024 && u < 6) {
-        d /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(out, n, "%" PRIu64 " B", v);
-    else
-        snprintf(out, n, "%0.3g %s", d, unit[u]);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -730,7 +715,7 @@ static void snap_line(FILE *f, const struct qcow2_snapshot *s)
     time_t t = (time_t)s->date_sec;
     struct tm tm;
     strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-    human_size(s->vm_state_size, vms, sizeof(vms));
+    block_size_to_str(s->vm_state_size, vms, sizeof(vms));
     uint64_t ns = s->vm_clock_nsec, secs = ns / 1000000000ull;
     snprintf(clock, sizeof(clock), "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64,
              secs / 3600, secs / 60 % 60, secs % 60, ns / 1000000 % 1000);
@@ -745,8 +730,8 @@ static void snap_header(FILE *f)
 static void print_info_human(struct img *im, const struct info *in)
 {
     char a[32], b[32];
-    human_size(in->vsize, a, sizeof(a));
-    human_size(in->actual, b, sizeof(b));
+    block_size_to_str(in->vsize, a, sizeof(a));
+    block_size_to_str(in->actual, b, sizeof(b));
     printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n",
            in->filename, fmt_name(in->fmt), a, in->vsize, b);
     if (!in->has_q)
