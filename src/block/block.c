@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct block_format_ops *const formats[] = {&block_format_raw, &block_format_qcow2};
@@ -201,11 +202,23 @@ fail:
     return -1;
 }
 
+static bool drain_for(struct block_backend *bb, int64_t limit_ms);
+
+/* How long close waits for requests stuck in the kernel before it gives them up. */
+#define CLOSE_DRAIN_MS 10000
+
 void block_backend_close(struct block_backend *bb)
 {
     if (!bb)
         return;
-    block_backend_drain(bb);
+    if (!drain_for(bb, CLOSE_DRAIN_MS)) {
+        /* Memory the kernel may still write into stays allocated: better a leak at exit than
+         * a close (and so an exit) that never returns. */
+        fprintf(stderr, "kemu: %s: %u requests still in flight after %d s; not waiting\n",
+                bb->filename, bb->inflight, CLOSE_DRAIN_MS / 1000);
+        file_abandon(bb);
+        return;
+    }
     if (bb->fmt->close)
         bb->fmt->close(bb);
     file_close(bb);
@@ -340,16 +353,36 @@ unsigned block_backend_process(struct block_backend *bb)
     return n;
 }
 
-void block_backend_drain(struct block_backend *bb)
+static bool drain_for(struct block_backend *bb, int64_t limit_ms)
 {
     if (bb->plugged)
         block_backend_unplug(bb);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool warned = false;
     while (bb->inflight) {
         struct pollfd p = {.fd = bb->efd, .events = POLLIN};
         if (poll(&p, 1, 100) < 0 && errno != EINTR)
             break;
         block_backend_process(bb);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (bb->inflight && limit_ms >= 0 && ms >= limit_ms)
+            return false;
+        if (bb->inflight && !warned && ms >= CLOSE_DRAIN_MS) {
+            /* Say so once: a host I/O stuck in the kernel otherwise looks like a hung VMM. */
+            fprintf(stderr, "kemu: %s: still waiting for %u requests after %d s\n", bb->filename,
+                    bb->inflight, CLOSE_DRAIN_MS / 1000);
+            warned = true;
+        }
     }
+    return true;
+}
+
+void block_backend_drain(struct block_backend *bb)
+{
+    /* Unbounded: after a device reset no request may still write into guest memory. */
+    drain_for(bb, -1);
 }
 
 unsigned block_backend_inflight(const struct block_backend *bb)

@@ -82,6 +82,9 @@ int file_open(struct block_backend *bb, const struct block_open_opts *o, struct 
 void file_close(struct block_backend *bb);
 void file_submit(struct block_backend *bb, struct block_request *req);
 void file_unplug(struct block_backend *bb);
+/* Requests are stuck in the kernel and the backend is being given up (close at exit): cancel
+ * what can be cancelled and close nothing that would wait for them. */
+void file_abandon(struct block_backend *bb);
 /* Reap engine completions into callbacks; returns how many. */
 unsigned file_process(struct block_backend *bb);
 

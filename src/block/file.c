@@ -271,10 +271,19 @@ static int rw_result(struct block_request *req, long long res)
 
 struct aio_native {
     aio_context_t ctx;
-    unsigned submitted; /* in the kernel */
+    struct aio_ring_hdr *ring; /* the kernel's completion ring, or NULL: io_getevents */
+    unsigned submitted;        /* in the kernel */
     struct iocb **pending;
     unsigned npending, cap;
 };
+
+/* The completion ring Linux maps at the address io_setup returns (fs/aio.c). Reading it here,
+ * as libaio and QEMU do, saves an io_getevents call per batch of completions. */
+struct aio_ring_hdr {
+    unsigned id, nr, head, tail, magic, compat_features, incompat_features, header_length;
+    struct io_event events[];
+};
+#define AIO_RING_MAGIC 0xa10a10a1u
 
 _Static_assert(sizeof(struct iocb) <= sizeof(((struct block_request *)0)->engine),
                "iocb must fit in a request");
@@ -289,8 +298,38 @@ static int native_init(struct block_backend *bb, struct error *err)
         free(n);
         return -1;
     }
+    struct aio_ring_hdr *ring = (void *)(uintptr_t)n->ctx;
+    if (ring->magic == AIO_RING_MAGIC && ring->incompat_features == 0 &&
+        ring->header_length == sizeof(*ring) && ring->nr)
+        n->ring = ring;
     bb->native = n;
     return 0;
+}
+
+/* Up to max completions: from the ring in user space, else with io_getevents (no waiting). */
+static long native_getevents(struct aio_native *n, struct io_event *ev, long max)
+{
+    struct aio_ring_hdr *ring = n->ring;
+    if (!ring) {
+        struct timespec zero = {0, 0};
+        return syscall(SYS_io_getevents, n->ctx, 0L, max, ev, &zero);
+    }
+    unsigned nr = ring->nr, head = ring->head;
+    /* Acquire: the kernel writes the event before the tail that covers it. */
+    unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+    long got = 0;
+    while (head != tail && got < max) {
+        if (head >= nr || tail >= nr)
+            break; /* not what Linux writes: leave the rest to io_getevents */
+        ev[got++] = ring->events[head];
+        head = head + 1 == nr ? 0 : head + 1;
+    }
+    __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
+    if (got == 0 && head != tail) {
+        n->ring = NULL;
+        return native_getevents(n, ev, max);
+    }
+    return got;
 }
 
 static void native_flush_pending(struct block_backend *bb)
@@ -357,8 +396,7 @@ static unsigned native_process(struct block_backend *bb)
     struct io_event ev[64];
     unsigned total = 0;
     while (n->submitted) {
-        struct timespec zero = {0, 0};
-        long r = syscall(SYS_io_getevents, n->ctx, 0L, 64L, ev, &zero);
+        long r = native_getevents(n, ev, 64);
         if (r <= 0)
             break;
         n->submitted -= (unsigned)r;
@@ -483,6 +521,32 @@ static unsigned uring_process(struct block_backend *bb)
     if (!bb->plugged)
         uring_kick(bb);
     return total;
+}
+
+/* Ask the kernel to cancel every request still in the ring and wait a little for them. A
+ * buffered request an io-wq worker is running may not be cancellable: then the ring is left to
+ * the kernel, whose ring teardown runs in the background rather than in our exit. */
+static void uring_abandon(struct block_backend *bb)
+{
+    struct aio_uring *u = bb->uring;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (sqe) {
+        io_uring_prep_cancel(sqe, NULL, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data(sqe, NULL);
+        io_uring_submit(&u->ring);
+    }
+    for (int i = 0; i < 10 && u->submitted; i++) {
+        struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts) < 0)
+            continue;
+        if (io_uring_cqe_get_data(cqe))
+            u->submitted--; /* the request's memory stays allocated: see file_abandon */
+        io_uring_cqe_seen(&u->ring, cqe);
+    }
+    io_uring_queue_exit(&u->ring);
+    free(u);
+    bb->uring = NULL;
 }
 
 static void uring_destroy(struct block_backend *bb)
@@ -611,6 +675,20 @@ void file_close(struct block_backend *bb)
 #endif
     close(bb->fd);
     bb->fd = -1;
+}
+
+void file_abandon(struct block_backend *bb)
+{
+#ifdef CONFIG_IO_URING
+    if (bb->uring)
+        uring_abandon(bb);
+#endif
+    /* io_destroy and joining a pool thread would both wait for the stuck requests; the
+     * descriptor stays open for them too. */
+    pthread_mutex_lock(&bb->pool.lock);
+    bb->pool.stop = true;
+    pthread_cond_broadcast(&bb->pool.cond);
+    pthread_mutex_unlock(&bb->pool.lock);
 }
 
 static bool aligned(uint64_t v, unsigned a)

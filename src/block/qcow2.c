@@ -1,12 +1,15 @@
 /* qcow2 image library. Layout facts come from the qcow2 specification (QEMU
  * docs/interop/qcow2.txt).
  *
- * Metadata is written through (no dirty metadata cache), and every update follows the order
- *   data cluster written -> refcount raised -> fdatasync -> L2/L1 entry written
- * and, when a cluster is freed,
- *   L2 entry changed -> fdatasync -> refcount lowered
+ * Refcount blocks and L2 tables are cached write-back (as QEMU caches them); the cache keeps the
+ * order every update needs on disk:
+ *   data cluster written -> refcount raised -> fdatasync -> L2 entry written
+ * (a dirty L2 table is written only after every dirty refcount block and an fdatasync) and, when
+ * a cluster is freed,
+ *   L2 entry changed -> all metadata written, fdatasync -> refcount lowered
  * so a crash leaves at worst leaked clusters, never a reference to a cluster with refcount 0.
- * New clusters are always taken at the end of the file. */
+ * L1, refcount table and header changes are written through after the same ordering. A flush
+ * writes everything back and syncs. New clusters are always taken at the end of the file. */
 #include "block/block.h"
 #include "block/qcow2.h"
 
@@ -58,6 +61,8 @@ enum ctype { C_UNALLOC, C_ZERO_PLAIN, C_ZERO_ALLOC, C_NORMAL, C_COMPRESSED };
 struct tcache {
     unsigned n;
     uint64_t *off; /* 0 = empty slot (offset 0 is the header, never a table) */
+    bool *dirty;   /* changed in memory, not yet written */
+    unsigned ndirty;
     uint64_t *lru;
     uint8_t **data;
     uint64_t tick;
@@ -72,6 +77,8 @@ struct qcow2 {
     char *name;
     int fd;
     bool rw;
+    bool no_sync;       /* cache=unsafe: never fdatasync (ordering still kept for the page cache) */
+    bool write_through; /* O_DSYNC (writethrough, directsync): each write is complete on return */
     char warning[512];
 
     uint32_t version;
@@ -110,6 +117,13 @@ struct qcow2 {
     struct tcache l2c, rbc;
     uint64_t zbuf_off; /* compressed cluster cached in zbuf (0 = none) */
     uint8_t *zbuf;
+
+    /* compressed writes: where the next compressed piece may go (unaligned: inside a cluster
+     * already allocated for compressed data; otherwise none), and the compressor state */
+    uint64_t cbyte;
+    ZSTD_CCtx *zctx;
+    z_stream zstrm;
+    bool zstrm_init;
 };
 
 /* ---- byte order and file I/O ---- */
@@ -202,6 +216,8 @@ static int qwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t off, st
 
 static int qsync(struct qcow2 *q, struct error *err)
 {
+    if (q->no_sync)
+        return 0;
     if (fdatasync(q->fd) < 0)
         return error_setf_errno(err, errno, "%s: fdatasync", q->name);
     return 0;
@@ -212,7 +228,7 @@ static uint64_t cluster_align(const struct qcow2 *q, uint64_t v)
     return (v + q->cluster_size - 1) & ~(q->cluster_size - 1);
 }
 
-/* ---- table cache (L2 tables and refcount blocks), LRU, write-through ---- */
+/* ---- table cache (L2 tables and refcount blocks), LRU, write-back ---- */
 
 static int tcache_init(struct tcache *c, unsigned n)
 {
@@ -220,7 +236,8 @@ static int tcache_init(struct tcache *c, unsigned n)
     c->off = calloc(n, sizeof(*c->off));
     c->lru = calloc(n, sizeof(*c->lru));
     c->data = calloc(n, sizeof(*c->data));
-    return c->off && c->lru && c->data ? 0 : -1;
+    c->dirty = calloc(n, sizeof(*c->dirty));
+    return c->off && c->lru && c->data && c->dirty ? 0 : -1;
 }
 
 static void tcache_free(struct tcache *c)
@@ -230,6 +247,7 @@ static void tcache_free(struct tcache *c)
     free(c->off);
     free(c->lru);
     free(c->data);
+    free(c->dirty);
 }
 
 static uint8_t *tcache_find(struct tcache *c, uint64_t off)
@@ -242,11 +260,69 @@ static uint8_t *tcache_find(struct tcache *c, uint64_t off)
     return NULL;
 }
 
+/* Forget a table (freed, or its write failed): pending changes are dropped too. */
 static void tcache_drop(struct tcache *c, uint64_t off)
 {
     for (unsigned i = 0; i < c->n; i++)
-        if (c->off[i] == off)
+        if (c->off[i] == off) {
             c->off[i] = 0;
+            if (c->dirty[i])
+                c->ndirty--;
+            c->dirty[i] = false;
+        }
+}
+
+/* The table was just written as cached: nothing pending any more. */
+static void tcache_mark_clean(struct tcache *c, uint64_t off)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->off[i] == off && c->dirty[i]) {
+            c->dirty[i] = false;
+            c->ndirty--;
+        }
+}
+
+static void tcache_mark_dirty(struct tcache *c, uint64_t off)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->off[i] == off && !c->dirty[i]) {
+            c->dirty[i] = true;
+            c->ndirty++;
+        }
+}
+
+static int tcache_write_slot(struct qcow2 *q, struct tcache *c, unsigned i, struct error *err)
+{
+    if (pwrite_full(q->fd, c->data[i], q->cluster_size, c->off[i]) < 0)
+        return error_setf_errno(err, errno, "%s: write at 0x%" PRIx64, q->name, c->off[i]);
+    c->dirty[i] = false;
+    c->ndirty--;
+    return 0;
+}
+
+/* Write every dirty refcount block and sync: whatever L2/L1/table entry is written next may
+ * point at clusters those refcounts (and the data written so far) cover. */
+static int meta_sync(struct qcow2 *q, struct error *err)
+{
+    struct tcache *c = &q->rbc;
+    for (unsigned i = 0; i < c->n && c->ndirty; i++)
+        if (c->dirty[i] && tcache_write_slot(q, c, i, err) < 0)
+            return -1;
+    return qsync(q, err);
+}
+
+/* Write back all cached metadata in dependency order and sync. */
+static int meta_flush(struct qcow2 *q, struct error *err)
+{
+    if (meta_sync(q, err) < 0)
+        return -1;
+    struct tcache *c = &q->l2c;
+    if (!c->ndirty)
+        return 0;
+    for (unsigned i = 0; i < c->n && c->ndirty; i++)
+        if (c->dirty[i] && tcache_write_slot(q, c, i, err) < 0)
+            return -1;
+    return qsync(q, err);
 }
 
 /* Return the table at off, reading it on a miss (evicting the least recently used). */
@@ -263,6 +339,13 @@ static uint8_t *tcache_get(struct qcow2 *q, struct tcache *c, uint64_t off, cons
     if (!c->data[v] && !(c->data[v] = malloc(q->cluster_size))) {
         error_setf(err, "%s: out of memory", q->name);
         return NULL;
+    }
+    if (c->dirty[v]) {
+        /* a dirty L2 table may point at clusters whose refcounts are still only cached */
+        if (c == &q->l2c && meta_sync(q, err) < 0)
+            return NULL;
+        if (tcache_write_slot(q, c, v, err) < 0)
+            return NULL;
     }
     c->off[v] = 0;
     if (qread(q, c->data[v], q->cluster_size, off, what, err) < 0)
@@ -380,10 +463,7 @@ static int put_refcount(struct qcow2 *q, uint64_t cluster, uint64_t v, struct er
         return -1;
     size_t at, len;
     rc_set(blk, cluster & ((1ull << q->rb_bits) - 1), q->refcount_order, v, &at, &len);
-    if (qwrite(q, blk + at, len, boff + at, err) < 0) {
-        tcache_drop(&q->rbc, boff);
-        return -1;
-    }
+    tcache_mark_dirty(&q->rbc, boff);
     return 0;
 }
 
@@ -419,7 +499,7 @@ static int ensure_refblock(struct qcow2 *q, uint64_t b, struct error *err)
         if (eb != b && put_refcount(q, e, 1, err) < 0)
             return -1;
         /* the block must be on disk before the table points at it */
-        if (qsync(q, err) < 0)
+        if (meta_sync(q, err) < 0)
             return -1;
         uint8_t ent[8];
         put64(ent, off);
@@ -476,7 +556,7 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries, struct error *er
     }
     free(buf);
     if (r == 0)
-        r = qsync(q, err);
+        r = meta_sync(q, err);
     if (r == 0) {
         uint8_t h[12];
         put64(h, q->reft_offset);
@@ -484,7 +564,7 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries, struct error *er
         r = qwrite(q, h, 12, 48, err);
     }
     if (r == 0)
-        r = qsync(q, err);
+        r = meta_sync(q, err);
     if (r < 0) {
         /* the header still names the old table: return to it (new clusters are leaked) */
         q->reft = old;
@@ -554,6 +634,7 @@ static void qcow2_free(struct qcow2 *q)
     for (uint32_t i = 0; q->snaps && i < q->nb_snapshots; i++) {
         free(q->snaps[i].id);
         free(q->snaps[i].name);
+        free(q->snaps[i].extra);
     }
     free(q->snaps);
     free(q->l1);
@@ -561,6 +642,10 @@ static void qcow2_free(struct qcow2 *q)
     free(q->backing_name);
     free(q->backing_fmt);
     free(q->zbuf);
+    if (q->zctx)
+        ZSTD_freeCCtx(q->zctx);
+    if (q->zstrm_init)
+        deflateEnd(&q->zstrm);
     tcache_free(&q->l2c);
     tcache_free(&q->rbc);
     free(q->name);
@@ -636,6 +721,11 @@ static int read_snapshots(struct qcow2 *q, struct error *err)
             return error_setf(err, "%s: snapshot table is past the end of the file", q->name);
         if (qread(q, extra, extra_len, off + 40, "snapshot table", err) < 0)
             return -1;
+        if (extra_len && !(s->extra = malloc(extra_len)))
+            return error_setf(err, "%s: out of memory", q->name);
+        if (extra_len)
+            memcpy(s->extra, extra, extra_len);
+        s->extra_len = extra_len;
         if (extra_len >= 8 && be64(extra))
             s->vm_state_size = be64(extra);
         if (extra_len >= 16)
@@ -659,6 +749,7 @@ static int read_snapshots(struct qcow2 *q, struct error *err)
 
 struct raw_backing {
     int fd;
+    char *name;
 };
 
 static int raw_backing_read(void *opaque, uint64_t off, void *buf, size_t len, struct error *err)
@@ -673,6 +764,7 @@ static void raw_backing_close(void *opaque)
 {
     struct raw_backing *rb = opaque;
     close(rb->fd);
+    free(rb->name);
     free(rb);
 }
 
@@ -750,6 +842,11 @@ static int open_backing(struct qcow2 *q, const struct qcow2_open_opts *opts,
             return error_setf(err, "%s: out of memory", q->name);
         }
         rb->fd = fd;
+        if (!(rb->name = strdup(path))) {
+            close(fd);
+            free(rb);
+            return error_setf(err, "%s: out of memory", q->name);
+        }
         q->backing =
             (struct qcow2_backing){raw_backing_read, raw_backing_close, rb, (uint64_t)st.st_size};
     }
@@ -773,6 +870,8 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
         goto fail;
     }
     q->rw = opts->read_write;
+    q->no_sync = opts->no_sync;
+    q->write_through = (fcntl(q->fd, F_GETFL) & O_DSYNC) == O_DSYNC;
     if (q->rw && (fcntl(q->fd, F_GETFL) & O_ACCMODE) == O_RDONLY) {
         error_setf(err, "%s: read-write open of a read-only file descriptor", name);
         goto fail;
@@ -1013,7 +1112,7 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
                 goto fail;
             }
             q->incompat &= ~INCOMPAT_DIRTY;
-            if (qsync(q, err) < 0 || write_header_u64(q, 72, q->incompat, err) < 0)
+            if (meta_sync(q, err) < 0 || write_header_u64(q, 72, q->incompat, err) < 0)
                 goto fail;
         }
     }
@@ -1202,6 +1301,15 @@ int qcow2_read(struct qcow2 *q, uint64_t offset, void *buf, size_t len, struct e
             memset(p, 0, n);
             break;
         case C_NORMAL:
+            /* clusters that follow each other in the file too are read in one go */
+            while (n < len && (l.host & ~(q->cluster_size - 1)) + in + n < q->file_size) {
+                struct loc nx;
+                if (lookup(q, offset + n, &nx, err) < 0)
+                    return -1;
+                if (nx.type != C_NORMAL || nx.host != l.host + in + n)
+                    break;
+                n += len - n < q->cluster_size ? len - n : (size_t)q->cluster_size;
+            }
             if (pread_full(q->fd, p, n, l.host + in) < 0)
                 return error_setf_errno(err, errno, "%s: read at 0x%" PRIx64, q->name, l.host);
             break;
@@ -1257,33 +1365,27 @@ static int free_entry(struct qcow2 *q, uint64_t entry, struct error *err)
     return 0;
 }
 
-/* Make the batch's entries live: new data and refcounts become durable first, then the L2
- * entries are written, then (after another flush) the replaced clusters are freed. */
+/* Make the batch's entries live in the cached L2 tables (written back later, after the
+ * refcounts: see meta_sync). Replaced clusters are freed only once the new entries are on disk. */
 static int commit(struct qcow2 *q, struct batch *b, struct error *err)
 {
     if (!b->n)
         return 0;
     unsigned n = b->n;
     b->n = 0;
-    if (qsync(q, err) < 0)
-        return -1;
     bool frees = false;
     for (unsigned i = 0; i < n; i++) {
         struct pending *p = &b->p[i];
-        uint8_t e[8];
-        put64(e, p->entry);
-        if (qwrite(q, e, 8, p->l2_off + 8 * p->l2i, err) < 0) {
-            tcache_drop(&q->l2c, p->l2_off);
+        uint8_t *t = tcache_get(q, &q->l2c, p->l2_off, "L2 table", err);
+        if (!t)
             return -1;
-        }
-        uint8_t *t = tcache_find(&q->l2c, p->l2_off);
-        if (t)
-            memcpy(t + 8 * p->l2i, e, 8);
+        put64(t + 8 * p->l2i, p->entry);
+        tcache_mark_dirty(&q->l2c, p->l2_off);
         frees |= p->free_old;
     }
     if (!frees)
         return 0;
-    if (qsync(q, err) < 0)
+    if (meta_flush(q, err) < 0)
         return -1;
     for (unsigned i = 0; i < n; i++)
         if (b->p[i].free_old && free_entry(q, b->p[i].old, err) < 0)
@@ -1330,9 +1432,11 @@ static int ensure_l2(struct qcow2 *q, struct loc *l, struct error *err)
     if (!buf)
         return error_setf(err, "%s: out of memory", q->name);
     int64_t nw = -1;
-    if ((!old || qread(q, buf, q->cluster_size, old, "L2 table", err) == 0) &&
-        (nw = alloc_clusters(q, 1, err)) >= 0 &&
-        qwrite(q, buf, q->cluster_size, (uint64_t)nw, err) == 0 && qsync(q, err) == 0) {
+    const uint8_t *src = old ? tcache_get(q, &q->l2c, old, "L2 table", err) : NULL;
+    if (src) /* the cached copy: it may hold changes not yet written */
+        memcpy(buf, src, q->cluster_size);
+    if ((!old || src) && (nw = alloc_clusters(q, 1, err)) >= 0 &&
+        qwrite(q, buf, q->cluster_size, (uint64_t)nw, err) == 0 && meta_sync(q, err) == 0) {
         put64(e, (uint64_t)nw | OFLAG_COPIED);
         if (qwrite(q, e, 8, q->l1_offset + 8 * l->l1i, err) < 0)
             nw = -1;
@@ -1346,7 +1450,7 @@ static int ensure_l2(struct qcow2 *q, struct loc *l, struct error *err)
     l->l2_off = (uint64_t)nw;
     /* a shared table loses one user; its data clusters keep their counts (still reachable
      * through the other L1 tables and through the copy) */
-    if (old && (qsync(q, err) < 0 || update_refcount(q, old >> q->cluster_bits, -1, err) < 0))
+    if (old && (meta_sync(q, err) < 0 || update_refcount(q, old >> q->cluster_bits, -1, err) < 0))
         return -1;
     return 0;
 }
@@ -1414,6 +1518,53 @@ static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *src, size_t
     return add_pending(q, b, &l, (uint64_t)host | OFLAG_COPIED, free_old, err);
 }
 
+/* Whole clusters from off that have no cluster of their own yet (unallocated or plain zero, in
+ * one L2 table) get contiguous new clusters and one write straight from the caller's buffer.
+ * Returns the bytes written, 0 if the first cluster does not qualify. */
+static int64_t write_fresh_run(struct qcow2 *q, uint64_t off, const uint8_t *src, size_t len,
+                               struct batch *b, struct error *err)
+{
+    struct loc l0, l;
+    if (lookup(q, off, &l0, err) < 0)
+        return -1;
+    if (l0.type != C_UNALLOC && l0.type != C_ZERO_PLAIN)
+        return 0;
+    uint64_t per_l2 = 1ull << q->l2_bits, k = 1;
+    uint64_t max = len >> q->cluster_bits;
+    if (max > per_l2 - l0.l2i)
+        max = per_l2 - l0.l2i;
+    if (max > MAX_PENDING)
+        max = MAX_PENDING;
+    for (; k < max; k++) {
+        if (lookup(q, off + (k << q->cluster_bits), &l, err) < 0)
+            return -1;
+        if (l.type != C_UNALLOC && l.type != C_ZERO_PLAIN)
+            break;
+    }
+    if (ensure_l2(q, &l0, err) < 0)
+        return -1;
+    int64_t host = alloc_clusters(q, k, err);
+    if (host < 0 || qwrite(q, src, k << q->cluster_bits, (uint64_t)host, err) < 0)
+        return -1;
+    for (uint64_t i = 0; i < k; i++) {
+        l = l0;
+        l.l2i = l0.l2i + i;
+        l.entry = 0; /* nothing to free: the old entry had no cluster */
+        if (add_pending(q, b, &l, ((uint64_t)host + (i << q->cluster_bits)) | OFLAG_COPIED, false,
+                        err) < 0)
+            return -1;
+    }
+    return (int64_t)(k << q->cluster_bits);
+}
+
+/* The end of a guest write: with a write-through descriptor the metadata goes out too. */
+static int done_write(struct qcow2 *q, int r, struct error *err)
+{
+    if (r == 0 && q->write_through)
+        r = meta_flush(q, err);
+    return r;
+}
+
 static int check_writable(struct qcow2 *q, struct error *err)
 {
     if (!q->rw)
@@ -1431,6 +1582,19 @@ int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, s
     while (len && r == 0) {
         uint64_t in = offset & (q->cluster_size - 1);
         size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : len;
+        if (!in && len >= q->cluster_size) {
+            int64_t done = write_fresh_run(q, offset, p, len, &b, err);
+            if (done < 0) {
+                r = -1;
+                break;
+            }
+            if (done) {
+                p += done;
+                offset += (uint64_t)done;
+                len -= (size_t)done;
+                continue;
+            }
+        }
         r = write_chunk(q, offset, p, n, &b, err);
         p += n;
         offset += n;
@@ -1440,12 +1604,132 @@ int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, s
     struct error e2 = {0};
     if (commit(q, &b, r < 0 ? &e2 : err) < 0)
         r = -1;
-    return r;
+    return done_write(q, r, err);
+}
+
+/* ---- compressed writes ---- */
+
+/* Compress one cluster into out (room for cluster_size - 1 bytes, so a result that does not
+ * shrink the cluster does not fit). Returns the compressed length, or 0 if it does not fit. */
+static size_t compress_cluster(struct qcow2 *q, const uint8_t *in, uint8_t *out)
+{
+    size_t cap = q->cluster_size - 1;
+    if (q->compression == QCOW2_COMPRESS_ZSTD) {
+        if (!q->zctx && !(q->zctx = ZSTD_createCCtx()))
+            return 0;
+        size_t r = ZSTD_compressCCtx(q->zctx, out, cap, in, q->cluster_size, ZSTD_CLEVEL_DEFAULT);
+        return ZSTD_isError(r) ? 0 : r;
+    }
+    /* raw deflate with a 4 KiB window, the form QEMU reads */
+    z_stream *z = &q->zstrm;
+    if (!q->zstrm_init) {
+        if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+            return 0;
+        q->zstrm_init = true;
+    } else if (deflateReset(z) != Z_OK) {
+        return 0;
+    }
+    z->next_in = (Bytef *)(uintptr_t)in;
+    z->avail_in = (uInt)q->cluster_size;
+    z->next_out = out;
+    z->avail_out = (uInt)cap;
+    return deflate(z, Z_FINISH) == Z_STREAM_END ? cap - z->avail_out : 0;
+}
+
+/* Find len (< cluster size) bytes for compressed data. Compressed clusters are packed one after
+ * another, as QEMU packs them; each host cluster a piece touches gains one reference. */
+static int64_t alloc_bytes(struct qcow2 *q, uint64_t len, struct error *err)
+{
+    uint64_t cs = q->cluster_size, b = q->cbyte, rc = 0;
+    if ((b & (cs - 1)) && get_refcount(q, b >> q->cluster_bits, &rc, err) < 0)
+        return -1;
+    if ((b & (cs - 1)) && rc < rc_max(q)) { /* narrow refcounts may not take another user */
+        uint64_t room = cs - (b & (cs - 1)), cl = b >> q->cluster_bits;
+        if (len <= room) {
+            if (update_refcount(q, cl, 1, err) < 0)
+                return -1;
+            q->cbyte = len == room ? 0 : b + len;
+            return (int64_t)b;
+        }
+        if (q->free_cluster == cl + 1) {
+            int64_t n = alloc_clusters(q, 1, err);
+            if (n < 0)
+                return -1;
+            if ((uint64_t)n == (cl + 1) << q->cluster_bits) {
+                /* the piece spans the tail of the old cluster and the new one */
+                if (update_refcount(q, cl, 1, err) < 0)
+                    return -1;
+                q->cbyte = b + len;
+                return (int64_t)b;
+            }
+            q->cbyte = (uint64_t)n + len;
+            return n;
+        }
+    }
+    int64_t n = alloc_clusters(q, 1, err);
+    if (n < 0)
+        return -1;
+    q->cbyte = (uint64_t)n + len;
+    return n;
+}
+
+int qcow2_write_compressed(struct qcow2 *q, uint64_t offset, const void *buf, size_t len,
+                           struct error *err)
+{
+    uint64_t cs = q->cluster_size;
+    if (check_writable(q, err) < 0 || check_range(q, offset, len, err) < 0)
+        return -1;
+    if ((offset & (cs - 1)) || ((len & (cs - 1)) && q->size - offset - len > cs - (len & (cs - 1))))
+        return error_setf(err, "%s: compressed writes must cover whole clusters", q->name);
+    uint8_t *in = malloc(cs), *out = malloc(cs);
+    struct batch *b = calloc(1, sizeof(*b));
+    int r = 0;
+    if (!in || !out || !b)
+        r = error_setf(err, "%s: out of memory", q->name);
+    const uint8_t *p = buf;
+    for (; len && r == 0; offset += cs, p += cs) {
+        size_t n = len < cs ? len : (size_t)cs;
+        len -= n;
+        struct loc l;
+        if ((r = lookup(q, offset, &l, err)) < 0)
+            break;
+        if (l.type != C_UNALLOC && l.type != C_ZERO_PLAIN) {
+            /* only fresh clusters are compressed (as in QEMU); others are written in place */
+            if ((r = commit(q, b, err)) == 0)
+                r = qcow2_write(q, offset, p, n, err);
+            continue;
+        }
+        memcpy(in, p, n);
+        memset(in + n, 0, cs - n); /* a short last cluster is compressed zero-padded */
+        size_t clen = compress_cluster(q, in, out);
+        if (!clen) {
+            /* does not shrink: an ordinary cluster */
+            if ((r = commit(q, b, err)) == 0)
+                r = qcow2_write(q, offset, p, n, err);
+            continue;
+        }
+        int64_t host = alloc_bytes(q, clen, err);
+        if (host < 0 || qwrite(q, out, clen, (uint64_t)host, err) < 0 ||
+            ensure_l2(q, &l, err) < 0) {
+            r = -1;
+            break;
+        }
+        unsigned x = 70 - q->cluster_bits;
+        uint64_t sectors = (((uint64_t)host + clen - 1) >> 9) - ((uint64_t)host >> 9);
+        r = add_pending(q, b, &l, OFLAG_COMPRESSED | sectors << x | (uint64_t)host, false, err);
+    }
+    struct error e2 = {0};
+    if (b && commit(q, b, r < 0 ? &e2 : err) < 0)
+        r = -1;
+    free(in);
+    free(out);
+    free(b);
+    return done_write(q, r, err);
 }
 
 /* Change whole-cluster entries in [off, off+len): the v3 zero flag or deallocation. */
 static int zap_clusters(struct qcow2 *q, uint64_t off, uint64_t len, bool unmap, bool discard,
-                        struct error *err)
+                        bool drop, struct error *err)
 {
     struct batch b = {.n = 0};
     uint8_t *zero = NULL;
@@ -1458,7 +1742,11 @@ static int zap_clusters(struct qcow2 *q, uint64_t off, uint64_t len, bool unmap,
             break;
         bool allocated = l.type == C_NORMAL || l.type == C_ZERO_ALLOC || l.type == C_COMPRESSED;
         uint64_t entry;
-        if (q->version >= 3) {
+        if (drop) { /* past the end of a shrunk image: nothing at all */
+            if (l.type == C_UNALLOC)
+                continue;
+            entry = 0;
+        } else if (q->version >= 3) {
             if (l.type == C_ZERO_PLAIN || (l.type == C_ZERO_ALLOC && !unmap) ||
                 (l.type == C_UNALLOC && !q->has_backing))
                 continue;
@@ -1516,11 +1804,11 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len, bool unmap, 
     if (head)
         r = qcow2_write(q, off, zero, head, err);
     if (r == 0 && len - head - tail)
-        r = zap_clusters(q, off + head, len - head - tail, unmap, false, err);
+        r = zap_clusters(q, off + head, len - head - tail, unmap, false, false, err);
     if (r == 0 && tail)
         r = qcow2_write(q, end - tail, zero, tail, err);
     free(zero);
-    return r;
+    return done_write(q, r, err);
 }
 
 int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len, struct error *err)
@@ -1532,12 +1820,12 @@ int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len, struct error *err
     uint64_t last = end == q->size ? cluster_align(q, end) : end & ~(cs - 1);
     if (last <= first)
         return 0;
-    return zap_clusters(q, first, last - first, true, true, err);
+    return done_write(q, zap_clusters(q, first, last - first, true, true, false, err), err);
 }
 
 int qcow2_flush(struct qcow2 *q, struct error *err)
 {
-    return q->rw ? qsync(q, err) : 0;
+    return q->rw ? meta_flush(q, err) : 0;
 }
 
 int qcow2_close(struct qcow2 *q, struct error *err)
@@ -1566,6 +1854,11 @@ const char *qcow2_warning(const struct qcow2 *q)
 uint64_t qcow2_size(const struct qcow2 *q)
 {
     return q->size;
+}
+
+uint64_t qcow2_cluster_size(const struct qcow2 *q)
+{
+    return q->cluster_size;
 }
 
 bool qcow2_is_read_only(const struct qcow2 *q)
@@ -1802,11 +2095,13 @@ int qcow2_check(struct qcow2 *q, unsigned fix, struct qcow2_check_result *res, F
     memset(res, 0, sizeof(*res));
     if (fix && !q->rw)
         return error_setf(err, "%s: repairing needs a read-write image", q->name);
+    if (q->rw && meta_flush(q, err) < 0) /* the walk reads L2 tables from the file */
+        return -1;
     if (check_once(q, fix, res, report, err) < 0)
         return -1;
     if (res->leaks_fixed || res->corruptions_fixed) {
         /* report the state after the repair, as qemu-img check does */
-        if (qsync(q, err) < 0)
+        if (meta_sync(q, err) < 0)
             return -1;
         struct qcow2_check_result again = {0};
         if (check_once(q, 0, &again, NULL, err) < 0)
@@ -1816,7 +2111,7 @@ int qcow2_check(struct qcow2 *q, unsigned fix, struct qcow2_check_result *res, F
         *res = again;
         if (!res->corruptions && (q->incompat & INCOMPAT_CORRUPT) && q->version >= 3) {
             q->incompat &= ~INCOMPAT_CORRUPT;
-            if (write_header_u64(q, 72, q->incompat, err) < 0 || qsync(q, err) < 0)
+            if (write_header_u64(q, 72, q->incompat, err) < 0 || meta_sync(q, err) < 0)
                 return -1;
         }
     }
@@ -1908,7 +2203,7 @@ static int create_prealloc(struct qcow2 *q, enum qcow2_prealloc mode, struct err
             return error_setf_errno(err, errno, "%s: truncate", q->name);
         q->file_size = (uint64_t)data + bytes;
     }
-    if (qsync(q, err) < 0)
+    if (meta_sync(q, err) < 0)
         return -1;
     uint8_t *t = malloc(q->cluster_size);
     if (!t)
@@ -2050,7 +2345,7 @@ int qcow2_create(const char *path, uint64_t size, const struct qcow2_create_opts
         if (!l1 || !z)
             error_setf(err, "%s: out of memory", path);
         else if ((off = alloc_clusters(q, bytes >> cb, err)) >= 0 &&
-                 qwrite(q, z, bytes, (uint64_t)off, err) == 0 && qsync(q, err) == 0) {
+                 qwrite(q, z, bytes, (uint64_t)off, err) == 0 && meta_sync(q, err) == 0) {
             uint8_t hb[24] = {0};
             put64(hb, size);
             put32(hb + 12, l1n);
@@ -2075,6 +2370,676 @@ int qcow2_create(const char *path, uint64_t size, const struct qcow2_create_opts
         }
     }
     return qcow2_close(q, err);
+}
+
+/* ---- resize and map ---- */
+
+static int grow_l1(struct qcow2 *q, uint32_t n, struct error *err);
+
+int qcow2_resize(struct qcow2 *q, uint64_t size, struct error *err)
+{
+    /* these rewrite tables in place: start from clean, written-back metadata */
+    if (check_writable(q, err) < 0 || meta_flush(q, err) < 0)
+        return -1;
+    size = (size + 511) & ~511ull;
+    uint64_t cs = q->cluster_size, old = q->size;
+    uint64_t l2_cover = 1ull << (q->cluster_bits + q->l2_bits);
+    if (size > INT64_MAX - l2_cover || (size + l2_cover - 1) / l2_cover > MAX_L1_BYTES / 8)
+        return error_setf(err, "%s: image size too large for cluster size %" PRIu64, q->name, cs);
+    uint32_t l1_need = (uint32_t)((size + l2_cover - 1) / l2_cover);
+    if (size < old) {
+        /* drop every cluster past the new end, then the L2 tables nothing needs any more */
+        uint64_t first = cluster_align(q, size), end = cluster_align(q, old);
+        if (first < end && zap_clusters(q, first, end - first, true, false, true, err) < 0)
+            return -1;
+        for (uint32_t i = l1_need; i < q->l1_size; i++) {
+            uint64_t l2 = q->l1[i] & L1E_OFFSET_MASK;
+            if (!l2)
+                continue;
+            uint8_t z[8] = {0};
+            if (qwrite(q, z, 8, q->l1_offset + 8 * i, err) < 0)
+                return -1;
+            q->l1[i] = 0;
+            if (meta_sync(q, err) < 0 || update_refcount(q, l2 >> q->cluster_bits, -1, err) < 0)
+                return -1;
+            uint64_t rc;
+            if (get_refcount(q, l2 >> q->cluster_bits, &rc, err) == 0 && !rc)
+                tcache_drop(&q->l2c, l2);
+        }
+    } else if (grow_l1(q, l1_need, err) < 0) {
+        return -1;
+    }
+    if (write_header_u64(q, 24, size, err) < 0 || meta_sync(q, err) < 0)
+        return -1;
+    q->size = size;
+    if (size <= old)
+        return 0;
+    /* the grown part reads as zeros: hide the tail of a partial last cluster and any backing
+     * data that the larger size would expose */
+    uint64_t zend = cluster_align(q, old) < size ? cluster_align(q, old) : size;
+    uint64_t bend = q->has_backing && q->backing.size < size ? q->backing.size : size;
+    if (q->has_backing && bend > zend)
+        zend = bend;
+    if (zend > old)
+        return qcow2_write_zeroes(q, old, zend - old, false, err);
+    return 0;
+}
+
+/* Is [off, off+len) of fd a hole? */
+static bool file_hole(int fd, uint64_t off, uint64_t len)
+{
+    off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+    if (d < 0)
+        return errno == ENXIO;
+    return (uint64_t)d >= off + len;
+}
+
+static int map_at(struct qcow2 *q, uint64_t off, uint64_t max, int depth, struct qcow2_map_entry *e,
+                  struct error *err)
+{
+    uint64_t in = off & (q->cluster_size - 1);
+    uint64_t len = q->cluster_size - in < max ? q->cluster_size - in : max;
+    struct loc l;
+    if (lookup(q, off, &l, err) < 0)
+        return -1;
+    *e = (struct qcow2_map_entry){.len = len, .depth = depth, .present = true, .file = q->name};
+    switch (l.type) {
+    case C_NORMAL:
+        e->data = true;
+        e->has_offset = true;
+        e->offset = l.host + in;
+        e->zero = file_hole(q->fd, e->offset, len); /* as QEMU asks the file too */
+        return 0;
+    case C_ZERO_ALLOC:
+        e->has_offset = true;
+        e->offset = l.host + in;
+        /* fall through */
+    case C_ZERO_PLAIN:
+        e->zero = true;
+        return 0;
+    case C_COMPRESSED:
+        e->data = e->compressed = true;
+        return 0;
+    case C_UNALLOC:
+        break;
+    }
+    if (!q->has_backing || off >= q->backing.size) {
+        e->depth = depth + (q->has_backing ? 1 : 0);
+        e->present = false;
+        e->zero = true;
+        return 0;
+    }
+    if (len > q->backing.size - off)
+        len = q->backing.size - off;
+    if (q->backing.read == q_backing_read)
+        return map_at(q->backing.opaque, off, len, depth + 1, e, err);
+    e->depth = depth + 1;
+    if (q->backing.read == raw_backing_read) {
+        struct raw_backing *rb = q->backing.opaque;
+        e->file = rb->name;
+        e->has_offset = true;
+        e->offset = off;
+        e->zero = file_hole(rb->fd, off, len);
+        e->data = !e->zero;
+    } else {
+        e->data = true;
+    }
+    e->len = len;
+    return 0;
+}
+
+int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t max, struct qcow2_map_entry *e,
+              struct error *err)
+{
+    if (check_range(q, off, max, err) < 0)
+        return -1;
+    return map_at(q, off, max, 0, e, err);
+}
+
+/* ---- commit and rebase helpers ---- */
+
+int qcow2_make_empty(struct qcow2 *q, struct error *err)
+{
+    if (check_writable(q, err) < 0)
+        return -1;
+    return q->size ? zap_clusters(q, 0, cluster_align(q, q->size), true, false, true, err) : 0;
+}
+
+int qcow2_change_backing(struct qcow2 *q, const char *name, const char *fmt, struct error *err)
+{
+    /* these rewrite tables in place: start from clean, written-back metadata */
+    if (check_writable(q, err) < 0 || meta_flush(q, err) < 0)
+        return -1;
+    if (name && !*name)
+        name = NULL;
+    if (fmt && strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))
+        return error_setf(err, "%s: backing format '%s' is not supported", q->name, fmt);
+    size_t nlen = name ? strlen(name) : 0, flen = name && fmt ? strlen(fmt) : 0;
+    if (nlen > MAX_BACKING_NAME)
+        return error_setf(err, "%s: backing file name too long", q->name);
+    uint8_t *old = malloc(q->cluster_size), *h = calloc(1, q->cluster_size);
+    char *nname = name ? strdup(name) : NULL, *nfmt = flen ? strdup(fmt) : NULL;
+    int r = -1;
+    if (!old || !h || (name && !nname) || (flen && !nfmt)) {
+        error_setf(err, "%s: out of memory", q->name);
+        goto out;
+    }
+    if (qread(q, old, q->cluster_size, 0, "header", err) < 0)
+        goto out;
+    /* the fixed header, then every extension but the backing format, then the new one and the
+     * name: extensions this library does not know stay as they were */
+    uint64_t boff = be64(old + 8), p = q->header_length;
+    memcpy(h, old, q->header_length);
+    uint64_t end = boff && boff < q->cluster_size ? boff : q->cluster_size;
+    for (uint64_t i = q->header_length; i + 8 <= end;) {
+        uint32_t type = be32(old + i), len = be32(old + i + 4);
+        uint64_t sz = 8 + (((uint64_t)len + 7) & ~7ull);
+        if (type == EXT_END || sz > end - i)
+            break;
+        if (type != EXT_BACKING_FMT) {
+            memcpy(h + p, old + i, sz);
+            p += sz;
+        }
+        i += sz;
+    }
+    if (p + (flen ? 8 + ((flen + 7) & ~7ull) : 0) + 8 + nlen > q->cluster_size) {
+        error_setf(err, "%s: backing file name does not fit in the header cluster", q->name);
+        goto out;
+    }
+    if (flen) {
+        put32(h + p, EXT_BACKING_FMT);
+        put32(h + p + 4, (uint32_t)flen);
+        memcpy(h + p + 8, fmt, flen);
+        p += 8 + ((flen + 7) & ~7ull);
+    }
+    p += 8; /* end of extensions */
+    put64(h + 8, nlen ? p : 0);
+    put32(h + 16, (uint32_t)nlen);
+    if (nlen)
+        memcpy(h + p, name, nlen);
+    /* data the caller copied into the image is durable before the header stops pointing at the
+     * old backing file */
+    if (meta_sync(q, err) < 0 || qwrite(q, h, p + nlen, 0, err) < 0 || meta_sync(q, err) < 0)
+        goto out;
+    free(q->backing_name);
+    free(q->backing_fmt);
+    q->backing_name = nname;
+    q->backing_fmt = nfmt;
+    nname = nfmt = NULL;
+    r = 0;
+out:
+    free(old);
+    free(h);
+    free(nname);
+    free(nfmt);
+    return r;
+}
+
+/* ---- internal snapshots ---- */
+
+/* Add delta (+1 or -1) to the refcounts of the clusters one L2 entry uses. A cluster that drops
+ * to zero is punched out of the file. */
+static int ref_entry(struct qcow2 *q, uint64_t entry, int delta, struct error *err)
+{
+    if (delta < 0)
+        return free_entry(q, entry, err);
+    uint64_t first, last;
+    if (entry & OFLAG_COMPRESSED) {
+        uint64_t off, len;
+        compressed_range(q, entry, &off, &len);
+        first = off >> q->cluster_bits;
+        last = (off + len - 1) >> q->cluster_bits;
+    } else {
+        first = last = (entry & L2E_OFFSET_MASK) >> q->cluster_bits;
+        if (!first)
+            return 0;
+    }
+    for (uint64_t c = first; c <= last; c++)
+        if (update_refcount(q, c, delta, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Can the clusters of one L2 entry take one more reference? */
+static int ref_room(struct qcow2 *q, uint64_t entry, struct error *err)
+{
+    uint64_t first, last, rc;
+    if (entry & OFLAG_COMPRESSED) {
+        uint64_t off, len;
+        compressed_range(q, entry, &off, &len);
+        first = off >> q->cluster_bits;
+        last = (off + len - 1) >> q->cluster_bits;
+    } else {
+        first = last = (entry & L2E_OFFSET_MASK) >> q->cluster_bits;
+        if (!first)
+            return 0;
+    }
+    for (uint64_t c = first; c <= last; c++) {
+        if (get_refcount(q, c, &rc, err) < 0)
+            return -1;
+        if (rc >= rc_max(q))
+            return error_setf(err, "%s: a refcount would overflow (refcount_bits=%u)", q->name,
+                              1u << q->refcount_order);
+    }
+    return 0;
+}
+
+static int ref_l1_pass(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delta, bool dry,
+                       struct error *err);
+
+/* Add delta to every L2 table and data cluster reachable from an L1 table (n entries, host
+ * order). Data clusters count once per L1 table that reaches them, as check counts them, so a
+ * shared L2 table's clusters are counted for each of its users. Increments are checked for
+ * room first, so a narrow refcount width fails before anything changes. */
+static int ref_l1_tree(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delta,
+                       struct error *err)
+{
+    if (delta > 0 && ref_l1_pass(q, l1, n, delta, true, err) < 0)
+        return -1;
+    return ref_l1_pass(q, l1, n, delta, false, err);
+}
+
+static int ref_l1_pass(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delta, bool dry,
+                       struct error *err)
+{
+    uint8_t *t = malloc(q->cluster_size);
+    if (!t)
+        return error_setf(err, "%s: out of memory", q->name);
+    int r = 0;
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
+        if (!l2)
+            continue;
+        if ((l2 & (q->cluster_size - 1)) || meta_overlap(q, l2, q->cluster_size)) {
+            r = mark_corrupt(q, "invalid L2 table offset in a snapshot", err);
+            break;
+        }
+        const uint8_t *c = tcache_get(q, &q->l2c, l2, "L2 table", err);
+        if (!c) {
+            r = -1;
+            break;
+        }
+        memcpy(t, c, q->cluster_size); /* refcount updates may not evict it under us */
+        for (uint64_t j = 0; j < (1ull << q->l2_bits) && r == 0; j++) {
+            uint64_t e = be64(t + 8 * j);
+            if (!(e & OFLAG_COMPRESSED) && (e & L2E_OFFSET_MASK) & (q->cluster_size - 1))
+                r = mark_corrupt(q, "data cluster offset not cluster aligned", err);
+            else
+                r = dry ? ref_room(q, e, err) : ref_entry(q, e, delta, err);
+        }
+        if (dry) {
+            if (r == 0)
+                r = ref_room(q, l2, err);
+            continue;
+        }
+        if (r == 0)
+            r = update_refcount(q, l2 >> q->cluster_bits, delta, err);
+        uint64_t rc;
+        if (r == 0 && delta < 0 && get_refcount(q, l2 >> q->cluster_bits, &rc, err) == 0 && !rc)
+            tcache_drop(&q->l2c, l2);
+    }
+    free(t);
+    return r;
+}
+
+/* Set QCOW_OFLAG_COPIED in the active tables exactly where the refcount is 1. Called after
+ * refcount changes are durable: a COPIED flag on a shared cluster would let a write change a
+ * snapshot's data in place. */
+static int fix_copied(struct qcow2 *q, struct error *err)
+{
+    for (uint32_t i = 0; i < q->l1_size; i++) {
+        uint64_t l2 = q->l1[i] & L1E_OFFSET_MASK, rc;
+        if (!l2)
+            continue;
+        if (get_refcount(q, l2 >> q->cluster_bits, &rc, err) < 0)
+            return -1;
+        uint8_t *t = tcache_get(q, &q->l2c, l2, "L2 table", err);
+        if (!t)
+            return -1;
+        bool dirty = false;
+        for (uint64_t j = 0; j < (1ull << q->l2_bits); j++) {
+            uint64_t e = be64(t + 8 * j), h = e & L2E_OFFSET_MASK, drc;
+            if ((e & OFLAG_COMPRESSED) || !h)
+                continue;
+            if (get_refcount(q, h >> q->cluster_bits, &drc, err) < 0)
+                return -1;
+            uint64_t ne = drc == 1 ? e | OFLAG_COPIED : e & ~OFLAG_COPIED;
+            if (ne != e) {
+                /* the refcount lookup may have evicted the table: fetch it again */
+                if (!(t = tcache_get(q, &q->l2c, l2, "L2 table", err)))
+                    return -1;
+                put64(t + 8 * j, ne);
+                dirty = true;
+            }
+        }
+        if (dirty) {
+            if (!(t = tcache_get(q, &q->l2c, l2, "L2 table", err)))
+                return -1;
+            if (qwrite(q, t, q->cluster_size, l2, err) < 0) {
+                tcache_drop(&q->l2c, l2);
+                return -1;
+            }
+            tcache_mark_clean(&q->l2c, l2);
+        }
+        uint64_t ne = rc == 1 ? q->l1[i] | OFLAG_COPIED : q->l1[i] & ~OFLAG_COPIED;
+        if (ne != q->l1[i]) {
+            uint8_t b[8];
+            put64(b, ne);
+            if (qwrite(q, b, 8, q->l1_offset + 8 * i, err) < 0)
+                return -1;
+            q->l1[i] = ne;
+        }
+    }
+    return 0;
+}
+
+/* Write l1 (n entries, host order) as a big-endian table at off. */
+static int write_l1(struct qcow2 *q, const uint64_t *l1, uint32_t n, uint64_t off, uint64_t bytes,
+                    struct error *err)
+{
+    uint8_t *b = calloc(1, bytes ? bytes : 1);
+    if (!b)
+        return error_setf(err, "%s: out of memory", q->name);
+    for (uint32_t i = 0; i < n; i++)
+        put64(b + 8 * i, l1[i]);
+    int r = qwrite(q, b, bytes, off, err);
+    free(b);
+    return r;
+}
+
+/* Free n bytes of clusters starting at off (tables nothing references any more). */
+static int free_range(struct qcow2 *q, uint64_t off, uint64_t n, struct error *err)
+{
+    if (!n)
+        return 0;
+    for (uint64_t c = off >> q->cluster_bits; c <= (off + n - 1) >> q->cluster_bits; c++)
+        if (update_refcount(q, c, -1, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Replace the active L1 table with a bigger one (n entries) at the end of the file. */
+static int grow_l1(struct qcow2 *q, uint32_t n, struct error *err)
+{
+    if (n <= q->l1_size)
+        return 0;
+    if (n > MAX_L1_BYTES / 8)
+        return error_setf(err, "%s: L1 table would exceed %u bytes", q->name, MAX_L1_BYTES);
+    uint64_t bytes = cluster_align(q, (uint64_t)n * 8);
+    uint64_t *nl = calloc(n, 8);
+    if (!nl)
+        return error_setf(err, "%s: out of memory", q->name);
+    memcpy(nl, q->l1, (size_t)q->l1_size * 8);
+    int64_t off = alloc_clusters(q, bytes >> q->cluster_bits, err);
+    uint8_t h[12];
+    put32(h, n);
+    put64(h + 4, (uint64_t)off);
+    if (off < 0 || write_l1(q, nl, n, (uint64_t)off, bytes, err) < 0 || meta_sync(q, err) < 0 ||
+        qwrite(q, h, 12, 36, err) < 0 || meta_sync(q, err) < 0) {
+        free(nl);
+        return -1;
+    }
+    uint64_t old = q->l1_offset, old_bytes = (uint64_t)q->l1_size * 8;
+    free(q->l1);
+    q->l1 = nl;
+    q->l1_offset = (uint64_t)off;
+    q->l1_size = n;
+    return free_range(q, old, old_bytes, err);
+}
+
+/* Write a new snapshot table holding snaps[0..n) and switch the header to it; the old table is
+ * freed afterwards. On success q->snaps becomes snaps (the old array is freed, not its
+ * entries' strings, which the caller owns). */
+static int write_snapshot_table(struct qcow2 *q, struct qcow2_snapshot *snaps, uint32_t n,
+                                struct error *err)
+{
+    uint64_t size = 0;
+    for (uint32_t i = 0; i < n; i++)
+        size +=
+            (40ull + snaps[i].extra_len + strlen(snaps[i].id) + strlen(snaps[i].name) + 7) & ~7ull;
+    if (size > (64ull << 20))
+        return error_setf(err, "%s: snapshot table would be too large", q->name);
+    uint64_t bytes = cluster_align(q, size);
+    int64_t off = 0;
+    if (n) {
+        uint8_t *b = calloc(1, bytes);
+        if (!b)
+            return error_setf(err, "%s: out of memory", q->name);
+        uint64_t p = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const struct qcow2_snapshot *s = &snaps[i];
+            size_t il = strlen(s->id), nl = strlen(s->name);
+            put64(b + p, s->l1_offset);
+            put32(b + p + 8, s->l1_size);
+            put16(b + p + 12, (uint16_t)il);
+            put16(b + p + 14, (uint16_t)nl);
+            put32(b + p + 16, s->date_sec);
+            put32(b + p + 20, s->date_nsec);
+            put64(b + p + 24, s->vm_clock_nsec);
+            put32(b + p + 32, s->vm_state_size > UINT32_MAX ? 0 : (uint32_t)s->vm_state_size);
+            put32(b + p + 36, s->extra_len);
+            if (s->extra_len)
+                memcpy(b + p + 40, s->extra, s->extra_len);
+            memcpy(b + p + 40 + s->extra_len, s->id, il);
+            memcpy(b + p + 40 + s->extra_len + il, s->name, nl);
+            p += (40ull + s->extra_len + il + nl + 7) & ~7ull;
+        }
+        off = alloc_clusters(q, bytes >> q->cluster_bits, err);
+        int r = off < 0 ? -1 : qwrite(q, b, bytes, (uint64_t)off, err);
+        free(b);
+        if (r < 0)
+            return -1;
+    }
+    /* the new table and every refcount raised for it are durable before the header names it */
+    uint8_t h[12];
+    put32(h, n);
+    put64(h + 4, (uint64_t)off);
+    if (meta_sync(q, err) < 0 || qwrite(q, h, 12, 60, err) < 0 || meta_sync(q, err) < 0)
+        return -1;
+    uint64_t old = q->snapshots_offset, old_size = q->snapshots_size;
+    if (snaps != q->snaps)
+        free(q->snaps);
+    q->snaps = snaps;
+    q->nb_snapshots = n;
+    q->snapshots_offset = (uint64_t)off;
+    q->snapshots_size = size;
+    return free_range(q, old, old_size, err);
+}
+
+int qcow2_snapshot_find(const struct qcow2 *q, const char *id_or_name)
+{
+    for (uint32_t i = 0; i < q->nb_snapshots; i++)
+        if (!strcmp(q->snaps[i].id, id_or_name))
+            return (int)i;
+    for (uint32_t i = 0; i < q->nb_snapshots; i++)
+        if (!strcmp(q->snaps[i].name, id_or_name))
+            return (int)i;
+    return -1;
+}
+
+/* Read a snapshot's L1 table in host order, with n entries (zero-padded past its own size). */
+static uint64_t *read_snap_l1(struct qcow2 *q, const struct qcow2_snapshot *s, uint32_t n,
+                              struct error *err)
+{
+    uint64_t *l1 = calloc(n > s->l1_size ? n : s->l1_size ? s->l1_size : 1, 8);
+    if (!l1) {
+        error_setf(err, "%s: out of memory", q->name);
+        return NULL;
+    }
+    if (qread(q, l1, (size_t)s->l1_size * 8, s->l1_offset, "snapshot L1 table", err) < 0) {
+        free(l1);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        l1[i] = be64((uint8_t *)&l1[i]) & ~OFLAG_COPIED;
+    return l1;
+}
+
+int qcow2_snapshot_create(struct qcow2 *q, const char *name, struct error *err)
+{
+    /* these rewrite tables in place: start from clean, written-back metadata */
+    if (check_writable(q, err) < 0 || meta_flush(q, err) < 0)
+        return -1;
+    if (strlen(name) > UINT16_MAX)
+        return error_setf(err, "%s: snapshot name too long", q->name);
+    if (q->nb_snapshots >= MAX_SNAPSHOTS)
+        return error_setf(err, "%s: too many snapshots", q->name);
+    /* a new ID is one more than the largest numeric ID, as QEMU picks them */
+    unsigned long long max_id = 0;
+    for (uint32_t i = 0; i < q->nb_snapshots; i++) {
+        unsigned long long v = strtoull(q->snaps[i].id, NULL, 10);
+        if (v > max_id)
+            max_id = v;
+    }
+    struct qcow2_snapshot s = {0};
+    char id[32];
+    snprintf(id, sizeof(id), "%llu", max_id + 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s.date_sec = (uint32_t)ts.tv_sec;
+    s.date_nsec = (uint32_t)ts.tv_nsec;
+    s.l1_size = q->l1_size;
+    s.disk_size = q->size;
+    s.extra_len = 24; /* vm state size, disk size, icount */
+    s.id = strdup(id);
+    s.name = strdup(name);
+    s.extra = calloc(1, 24);
+    struct qcow2_snapshot *arr = calloc(q->nb_snapshots + 1u, sizeof(*arr));
+    uint64_t *l1 = calloc(q->l1_size ? q->l1_size : 1, 8);
+    int r = -1;
+    if (!s.id || !s.name || !s.extra || !arr || !l1) {
+        error_setf(err, "%s: out of memory", q->name);
+        goto out;
+    }
+    put64(s.extra + 8, q->size);
+    for (uint32_t i = 0; i < q->l1_size; i++)
+        l1[i] = q->l1[i] & ~OFLAG_COPIED;
+    /* Order: L1 copy written, refcounts raised for it, COPIED cleared, all synced; then the
+     * snapshot table and the header. A crash before the header leaves leaked clusters only. */
+    if (ref_l1_pass(q, q->l1, q->l1_size, 1, true, err) < 0) /* fail before allocating */
+        goto out;
+    uint64_t bytes = cluster_align(q, (uint64_t)q->l1_size * 8);
+    int64_t off = bytes ? alloc_clusters(q, bytes >> q->cluster_bits, err) : 0;
+    if (off < 0 || (bytes && write_l1(q, l1, q->l1_size, (uint64_t)off, bytes, err) < 0))
+        goto out;
+    s.l1_offset = (uint64_t)off;
+    if (ref_l1_tree(q, q->l1, q->l1_size, 1, err) < 0 || meta_sync(q, err) < 0 ||
+        fix_copied(q, err) < 0)
+        goto out;
+    if (q->nb_snapshots)
+        memcpy(arr, q->snaps, q->nb_snapshots * sizeof(*arr));
+    arr[q->nb_snapshots] = s;
+    r = write_snapshot_table(q, arr, q->nb_snapshots + 1, err);
+    if (q->snaps == arr) { /* the table switched (freeing the old one may still have failed) */
+        arr = NULL;
+        s = (struct qcow2_snapshot){0};
+    }
+    if (r == 0)
+        r = meta_sync(q, err);
+out:
+    free(arr);
+    free(l1);
+    free(s.id);
+    free(s.name);
+    free(s.extra);
+    return r;
+}
+
+/* Apply and delete rewrite tables in place: they start from clean, written-back metadata.
+ * Returns the snapshot's index, or -1. */
+static int snapshot_begin(struct qcow2 *q, const char *id_or_name, struct error *err)
+{
+    if (check_writable(q, err) < 0 || meta_flush(q, err) < 0)
+        return -1;
+    int i = qcow2_snapshot_find(q, id_or_name);
+    if (i < 0)
+        return error_setf(err, "%s: snapshot '%s' not found", q->name, id_or_name);
+    return i;
+}
+
+int qcow2_snapshot_apply(struct qcow2 *q, const char *id_or_name, struct error *err)
+{
+    int i = snapshot_begin(q, id_or_name, err);
+    if (i < 0)
+        return -1;
+    struct qcow2_snapshot *s = &q->snaps[i];
+    uint64_t size = s->disk_size ? s->disk_size : q->size;
+    uint64_t l2_cover = 1ull << (q->cluster_bits + q->l2_bits);
+    if (size > INT64_MAX - l2_cover || (size + l2_cover - 1) / l2_cover > s->l1_size)
+        return mark_corrupt(q, "snapshot L1 table smaller than its disk size", err);
+    if (grow_l1(q, s->l1_size, err) < 0)
+        return -1;
+    uint64_t *nl = read_snap_l1(q, s, q->l1_size, err);
+    if (!nl)
+        return -1;
+    uint64_t *old = malloc((size_t)q->l1_size * 8);
+    int r = -1;
+    if (!old) {
+        error_setf(err, "%s: out of memory", q->name);
+        goto out;
+    }
+    memcpy(old, q->l1, (size_t)q->l1_size * 8);
+    /* the snapshot's clusters gain the active table as a user before it points at them; the
+     * old active tree loses it only once the new table is durable */
+    if (ref_l1_tree(q, nl, q->l1_size, 1, err) < 0 || meta_sync(q, err) < 0 ||
+        write_l1(q, nl, q->l1_size, q->l1_offset, (uint64_t)q->l1_size * 8, err) < 0)
+        goto out;
+    memcpy(q->l1, nl, (size_t)q->l1_size * 8);
+    if (size != q->size) {
+        if (write_header_u64(q, 24, size, err) < 0)
+            goto out;
+        q->size = size;
+    }
+    if (meta_sync(q, err) < 0 || ref_l1_tree(q, old, q->l1_size, -1, err) < 0 ||
+        meta_sync(q, err) < 0 || fix_copied(q, err) < 0)
+        goto out;
+    r = meta_sync(q, err);
+out:
+    free(nl);
+    free(old);
+    return r;
+}
+
+int qcow2_snapshot_delete(struct qcow2 *q, const char *id_or_name, struct error *err)
+{
+    int i = snapshot_begin(q, id_or_name, err);
+    if (i < 0)
+        return -1;
+    struct qcow2_snapshot s = q->snaps[i];
+    uint64_t *l1 = read_snap_l1(q, &s, s.l1_size, err);
+    if (!l1)
+        return -1;
+    struct qcow2_snapshot *arr = calloc(q->nb_snapshots, sizeof(*arr));
+    if (!arr) {
+        free(l1);
+        return error_setf(err, "%s: out of memory", q->name);
+    }
+    uint32_t n = 0;
+    for (uint32_t j = 0; j < q->nb_snapshots; j++)
+        if (j != (uint32_t)i)
+            arr[n++] = q->snaps[j];
+    /* the table without the entry is durable before any of its clusters is released */
+    int r = write_snapshot_table(q, arr, n, err);
+    if (q->snaps != arr) {
+        free(arr);
+        free(l1);
+        return -1;
+    }
+    free(s.id);
+    free(s.name);
+    free(s.extra);
+    if (r == 0)
+        r = ref_l1_tree(q, l1, s.l1_size, -1, err);
+    free(l1);
+    if (r == 0)
+        r = free_range(q, s.l1_offset, (uint64_t)s.l1_size * 8, err);
+    if (r == 0)
+        r = meta_sync(q, err);
+    if (r == 0)
+        r = fix_copied(q, err);
+    if (r == 0)
+        r = meta_sync(q, err);
+    return r;
 }
 
 /* ---- info ---- */

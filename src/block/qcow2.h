@@ -1,7 +1,9 @@
 /* A synchronous qcow2 image library (QEMU's format, versions 2 and 3): open, read through the
- * L1/L2 tables with a bounded L2 cache, write with cluster allocation and crash-safe metadata
- * ordering, zero/discard, create, check (qemu-img check semantics) and info. Every function that
- * can fail fills a struct error with "FILE: reason" and returns -1 (or NULL). */
+ * L1/L2 tables with a bounded write-back cache of L2 tables and refcount blocks, write with
+ * cluster allocation and crash-safe metadata ordering, compressed writes, zero/discard, create,
+ * resize, check (qemu-img check semantics), info, map, internal snapshots and backing file
+ * changes. Every function that can fail fills a struct error with "FILE: reason" and returns -1
+ * (or NULL). */
 #ifndef KEMU_BLOCK_QCOW2_H
 #define KEMU_BLOCK_QCOW2_H
 
@@ -28,6 +30,7 @@ struct qcow2_open_opts {
     bool read_write;
     bool no_backing;        /* do not open the backing chain (unallocated clusters read zero) */
     bool check;             /* opened for check -r: allow read-write even if marked corrupt */
+    bool no_sync;           /* cache=unsafe: never fdatasync (write order is still kept) */
     uint64_t l2_cache_size; /* bytes of L2 tables to cache; 0 = 1 MiB (at least 2 tables) */
 };
 
@@ -48,17 +51,24 @@ struct qcow2_backing qcow2_as_backing(struct qcow2 *q);
 /* Non-fatal notes from open (e.g. "FILE: image is marked corrupt; opened read-only"), or "". */
 const char *qcow2_warning(const struct qcow2 *q);
 uint64_t qcow2_size(const struct qcow2 *q);
+uint64_t qcow2_cluster_size(const struct qcow2 *q);
 bool qcow2_is_read_only(const struct qcow2 *q);
 
 /* Guest I/O. Ranges must lie within the virtual size. */
 int qcow2_read(struct qcow2 *q, uint64_t offset, void *buf, size_t len, struct error *err);
 int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, struct error *err);
+/* Write whole clusters compressed (zlib or zstd, the image's type) where that makes them
+ * smaller; off is cluster aligned and len a multiple of the cluster size or reaching the end of
+ * the image. Only unallocated clusters are compressed; allocated ones are overwritten. */
+int qcow2_write_compressed(struct qcow2 *q, uint64_t off, const void *buf, size_t len,
+                           struct error *err);
 /* Make [off, off+len) read as zeros; unmap frees whole clusters (v3: zero flag). */
 int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len, bool unmap, struct error *err);
 /* Free whole clusters in the range (advisory: partial clusters are left alone); reads as zeros
  * afterwards, or as the backing file on v2 images. */
 int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len, struct error *err);
-/* fdatasync the file (metadata is written through, so nothing else is pending). */
+/* Write back the cached metadata (in crash-safe order) and fdatasync: everything written before
+ * is durable afterwards. */
 int qcow2_flush(struct qcow2 *q, struct error *err);
 
 enum qcow2_prealloc {
@@ -108,6 +118,8 @@ struct qcow2_snapshot {
     uint64_t vm_clock_nsec;
     uint64_t vm_state_size;
     uint64_t disk_size; /* 0 if the entry has no such extra data */
+    uint8_t *extra;     /* the entry's extra data, kept verbatim when the table is rewritten */
+    uint32_t extra_len;
 };
 
 struct qcow2_info {
@@ -125,6 +137,40 @@ struct qcow2_info {
 int qcow2_get_info(struct qcow2 *q, struct qcow2_info *info, struct error *err);
 unsigned qcow2_snapshot_count(const struct qcow2 *q);
 const struct qcow2_snapshot *qcow2_snapshot_get(const struct qcow2 *q, unsigned i);
+/* Change the virtual size. Shrinking drops every cluster past the new end; growing makes the new
+ * part read as zeros (even over a longer backing file). */
+int qcow2_resize(struct qcow2 *q, uint64_t size, struct error *err);
+
+/* What backs guest bytes [off, off+len) (len at most max, at most one cluster), following the
+ * backing chain, in qemu-img map's terms: depth is the layer (0 = this image) that has them. */
+struct qcow2_map_entry {
+    uint64_t len;
+    int depth;
+    bool present, zero, data, compressed;
+    bool has_offset;
+    uint64_t offset;  /* in file, when has_offset */
+    const char *file; /* the layer's file name, owned by the image */
+};
+int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t max, struct qcow2_map_entry *e,
+              struct error *err);
+
+/* Drop every cluster of the active image (commit's emptying of the top image). */
+int qcow2_make_empty(struct qcow2 *q, struct error *err);
+/* Rewrite the backing file name and format in the header (name NULL or "" removes the backing
+ * file; fmt may be NULL). Only the header changes: the caller copies any data first. Other
+ * header extensions are kept. The open backing image is not replaced. */
+int qcow2_change_backing(struct qcow2 *q, const char *name, const char *fmt, struct error *err);
+
+/* Internal snapshots, as qemu-img snapshot. Snapshots are found by ID first, then by name
+ * (the first match in table order). create shares every cluster of the active tables with the
+ * new snapshot (refcounts raised, COPIED flags cleared), so later writes copy on write; apply
+ * makes the snapshot's tables the active ones; delete drops its references and frees what no
+ * other table uses. */
+int qcow2_snapshot_create(struct qcow2 *q, const char *name, struct error *err);
+int qcow2_snapshot_apply(struct qcow2 *q, const char *id_or_name, struct error *err);
+int qcow2_snapshot_delete(struct qcow2 *q, const char *id_or_name, struct error *err);
+/* Index of the snapshot with that ID or name, or -1. */
+int qcow2_snapshot_find(const struct qcow2 *q, const char *id_or_name);
 /* Print a qemu-img info style report. */
 void qcow2_info_print(struct qcow2 *q, FILE *out);
 

@@ -1,8 +1,9 @@
 /*
  * A hostile qcow2 image against the library. The input is the image file itself; it is put in a
  * memfd, opened read-only without its backing chain (a fuzzed backing name must not open host
- * files), read at a few places derived from the virtual size, and checked. Nothing may crash,
- * hang, leak or allocate memory in proportion to a header field rather than to the file.
+ * files), read at a few places derived from the virtual size, checked and mapped; then opened
+ * read-write and written, snapshotted, reverted. Nothing may crash, hang, leak or allocate
+ * memory in proportion to a header field rather than to the file.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -27,9 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct error err = {0};
     struct qcow2_open_opts o = {.no_backing = true, .l2_cache_size = 4096};
     struct qcow2 *q = qcow2_open_fd(fd, "fuzz.qcow2", &o, &err);
-    close(fd);
-    if (!q)
+    if (!q) {
+        close(fd);
         return 0;
+    }
     uint64_t vs = qcow2_size(q);
     uint64_t offs[4] = {0, vs / 2, vs > 70000 ? vs - 70000 : 0, vs / 3 + 1000};
     size_t lens[4] = {4096, 70000, 70000, 1};
@@ -47,6 +49,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qcow2_check(q, 0, &res, NULL, &err);
     struct qcow2_info info;
     qcow2_get_info(q, &info, &err);
+    for (uint64_t off = 0, n = 0; off < vs && n < 64; n++) { /* map walks the tables */
+        struct qcow2_map_entry e;
+        err = (struct error){0};
+        if (qcow2_map(q, off, vs - off, &e, &err) < 0)
+            break;
+        off += e.len;
+    }
+    qcow2_close(q, &err);
+
+    /* Read-write on the memfd: a write, and a snapshot taken, applied and deleted, walk and
+     * change every table. Errors are fine; crashes and runaway allocations are not. */
+    o = (struct qcow2_open_opts){
+        .read_write = true, .no_backing = true, .no_sync = true, .l2_cache_size = 4096};
+    err = (struct error){0};
+    q = qcow2_open_fd(fd, "fuzz.qcow2", &o, &err);
+    close(fd);
+    if (!q)
+        return 0;
+    vs = qcow2_size(q);
+    err = (struct error){0};
+    if (vs >= 4096 && qcow2_write(q, vs / 2 & ~511ull, buf, 4096, &err) < 0)
+        goto out;
+    err = (struct error){0};
+    if (qcow2_snapshot_create(q, "f", &err) == 0) {
+        err = (struct error){0};
+        if (vs >= 512)
+            qcow2_write(q, 0, buf, 512, &err);
+        err = (struct error){0};
+        qcow2_snapshot_apply(q, "1", &err);
+        err = (struct error){0};
+        qcow2_snapshot_delete(q, "f", &err);
+    }
+out:
+    err = (struct error){0};
     qcow2_close(q, &err);
     return 0;
 }

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -432,6 +433,197 @@ static void test_info_snapshots(void **state)
           "grep -qv Pattern");
 }
 
+/* Library snapshots with a small L2 cache and 4 KiB clusters (many L2 tables): data written
+ * after a snapshot never shows through it, apply and delete keep the refcounts exact. */
+static void test_snapshot_lib(void **state)
+{
+    struct qcow2_create_opts o = {.cluster_size = 4096};
+    struct error err = {0};
+    assert_int_equal(qcow2_create(p("sl.qcow2"), 8u << 20, &o, &err), 0);
+    struct qcow2 *q = open_img("sl.qcow2", true);
+    size_t n = 3u << 20;
+    uint8_t *a = malloc(n), *b = malloc(n);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (uint8_t)(i * 7 + i / 4096);
+    assert_int_equal(qcow2_write(q, 0, a, n, &err), 0);
+    assert_int_equal(qcow2_snapshot_create(q, "one", &err), 0);
+    assert_int_equal(qcow2_snapshot_count(q), 1);
+    assert_string_equal(qcow2_snapshot_get(q, 0)->id, "1");
+    assert_int_equal(qcow2_snapshot_get(q, 0)->disk_size, 8u << 20);
+    memset(b, 0x5a, n);
+    assert_int_equal(qcow2_write(q, 12345, b, n, &err), 0);
+    assert_int_equal(qcow2_write_zeroes(q, 5u << 20, 1u << 20, true, &err), 0);
+    assert_int_equal(qcow2_snapshot_create(q, "two", &err), 0);
+    assert_int_equal(qcow2_check(q, 0, NULL, stderr, &err), 0);
+    assert_int_equal(qcow2_snapshot_apply(q, "one", &err), 0);
+    assert_int_equal(qcow2_read(q, 0, b, n, &err), 0);
+    assert_memory_equal(a, b, n);
+    assert_int_equal(qcow2_check(q, 0, NULL, stderr, &err), 0);
+    /* a write now must not reach snapshot two's copy */
+    memset(b, 0x11, 4096);
+    assert_int_equal(qcow2_write(q, 8192, b, 4096, &err), 0);
+    assert_int_equal(qcow2_snapshot_apply(q, "2", &err), 0);
+    assert_int_equal(qcow2_read(q, 12345, b, n, &err), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(b[i], 0x5a);
+    assert_int_equal(qcow2_snapshot_delete(q, "one", &err), 0);
+    assert_int_equal(qcow2_snapshot_delete(q, "two", &err), 0);
+    assert_int_equal(qcow2_snapshot_delete(q, "two", &err), -1);
+    assert_non_null(strstr(err.msg, "not found"));
+    struct qcow2_check_result res;
+    assert_int_equal(qcow2_check(q, 0, &res, stderr, &err), 0);
+    close_img(q);
+    SH_OK("qemu-img check sl.qcow2");
+    SH_OK("qemu-io -c 'read -P 0x5a 12345 3M' -c 'read -P 0 5M 1M' sl.qcow2");
+    free(a);
+    free(b);
+}
+
+/* A writer killed (SIGKILL) at a random moment, while writing, zeroing and making and deleting
+ * snapshots, leaves an image that qemu-img check finds consistent (leaked clusters at most) and
+ * holding everything flushed before the kill. Small
+ * clusters and a small L2 cache make the write-back metadata cache evict often. */
+static void test_crash_consistency(void **state)
+{
+    struct qcow2_create_opts o = {.cluster_size = 4096};
+    struct error err = {0};
+    for (int trial = 0; trial < 6; trial++) {
+        assert_int_equal(qcow2_create(p("crash.qcow2"), 64u << 20, &o, &err), 0);
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            struct qcow2_open_opts oo = {.read_write = true, .l2_cache_size = 8192};
+            struct qcow2 *q = qcow2_open(p("crash.qcow2"), &oo, &err);
+            static uint8_t buf[256 << 10];
+            unsigned seed = (unsigned)trial * 7919u + 1;
+            for (uint32_t i = 0; q && i < 200; i++) {
+                memset(buf, (int)(i + 1), sizeof(buf));
+                if (qcow2_write(q, (uint64_t)i * sizeof(buf), buf, sizeof(buf), &err) < 0)
+                    _exit(1);
+                for (int j = 0; j < 4; j++) { /* unverified churn past the checked area */
+                    seed = seed * 1103515245u + 12345u;
+                    uint64_t off = (56u << 20) + (seed >> 8) % (7u << 20);
+                    if (j == 3)
+                        qcow2_write_zeroes(q, off & ~4095ull, 65536, true, &err);
+                    else
+                        qcow2_write(q, off, buf, 5000 + seed % 60000, &err);
+                }
+                /* snapshots come and go: the shared clusters copy on write meanwhile */
+                if (i % 16 == 5 && qcow2_snapshot_create(q, "s", &err) < 0)
+                    _exit(1);
+                if (i % 16 == 13 && qcow2_snapshot_delete(q, "s", &err) < 0)
+                    _exit(1);
+                if (qcow2_flush(q, &err) < 0 || write(fds[1], &i, sizeof(i)) != sizeof(i))
+                    _exit(1);
+            }
+            _exit(0);
+        }
+        close(fds[1]);
+        usleep(20000 + 37000 * (useconds_t)trial);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        uint32_t last = 0, v;
+        bool any = false;
+        while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+            last = v, any = true;
+        close(fds[0]);
+        int rc = sh("qemu-img check crash.qcow2");
+        /* Refcounts and COPIED flags cannot change in one write, so a kill inside a snapshot
+         * operation (QEMU's has the same windows) leaves one of two mismatches that qemu-img
+         * counts as corruption although no data is at risk: after a delete dropped refcounts to
+         * 1, clusters without COPIED (a write copies them needlessly); after a create raised
+         * refcounts to 2 but before the snapshot was recorded, COPIED still set on clusters
+         * that have one user (a leak). Those two, repaired by qemu-img check -r all, are
+         * accepted; COPIED on a cluster a recorded snapshot shares is not. */
+        if (rc == 2 &&
+            sh("qemu-img check crash.qcow2 2>&1 | grep '^ERROR' | "
+               "grep -v '^ERROR OFLAG_COPIED .* refcount=1$' | "
+               "{ if qemu-img snapshot -l crash.qcow2 | grep -q .; then cat; else "
+               "grep -v '^ERROR OFLAG_COPIED .* refcount=2$'; fi; } | grep -q .") == 1 &&
+            sh("qemu-img check -r all crash.qcow2") == 0)
+            rc = 0;
+        if (rc != 0 && rc != 3) {
+            /* Keep the evidence: the image and what qemu-img says of it. */
+            char cmd[1024];
+            snprintf(
+                cmd, sizeof(cmd),
+                "cp %s/crash.qcow2 /tmp/kemu-crash-trial%d.qcow2; qemu-img check %s/crash.qcow2 "
+                "2>&1 | head -20",
+                dir, trial, dir);
+            if (system(cmd) < 0)
+                perror("system");
+            fail_msg("trial %d (killed after %u flushed writes): qemu-img check exit %d", trial,
+                     any ? last + 1 : 0, rc);
+        }
+        struct qcow2 *q = open_img("crash.qcow2", false);
+        static uint8_t got[256 << 10];
+        for (uint32_t i = 0; any && i <= last; i++) {
+            assert_int_equal(qcow2_read(q, (uint64_t)i * sizeof(got), got, sizeof(got), &err), 0);
+            for (size_t k = 0; k < sizeof(got); k += 4096)
+                assert_int_equal(got[k], (uint8_t)(i + 1));
+        }
+        close_img(q);
+    }
+}
+
+/* Compressed writes: packed pieces, both compression types, a short last cluster, a cluster that
+ * does not compress; overwriting them later decompresses; qemu-img reads the same bytes. */
+static void test_write_compressed_lib(void **state)
+{
+    for (int t = 0; t < 2; t++) {
+        struct qcow2_create_opts o = {.cluster_size = 65536,
+                                      .compression = t ? QCOW2_COMPRESS_ZSTD : QCOW2_COMPRESS_ZLIB};
+        struct error err = {0};
+        uint64_t size = (3u << 20) + 4096; /* the last cluster is short */
+        assert_int_equal(qcow2_create(p("wc.qcow2"), size, &o, &err), 0);
+        struct qcow2 *q = open_img("wc.qcow2", true);
+        uint8_t *a = malloc(size), *b = malloc(size);
+        assert_non_null(a);
+        assert_non_null(b);
+        for (size_t i = 0; i < size; i++)
+            a[i] = (uint8_t)((i / 4096) % 7 == 3 ? rand() : (int)(i % 251 / 17));
+        assert_int_equal(qcow2_write_compressed(q, 0, a, size, &err), 0);
+        assert_int_equal(qcow2_write_compressed(q, 100, a, 65536, &err), -1); /* unaligned */
+        err = (struct error){0};
+        assert_int_equal(qcow2_read(q, 0, b, size, &err), 0);
+        assert_memory_equal(a, b, size);
+        memset(a + 70000, 0xee, 1000);
+        assert_int_equal(qcow2_write(q, 70000, a + 70000, 1000, &err), 0);
+        close_img(q);
+        spit(p("wc.raw"), a, size);
+        SH_OK("qemu-img check wc.qcow2 && qemu-img compare -f raw -F qcow2 wc.raw wc.qcow2");
+        SH_OK("qemu-img check --output=json wc.qcow2 | grep -q '\"compressed-clusters\": 4[0-9]'");
+        free(a);
+        free(b);
+    }
+}
+
+/* With an O_DSYNC descriptor (cache=writethrough) a write is complete when it returns: a copy
+ * of the file taken then, before any flush or close, is a consistent image with the data. */
+static void test_write_through(void **state)
+{
+    struct error err = {0};
+    assert_int_equal(qcow2_create(p("wt.qcow2"), 4u << 20, NULL, &err), 0);
+    int fd = open(p("wt.qcow2"), O_RDWR | O_DSYNC);
+    assert_true(fd >= 0);
+    struct qcow2_open_opts o = {.read_write = true};
+    struct qcow2 *q = qcow2_open_fd(fd, p("wt.qcow2"), &o, &err);
+    assert_non_null(q);
+    uint8_t buf[200000];
+    memset(buf, 0x42, sizeof(buf));
+    assert_int_equal(qcow2_write(q, 12345, buf, sizeof(buf), &err), 0);
+    SH_OK("cp wt.qcow2 copy.qcow2 && qemu-img check copy.qcow2 && "
+          "qemu-io -c 'read -P 0x42 12345 200000' copy.qcow2");
+    close_img(q);
+    close(fd);
+}
+
 /* ---- check ---- */
 
 static void test_check_leaks_and_corruption(void **state)
@@ -622,6 +814,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prealloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_lib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_compressed_lib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_leaks_and_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirty_and_corrupt_bits, setup, teardown),
