@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -25,6 +26,7 @@ int kvm_open(struct kvm *kvm, const char *path, struct error *err)
 {
     memset(kvm, 0, sizeof(*kvm));
     kvm->vm_fd = -1;
+    pthread_mutex_init(&kvm->route_lock, NULL);
     kvm->sys_fd = open(path, O_RDWR | O_CLOEXEC);
     if (kvm->sys_fd < 0) {
         int e = errno;
@@ -64,6 +66,17 @@ int kvm_open(struct kvm *kvm, const char *path, struct error *err)
         kvm->max_vcpu_id = kvm->max_vcpus;
 
     kvm->tsc_deadline = ioctl(kvm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    /* KVM_CAP_IRQ_ROUTING answers with KVM_MAX_IRQ_ROUTES, the bound on routes and GSIs. */
+    int routes = ioctl(kvm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQ_ROUTING);
+    if (routes < X86_PC_GSI_ROUTES) {
+        kvm_close(kvm);
+        return error_setf(err, "%s: KVM lacks a required capability: GSI routing", path);
+    }
+    kvm->max_routes = (unsigned)routes;
+    kvm->irqfd = ioctl(kvm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) > 0;
+    /* Its own variable: any KEMU_TRACE but "reset" also logs every exit (vm.c). */
+    const char *trace = getenv("KEMU_TRACE_IRQ");
+    kvm->trace_irq = trace && *trace && strcmp(trace, "0") != 0;
     /* The supported CPUID set; grow the buffer until the kernel is satisfied. */
     for (int n = 64; n <= 4096; n *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
@@ -98,6 +111,169 @@ void kvm_close(struct kvm *kvm)
     kvm->sys_fd = -1;
     free(kvm->supported_cpuid);
     kvm->supported_cpuid = NULL;
+    /* route_lock stays initialised: devices torn down after the VM may still ask to remove
+     * their routes, which kvm_irqfd_msi_remove turns into no-ops. */
+}
+
+/* ---- GSI routing table ---------------------------------------------------------------- */
+
+int kvm_gsi_table_init(struct kvm_gsi_table *t, unsigned limit)
+{
+    memset(t, 0, sizeof(*t));
+    t->limit = limit;
+    if (limit <= KVM_MSI_GSI_BASE)
+        return 0; /* room for the irqchip routes only */
+    t->msi = calloc(limit - KVM_MSI_GSI_BASE, sizeof(*t->msi));
+    return t->msi ? 0 : -1;
+}
+
+void kvm_gsi_table_destroy(struct kvm_gsi_table *t)
+{
+    free(t->msi);
+    memset(t, 0, sizeof(*t));
+}
+
+static struct kvm_msi_route *msi_slot(struct kvm_gsi_table *t, int gsi)
+{
+    if (!t->msi || gsi < KVM_MSI_GSI_BASE || (unsigned)gsi >= t->limit)
+        return NULL;
+    struct kvm_msi_route *m = &t->msi[gsi - KVM_MSI_GSI_BASE];
+    return m->used ? m : NULL;
+}
+
+int kvm_gsi_table_alloc(struct kvm_gsi_table *t, uint64_t addr, uint32_t data)
+{
+    /* KVM bounds the number of entries as well as the GSI numbers. */
+    if (!t->msi || X86_PC_GSI_ROUTES + t->nr_msi + 1 > t->limit)
+        return -1;
+    for (unsigned i = 0; i < t->limit - KVM_MSI_GSI_BASE; i++) {
+        if (!t->msi[i].used) {
+            t->msi[i] = (struct kvm_msi_route){.used = true, .addr = addr, .data = data};
+            t->nr_msi++;
+            return (int)(i + KVM_MSI_GSI_BASE);
+        }
+    }
+    return -1;
+}
+
+int kvm_gsi_table_set(struct kvm_gsi_table *t, int gsi, uint64_t addr, uint32_t data)
+{
+    struct kvm_msi_route *m = msi_slot(t, gsi);
+    if (!m)
+        return -1;
+    m->addr = addr;
+    m->data = data;
+    return 0;
+}
+
+void kvm_gsi_table_free(struct kvm_gsi_table *t, int gsi)
+{
+    struct kvm_msi_route *m = msi_slot(t, gsi);
+    if (!m)
+        return;
+    m->used = false;
+    t->nr_msi--;
+}
+
+unsigned kvm_gsi_table_entries(const struct kvm_gsi_table *t, struct kvm_irq_routing_entry *out,
+                               unsigned max)
+{
+    if (max < X86_PC_GSI_ROUTES + t->nr_msi)
+        return 0;
+    unsigned n = x86_pc_gsi_routing(out, max);
+    for (unsigned i = 0; t->msi && i < t->limit - KVM_MSI_GSI_BASE; i++) {
+        const struct kvm_msi_route *m = &t->msi[i];
+        if (!m->used)
+            continue;
+        memset(&out[n], 0, sizeof(out[n]));
+        out[n].gsi = i + KVM_MSI_GSI_BASE;
+        out[n].type = KVM_IRQ_ROUTING_MSI;
+        out[n].u.msi.address_lo = (uint32_t)m->addr;
+        out[n].u.msi.address_hi = (uint32_t)(m->addr >> 32);
+        out[n].u.msi.data = m->data;
+        n++;
+    }
+    return n;
+}
+
+/* Hand the whole table to KVM (route_lock held). 0, or -1 with errno. */
+static int commit_routes(struct kvm *kvm)
+{
+    unsigned max = X86_PC_GSI_ROUTES + kvm->routes.nr_msi;
+    struct kvm_irq_routing *rt = calloc(1, sizeof(*rt) + max * sizeof(rt->entries[0]));
+    if (!rt) {
+        errno = ENOMEM;
+        return -1;
+    }
+    rt->nr = kvm_gsi_table_entries(&kvm->routes, rt->entries, max);
+    int r = ioctl(kvm->vm_fd, KVM_SET_GSI_ROUTING, rt);
+    int e = errno;
+    free(rt);
+    errno = e;
+    return r < 0 ? -1 : 0;
+}
+
+static int irqfd(struct kvm *kvm, int fd, int gsi, bool assign)
+{
+    struct kvm_irqfd f = {
+        .fd = (uint32_t)fd, .gsi = (uint32_t)gsi, .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
+    return ioctl(kvm->vm_fd, KVM_IRQFD, &f);
+}
+
+int kvm_irqfd_msi_add(struct kvm *kvm, int fd, uint64_t addr, uint32_t data)
+{
+    if (!kvm->irqfd)
+        return -1;
+    pthread_mutex_lock(&kvm->route_lock);
+    int gsi = kvm->vm_fd < 0 ? -1 : kvm_gsi_table_alloc(&kvm->routes, addr, data);
+    if (gsi >= 0 && (commit_routes(kvm) < 0 || irqfd(kvm, fd, gsi, true) < 0)) {
+        int e = errno;
+        kvm_gsi_table_free(&kvm->routes, gsi);
+        (void)commit_routes(kvm);
+        if (kvm->trace_irq)
+            fprintf(stderr, "kemu: irqfd: cannot route GSI %d: %s\n", gsi, strerror(e));
+        gsi = -1;
+    }
+    if (kvm->trace_irq)
+        fprintf(stderr, "kemu: irqfd: add gsi %d addr 0x%llx data 0x%x (%u MSI routes)\n", gsi,
+                (unsigned long long)addr, data, kvm->routes.nr_msi);
+    pthread_mutex_unlock(&kvm->route_lock);
+    return gsi;
+}
+
+int kvm_irqfd_msi_update(struct kvm *kvm, int gsi, uint64_t addr, uint32_t data)
+{
+    pthread_mutex_lock(&kvm->route_lock);
+    int r = -1;
+    struct kvm_msi_route *m = kvm->vm_fd < 0 ? NULL : msi_slot(&kvm->routes, gsi);
+    if (m) {
+        struct kvm_msi_route old = *m;
+        kvm_gsi_table_set(&kvm->routes, gsi, addr, data);
+        r = commit_routes(kvm);
+        if (r < 0)
+            *m = old;
+    }
+    if (kvm->trace_irq)
+        fprintf(stderr, "kemu: irqfd: update gsi %d addr 0x%llx data 0x%x: %s\n", gsi,
+                (unsigned long long)addr, data, r < 0 ? "failed" : "ok");
+    pthread_mutex_unlock(&kvm->route_lock);
+    return r;
+}
+
+void kvm_irqfd_msi_remove(struct kvm *kvm, int gsi, int fd)
+{
+    pthread_mutex_lock(&kvm->route_lock);
+    if (kvm->vm_fd >= 0 && msi_slot(&kvm->routes, gsi)) {
+        (void)irqfd(kvm, fd, gsi, false);
+        kvm_gsi_table_free(&kvm->routes, gsi);
+        /* A stale route would be harmless (no irqfd uses it) but would count against the
+         * limit in KVM's copy only; keep KVM's table equal to ours. */
+        (void)commit_routes(kvm);
+        if (kvm->trace_irq)
+            fprintf(stderr, "kemu: irqfd: remove gsi %d (%u MSI routes)\n", gsi,
+                    kvm->routes.nr_msi);
+    }
+    pthread_mutex_unlock(&kvm->route_lock);
 }
 
 int kvm_create_vm(struct kvm *kvm, struct error *err)
@@ -117,16 +293,16 @@ int kvm_create_vm(struct kvm *kvm, struct error *err)
     if (ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
         goto fail;
     /* KVM's default routing puts GSI 0 on IOAPIC pin 0; a PC (and our MADT) has the PIT on
-     * pin 2. Route as a PC does, or the guest gets no timer ticks through the IOAPIC. */
-    struct kvm_irq_routing *rt =
-        calloc(1, sizeof(*rt) + X86_PC_GSI_ROUTES * sizeof(struct kvm_irq_routing_entry));
-    if (!rt) {
+     * pin 2. Route as a PC does, or the guest gets no timer ticks through the IOAPIC. A new VM
+     * (also after a reset) starts with no MSI routes. */
+    pthread_mutex_lock(&kvm->route_lock);
+    kvm_gsi_table_destroy(&kvm->routes);
+    int r = kvm_gsi_table_init(&kvm->routes, kvm->max_routes);
+    if (r == 0)
+        r = commit_routes(kvm);
+    else
         errno = ENOMEM;
-        goto fail;
-    }
-    rt->nr = x86_pc_gsi_routing(rt->entries, X86_PC_GSI_ROUTES);
-    int r = ioctl(fd, KVM_SET_GSI_ROUTING, rt);
-    free(rt);
+    pthread_mutex_unlock(&kvm->route_lock);
     if (r < 0)
         goto fail;
     /* The speaker-port dummy lets port 0x61 reads (PIT calibration) stay in the kernel. */
@@ -142,9 +318,13 @@ fail:;
 
 void kvm_destroy_vm(struct kvm *kvm)
 {
+    /* The VM's irqfds and routes go with its fd. */
+    pthread_mutex_lock(&kvm->route_lock);
     if (kvm->vm_fd >= 0)
         close(kvm->vm_fd);
     kvm->vm_fd = -1;
+    kvm_gsi_table_destroy(&kvm->routes);
+    pthread_mutex_unlock(&kvm->route_lock);
 }
 
 int kvm_set_memory(struct kvm *kvm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
@@ -192,6 +372,9 @@ int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data)
 {
     struct kvm_msi m = {
         .address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32), .data = data};
+    if (kvm->trace_irq)
+        fprintf(stderr, "kemu: irq: KVM_SIGNAL_MSI addr 0x%llx data 0x%x\n",
+                (unsigned long long)addr, data);
     return ioctl(kvm->vm_fd, KVM_SIGNAL_MSI, &m);
 }
 

@@ -6,10 +6,43 @@
 #define KEMU_CORE_KVM_H
 
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "core/error.h"
+
+/*
+ * The VM's GSI routing table: the fixed irqchip routes of a PC (arch/x86/gsi.h: PIC and IOAPIC,
+ * GSIs 0-23) plus MSI routes that irqfds use, allocated from GSI KVM_MSI_GSI_BASE upward.
+ * KVM_SET_GSI_ROUTING replaces the whole table, so every commit sends both parts.
+ * Pure bookkeeping (no ioctls, no locking) so it can be tested without KVM.
+ */
+#define KVM_MSI_GSI_BASE 24 /* first GSI past the IOAPIC's pins */
+
+struct kvm_msi_route {
+    bool used;
+    uint64_t addr;
+    uint32_t data;
+};
+
+struct kvm_gsi_table {
+    unsigned limit;            /* max routes (and GSIs) KVM takes: KVM_MAX_IRQ_ROUTES */
+    unsigned nr_msi;           /* MSI routes in use */
+    struct kvm_msi_route *msi; /* one slot per GSI from KVM_MSI_GSI_BASE to limit - 1 */
+};
+
+/* limit: what KVM_CHECK_EXTENSION(KVM_CAP_IRQ_ROUTING) returned. Returns 0 or -1 (memory). */
+int kvm_gsi_table_init(struct kvm_gsi_table *t, unsigned limit);
+void kvm_gsi_table_destroy(struct kvm_gsi_table *t);
+/* A free GSI now routed to addr/data, or -1 when the table (or KVM's limit) is full. */
+int kvm_gsi_table_alloc(struct kvm_gsi_table *t, uint64_t addr, uint32_t data);
+/* Re-point an allocated GSI; -1 when gsi is not an allocated MSI route. */
+int kvm_gsi_table_set(struct kvm_gsi_table *t, int gsi, uint64_t addr, uint32_t data);
+void kvm_gsi_table_free(struct kvm_gsi_table *t, int gsi);
+/* The full table for KVM_SET_GSI_ROUTING in out (room for max): count, or 0 if max is short. */
+unsigned kvm_gsi_table_entries(const struct kvm_gsi_table *t, struct kvm_irq_routing_entry *out,
+                               unsigned max);
 
 struct kvm {
     int sys_fd;   /* /dev/kvm */
@@ -19,6 +52,13 @@ struct kvm {
     int max_vcpu_id;
     bool tsc_deadline; /* the LAPIC's TSC-deadline timer can be offered to the guest */
     struct kvm_cpuid2 *supported_cpuid;
+    /* MSIs through irqfds (KVM_CAP_IRQ_ROUTING and KVM_CAP_IRQFD), decided at kvm_open; else
+     * every MSI is a KVM_SIGNAL_MSI ioctl. */
+    bool irqfd;
+    bool trace_irq;             /* KEMU_TRACE_IRQ=1: log MSI routes and MSI ioctls */
+    unsigned max_routes;        /* KVM_MAX_IRQ_ROUTES as KVM reports it */
+    pthread_mutex_t route_lock; /* guards routes: vCPU threads change them, devices fire */
+    struct kvm_gsi_table routes;
 };
 
 /* Open /dev/kvm and check the API version and the capabilities kemu relies on. */
@@ -42,6 +82,16 @@ int kvm_set_clock(struct kvm *kvm, uint64_t ns);
 void kvm_vcpu_clock_paused(int vcpu_fd);
 /* Inject an MSI (address/data as a device would write them). Safe from any thread. */
 int kvm_signal_msi(struct kvm *kvm, uint64_t addr, uint32_t data);
+/*
+ * MSI through an irqfd: route a new GSI to addr/data and have KVM inject it whenever eventfd fd
+ * is written, without kemu. Returns the GSI, or -1 (no irqfd support, routes exhausted, ioctl
+ * failure): the caller then keeps using kvm_signal_msi. Safe from any thread.
+ */
+int kvm_irqfd_msi_add(struct kvm *kvm, int fd, uint64_t addr, uint32_t data);
+/* Re-point the route of gsi at a new message: 0, or -1 (the route is unchanged). */
+int kvm_irqfd_msi_update(struct kvm *kvm, int gsi, uint64_t addr, uint32_t data);
+/* Detach fd from gsi and free the route. */
+void kvm_irqfd_msi_remove(struct kvm *kvm, int gsi, int fd);
 /* Signal eventfd fd when the guest writes len bytes at MMIO addr (assign) or stop (!assign). */
 int kvm_ioeventfd(struct kvm *kvm, uint64_t addr, unsigned len, int fd, bool assign);
 

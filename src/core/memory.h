@@ -13,6 +13,7 @@
 #include "core/error.h"
 
 #define GUEST_MEM_MAX_REGIONS 8
+#define GUEST_MEM_ALIGN       (2u << 20) /* host alignment of guest RAM: one huge page */
 
 struct guest_region {
     uint64_t gpa;

@@ -1,9 +1,17 @@
-/* Process-level services: pid file, daemonizing, termination signals. */
+/* Process-level services: pid file, daemonizing, termination signals, TCP sockets. */
 #ifndef KEMU_CORE_OS_H
 #define KEMU_CORE_OS_H
 
+#include <stdbool.h>
+#include <sys/socket.h>
+
 #include "core/error.h"
 #include "core/eventloop.h"
+
+/* A TCP socket listening on (server) or connected to host:port ("" host: any address), the
+ * first address that works; family AF_UNSPEC, AF_INET or AF_INET6. Returns the fd or -1. */
+int os_tcp_socket(const char *host, const char *port, bool server, int family, bool nodelay,
+                  struct error *err);
 
 /* Create and lock the pid file; it stays locked until os_pidfile_remove(). */
 int os_pidfile_create(const char *path, struct error *err);

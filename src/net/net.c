@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ static const struct opt_desc tap_desc[] = {
     {"downscript", OPT_STRING, "/etc/qemu-ifdown", "run with the interface name at exit; no"},
     {"fd", OPT_NUMBER, NULL, "an already open tap file descriptor"},
     {"vnet_hdr", OPT_BOOL, NULL, "use the virtio-net header (offloads); default on if possible"},
+    {"sndbuf", OPT_SIZE, "0", "send buffer limit in bytes (0: unlimited)"},
     {"vhost", OPT_BOOL, "off", "vhost-net datapath"},
     {"vhostfd", OPT_NUMBER, NULL, "an already open /dev/vhost-net descriptor"},
     {NULL, 0, NULL, NULL},
@@ -180,7 +182,17 @@ static int net_member(const struct opts *o, const char *key, const struct net_us
     const char *s = opts_get_str(o, key);
     uint32_t net = ntohl(c->net.s_addr), m = ntohl(c->mask.s_addr);
     if (!s) {
-        out->s_addr = htonl(net | def_host);
+        /* The defaults assume a /24 or larger: a small net= must name the address. */
+        out->s_addr = htonl(net + def_host);
+        uint32_t a = net + def_host;
+        if ((a & m) != net || (a & ~m) == ~m) {
+            char ip[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, out, ip, sizeof(ip));
+            return error_setf(err,
+                              "the default %s address %s is not a host address of the guest "
+                              "network (give %s=)",
+                              key, ip, key);
+        }
         return 0;
     }
     if (parse_addr(s, out) < 0)
@@ -388,6 +400,13 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
         if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript"))
             return error_setf(err, "fd= cannot be combined with ifname=, script= or downscript=");
         c.script = c.downscript = NULL;
+    }
+    if (opts_has(o, "sndbuf")) {
+        uint64_t v;
+        if (opts_get_size(o, "sndbuf", &v, err) < 0)
+            return -1;
+        c.sndbuf = v > INT_MAX ? INT_MAX : (int)v; /* QEMU clamps the same way */
+        c.sndbuf_given = true;
     }
     if (opts_has(o, "vnet_hdr")) {
         c.vnet_hdr_given = true;

@@ -95,6 +95,8 @@ struct netdev_frontend {
     void (*receive)(void *opaque, const uint8_t *frame, size_t len);
     /* Optional: a batch of receive() calls ended. */
     void (*flush)(void *opaque);
+    /* Optional: the backend can take frames again after netdev_send() returned NETDEV_BUSY. */
+    void (*writable)(void *opaque);
 };
 
 typedef void (*netdev_fd_cb)(void *opaque);
@@ -109,8 +111,10 @@ void netdev_remove_fd(struct netdev *nd, int fd);
 /* Flow control towards the guest: false stops reading the backend (frames wait in the kernel or
  * in slirp's sockets); true resumes. */
 void netdev_set_rx_enabled(struct netdev *nd, bool on);
-/* Send one frame from the guest (vnet header first if the backend has one). Returns 0, or -1 if
- * it was dropped (the backend is full or refused it). */
+/* Send one frame from the guest (vnet header first if the backend has one). Returns 0 (sent),
+ * -1 (dropped: the backend refused it), or NETDEV_BUSY: the backend's queue is full and the
+ * frame was not taken; the frontend keeps it and the writable() hook says when to retry. */
+#define NETDEV_BUSY 1
 int netdev_send(struct netdev *nd, const struct iovec *iov, int iovcnt);
 /* Offloads the guest accepts in received frames (subset of netdev_offload_caps()). */
 int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err);

@@ -83,6 +83,7 @@ struct nd_fd_backend {
     char *downscript;
     uint8_t *buf;
     bool read_error_logged;
+    bool tx_blocked; /* a send hit a full queue: watching for POLLOUT */
 };
 int nd_fd_backend_init(struct netdev *nd, int fd, bool vnet_hdr, bool is_tap, struct error *err);
 
@@ -115,6 +116,8 @@ struct net_tap_cfg {
     int fd;                          /* -1: open /dev/net/tun */
     bool vnet_hdr;
     bool vnet_hdr_given;
+    int sndbuf; /* TUNSETSNDBUF value; 0 = unlimited (QEMU's default) */
+    bool sndbuf_given;
 };
 int net_tap_init(struct netdev *nd, const struct net_tap_cfg *cfg, struct error *err);
 

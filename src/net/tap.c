@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +18,31 @@
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1: modern virtio always has num_buffers */
 #define RX_BATCH     64 /* frames read per wake-up, so TX kicks are not starved */
 
+static uint32_t fd_events(struct netdev *nd)
+{
+    struct nd_fd_backend *b = nd->be;
+    return (nd->rx_enabled ? EPOLLIN : 0) | (b->tx_blocked ? EPOLLOUT : 0);
+}
+
+/* A send found the queue full: the frame stays with the frontend until the fd is writable. */
+static void fd_tx_unblock(struct netdev *nd)
+{
+    struct nd_fd_backend *b = nd->be;
+    struct pollfd p = {.fd = b->fd, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLOUT | POLLERR | POLLHUP)))
+        return;
+    b->tx_blocked = false;
+    netdev_modify_fd(nd, b->fd, fd_events(nd));
+    if (nd->fe && nd->fe->writable)
+        nd->fe->writable(nd->fe_opaque);
+}
+
 static void fd_rx(void *opaque)
 {
     struct netdev *nd = opaque;
     struct nd_fd_backend *b = nd->be;
+    if (b->tx_blocked)
+        fd_tx_unblock(nd);
     for (int i = 0; i < RX_BATCH && nd->rx_enabled; i++) {
         ssize_t n = read(b->fd, b->buf, NETDEV_MAX_FRAME);
         if (n < 0) {
@@ -47,14 +70,20 @@ static int fd_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
     do {
         n = writev(b->fd, iov, iovcnt);
     } while (n < 0 && errno == EINTR);
-    /* EAGAIN (queue full) or an error: the frame is lost, as on a wire; TCP resends. */
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        /* Dropping here would cost the guest's TCP a retransmit timeout: hold the frame. */
+        b->tx_blocked = true;
+        netdev_modify_fd(nd, b->fd, fd_events(nd));
+        return NETDEV_BUSY;
+    }
+    /* Any other error: the frame is lost, as on a wire. */
     return n < 0 ? -1 : 0;
 }
 
 static void fd_set_rx_enabled(struct netdev *nd, bool on)
 {
-    struct nd_fd_backend *b = nd->be;
-    netdev_modify_fd(nd, b->fd, on ? EPOLLIN : 0);
+    (void)on; /* nd->rx_enabled already says it */
+    netdev_modify_fd(nd, ((struct nd_fd_backend *)nd->be)->fd, fd_events(nd));
 }
 
 static int tap_set_offloads(struct netdev *nd, unsigned offloads, struct error *err)
@@ -221,6 +250,14 @@ int net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *e
             return error_setf_errno(err, e, "tap %s: TUNSETVNETHDRSZ", ifr.ifr_name);
         }
         caps = probe_offloads(fd);
+    }
+    /* The kernel's default send buffer (wmem_default) fills with a few 64 KiB GSO frames;
+     * like QEMU, lift the limit unless sndbuf= sets one. */
+    int sndbuf = c->sndbuf ? c->sndbuf : INT_MAX;
+    if (ioctl(fd, TUNSETSNDBUF, &sndbuf) < 0 && c->sndbuf_given) {
+        int e = errno;
+        close(fd);
+        return error_setf_errno(err, e, "tap %s: cannot set sndbuf=%d", ifr.ifr_name, c->sndbuf);
     }
     if (nd_fd_backend_init(nd, fd, vnet, true, err) < 0)
         return -1;

@@ -13,8 +13,11 @@
 #include "pci/pci.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "core/bytes.h"
 
@@ -87,8 +90,15 @@ void pci_device_set_extended_config(struct pci_device *dev)
     dev->config_size = PCI_EXT_CONFIG_SIZE;
 }
 
+static void msix_routes_release(struct pci_device *dev);
+
 void pci_device_destroy(struct pci_device *dev)
 {
+    pthread_mutex_lock(&dev->lock);
+    msix_routes_release(dev);
+    pthread_mutex_unlock(&dev->lock);
+    free(dev->msix.route);
+    dev->msix.route = NULL;
     free(dev->msix.table);
     free(dev->msix.pba);
     dev->msix.table = NULL;
@@ -344,8 +354,90 @@ bool pci_msix_masked(struct pci_device *dev, unsigned vector)
     return m;
 }
 
+/* The bus's irqfd interface, when it has all of it. */
+static const struct pci_bus_io *route_io(const struct pci_device *dev)
+{
+    const struct pci_bus_io *io = dev->bus ? dev->bus->io : NULL;
+    return io && io->msi_route_add && io->msi_route_update && io->msi_route_del ? io : NULL;
+}
+
+/* Drop vector v's irqfd route and eventfd. Device lock held. */
+static void msix_route_release(struct pci_device *dev, unsigned v)
+{
+    struct pci_msix_route *r = &dev->msix.route[v];
+    const struct pci_bus_io *io = route_io(dev);
+    if (r->handle >= 0 && io)
+        io->msi_route_del(io->ctx, r->handle, r->fd);
+    r->handle = -1;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+static void msix_routes_release(struct pci_device *dev)
+{
+    for (unsigned v = 0; dev->msix.route && v < dev->msix.nvec; v++)
+        msix_route_release(dev, v);
+}
+
+/*
+ * Make vector v's irqfd route match its table entry (device lock held). Called whenever the
+ * entry, its mask or the MSI-X control register may have changed. The route is made (or moved)
+ * only while the vector is unmasked: a masked vector never writes its eventfd (notify latches
+ * it in the PBA), and the guest may rewrite a masked entry in several steps. Disabling MSI-X
+ * frees the route. Any failure leaves the vector on msi_send; the guest never notices.
+ */
+static void msix_route_sync(struct pci_device *dev, unsigned v)
+{
+    const struct pci_bus_io *io = route_io(dev);
+    if (!io || !dev->msix.route)
+        return;
+    struct pci_msix_route *r = &dev->msix.route[v];
+    if (!pci_msix_enabled(dev)) {
+        msix_route_release(dev, v);
+        return;
+    }
+    if (vector_masked(dev, v))
+        return;
+    const uint8_t *e = dev->msix.table + v * PCI_MSIX_ENTRY_SIZE;
+    uint64_t addr = le_get64(e);
+    uint32_t data = le_get32(e + 8);
+    if (r->handle >= 0) {
+        if (r->addr == addr && r->data == data)
+            return;
+        if (io->msi_route_update(io->ctx, r->handle, addr, data) < 0) {
+            msix_route_release(dev, v);
+            return;
+        }
+    } else {
+        if (r->fd < 0)
+            r->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r->fd < 0)
+            return;
+        r->handle = io->msi_route_add(io->ctx, r->fd, addr, data);
+        if (r->handle < 0)
+            return; /* e.g. out of routes: msi_send; retried at the next unmask */
+    }
+    r->addr = addr;
+    r->data = data;
+}
+
+static void msix_routes_sync(struct pci_device *dev)
+{
+    for (unsigned v = 0; v < dev->msix.nvec; v++)
+        msix_route_sync(dev, v);
+}
+
+/* Send vector v (unmasked: its route, if any, matches the table entry). Device lock held. */
 static void msix_send(struct pci_device *dev, unsigned v)
 {
+    const struct pci_msix_route *r = dev->msix.route ? &dev->msix.route[v] : NULL;
+    if (r && r->handle >= 0) {
+        uint64_t one = 1;
+        /* Only EAGAIN (counter saturated, an interrupt already pending) can fail here. */
+        if (write(r->fd, &one, sizeof(one)) == sizeof(one) || errno == EAGAIN)
+            return;
+    }
     const uint8_t *e = dev->msix.table + v * PCI_MSIX_ENTRY_SIZE;
     const struct pci_bus_io *io = dev->bus ? dev->bus->io : NULL;
     if (io && io->msi_send)
@@ -418,9 +510,11 @@ int pci_msix_init(struct pci_device *dev, unsigned nvec, unsigned bar, uint32_t 
         return error_setf(err, "%s: no config space left for the MSI-X capability", dev->name);
     uint8_t *table = calloc(nvec, PCI_MSIX_ENTRY_SIZE);
     uint64_t *pba = calloc((nvec + 63) / 64, sizeof(uint64_t));
-    if (!table || !pba) {
+    struct pci_msix_route *route = calloc(nvec, sizeof(*route));
+    if (!table || !pba || !route) {
         free(table);
         free(pba);
+        free(route);
         return error_setf(err, "%s: out of memory", dev->name);
     }
     struct pci_msix *m = &dev->msix;
@@ -431,6 +525,9 @@ int pci_msix_init(struct pci_device *dev, unsigned nvec, unsigned bar, uint32_t 
     m->cap = (unsigned)cap;
     m->table = table;
     m->pba = pba;
+    m->route = route;
+    for (unsigned v = 0; v < nvec; v++)
+        route[v] = (struct pci_msix_route){.fd = -1, .handle = -1};
     le_put16(dev->config + cap + PCI_MSIX_FLAGS, (uint16_t)(nvec - 1));
     set_wmask16(dev, (unsigned)cap + PCI_MSIX_FLAGS,
                 PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
@@ -471,6 +568,9 @@ void pci_msix_table_write(struct pci_device *dev, uint64_t off, unsigned size, u
                 continue; /* rest of vector control: reserved */
             dev->msix.table[o] = b;
         }
+        for (uint64_t v = off / PCI_MSIX_ENTRY_SIZE; v <= (off + size - 1) / PCI_MSIX_ENTRY_SIZE;
+             v++)
+            msix_route_sync(dev, (unsigned)v);
         msix_deliver_pending(dev);
     }
     pthread_mutex_unlock(&dev->lock);
@@ -564,6 +664,8 @@ void pci_config_write(struct pci_device *dev, unsigned off, unsigned size, uint3
         (dev->msix.nvec && overlaps(off, size, dev->msix.cap + PCI_MSIX_FLAGS, 2))) {
         if (msix_was != pci_msix_enabled(dev) || overlaps(off, size, PCI_COMMAND, 2))
             update_intx(dev);
+        if (dev->msix.nvec && overlaps(off, size, dev->msix.cap + PCI_MSIX_FLAGS, 2))
+            msix_routes_sync(dev);
         msix_deliver_pending(dev);
     }
     if (dev->ops && dev->ops->config_write)
@@ -592,6 +694,7 @@ void pci_device_reset(struct pci_device *dev)
         uint16_t ctrl = cfg16(dev, dev->msix.cap + PCI_MSIX_FLAGS);
         le_put16(dev->config + dev->msix.cap + PCI_MSIX_FLAGS,
                  ctrl & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
+        msix_routes_release(dev);
         msix_reset(dev);
     }
     dev->intx_level = false;
@@ -613,9 +716,16 @@ void pci_bus_init(struct pci_bus *bus, const struct pci_bus_io *io)
 void pci_bus_destroy(struct pci_bus *bus)
 {
     for (unsigned s = 0; s < PCI_SLOTS; s++)
-        for (unsigned f = 0; f < PCI_FUNCS; f++)
-            if (bus->dev[s][f])
-                bus->dev[s][f]->bus = NULL;
+        for (unsigned f = 0; f < PCI_FUNCS; f++) {
+            struct pci_device *dev = bus->dev[s][f];
+            if (!dev)
+                continue;
+            /* Its routes belong to the board's hypervisor: give them back while it is known. */
+            pthread_mutex_lock(&dev->lock);
+            msix_routes_release(dev);
+            dev->bus = NULL;
+            pthread_mutex_unlock(&dev->lock);
+        }
     memset(bus->dev, 0, sizeof(bus->dev));
     pthread_mutex_destroy(&bus->lock);
 }

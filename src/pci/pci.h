@@ -113,6 +113,15 @@ struct pci_bus_io {
     void (*unmap)(void *ctx, bool mmio, uint64_t base, void *opaque);
     /* Deliver an MSI: a 32-bit memory write of data to addr. Optional (messages dropped). */
     void (*msi_send)(void *ctx, uint64_t addr, uint32_t data);
+    /*
+     * MSI through an irqfd (optional, as a set): msi_route_add routes message addr/data to a new
+     * handle (a GSI) and has the hypervisor inject it whenever eventfd fd is written; it returns
+     * the handle, or -1 (unsupported, routes exhausted): msi_send then carries that vector.
+     * msi_route_update re-points a handle (0, or -1: unchanged); msi_route_del frees it.
+     */
+    int (*msi_route_add)(void *ctx, int fd, uint64_t addr, uint32_t data);
+    int (*msi_route_update)(void *ctx, int handle, uint64_t addr, uint32_t data);
+    void (*msi_route_del)(void *ctx, int handle, int fd);
     /* Drive a GSI (level-triggered INTx). Optional. */
     void (*set_irq)(void *ctx, unsigned gsi, int level);
     /* Have the hypervisor signal eventfd fd, without an exit to kemu, when the guest writes len
@@ -138,6 +147,14 @@ struct pci_msix {
     unsigned cap;                /* config offset of the capability */
     uint8_t *table;              /* nvec entries of 16 bytes */
     uint64_t *pba;               /* (nvec + 63) / 64 words */
+    /* Per vector: the irqfd route that carries it while MSI-X is enabled and it has been
+     * unmasked once, following its table entry; handle -1 means msi_send. */
+    struct pci_msix_route {
+        int fd;     /* eventfd, or -1 */
+        int handle; /* from msi_route_add, or -1 */
+        uint64_t addr;
+        uint32_t data;
+    } * route;
 };
 
 struct pci_bus;
@@ -227,7 +244,8 @@ bool pci_msix_masked(struct pci_device *dev, unsigned vector);
 /*
  * Signal vector: sent at once when MSI-X is enabled, the vector and the function are unmasked
  * and bus mastering is on; latched in the PBA when masked (and sent when unmasked). Ignored
- * when MSI-X is disabled, bus mastering is off or vector is out of range.
+ * when MSI-X is disabled, bus mastering is off or vector is out of range. Goes out through the
+ * vector's irqfd when it has one (a write to an eventfd), else through msi_send.
  */
 void pci_msix_notify(struct pci_device *dev, unsigned vector);
 

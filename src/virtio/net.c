@@ -189,9 +189,14 @@ static void net_receive(void *opaque, const uint8_t *frame, size_t len)
         held_push(n, frame, len);
         return;
     }
-    if (rx_try(n, frame, len) == 0) {
+    int r = rx_try(n, frame, len);
+    if (r == 0) {
         held_push(n, frame, len);
         netdev_set_rx_enabled(n->nd, false);
+    } else if (r > 0) {
+        /* Per frame, not per batch: the guest starts on the first frame while we copy the next;
+         * its used_event (NAPI) keeps the interrupts few. */
+        rx_notify(n);
     }
 }
 
@@ -242,7 +247,8 @@ static bool tx_hdr_ok(struct virtio_net *n, const uint8_t *hdr)
     return true;
 }
 
-/* One popped chain: 0 handled (sent or dropped), -1 malformed (device broken). */
+/* One popped chain: 0 handled (sent or dropped), 1 the backend is full (chain not consumed),
+ * -1 malformed (device broken). */
 static int tx_one(struct virtio_net *n)
 {
     struct virtqueue *vq = &n->vdev.vq[VIRTIO_NET_TXQ];
@@ -285,7 +291,10 @@ static int tx_one(struct virtio_net *n)
         n->tx_iov[cnt++] = (struct iovec){p + skip, s->len - skip};
         skip = 0;
     }
-    if (netdev_send(n->nd, n->tx_iov, cnt) < 0)
+    int r = netdev_send(n->nd, n->tx_iov, cnt);
+    if (r == NETDEV_BUSY)
+        return 1;
+    if (r < 0)
         n->stats.tx_dropped++;
     else
         n->stats.tx_frames++;
@@ -309,9 +318,18 @@ static void tx_kick(void *opaque)
         }
         if (r == 0)
             break;
-        if (tx_one(n) < 0)
+        r = tx_one(n);
+        if (r < 0)
             return;
+        if (r == 1) {
+            /* Give the chain back; the backend's writable() hook brings us here again. */
+            vq_unpop(vq, 1);
+            break;
+        }
         vq_push(vq, n->tx.head, 0);
+        /* Complete each frame as it goes: the guest's TCP (small queues) sends more only when
+         * earlier frames are freed, so holding completions until the batch ends stalls it. */
+        virtio_notify_queue(&n->vdev, VIRTIO_NET_TXQ);
     }
     if (i == TX_BUDGET)
         virtio_kick(&n->vdev, VIRTIO_NET_TXQ); /* more may wait: come back after other events */
@@ -325,6 +343,7 @@ static void tx_kick(void *opaque)
 static const struct netdev_frontend net_frontend = {
     .receive = net_receive,
     .flush = net_flush,
+    .writable = tx_kick,
 };
 
 static void attach_on_thread(void *opaque)

@@ -7,8 +7,10 @@
 
 #include <cmocka.h>
 
+#include "arch/x86/gsi.h"
 #include "core/bus.h"
 #include "core/error.h"
+#include "core/kvm.h"
 #include "core/memory.h"
 
 struct fake_dev {
@@ -134,6 +136,86 @@ static void errors_keep_the_first_reason_and_take_prefixes(void **state)
     assert_int_equal(error_setf(NULL, "ignored"), -1);
 }
 
+/* ---- GSI routing table (what kvm.c hands to KVM_SET_GSI_ROUTING) ---- */
+
+static const struct kvm_irq_routing_entry *find_route(const struct kvm_irq_routing_entry *e,
+                                                      unsigned n, unsigned gsi, unsigned type,
+                                                      unsigned chip)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (e[i].gsi == gsi && e[i].type == type &&
+            (type != KVM_IRQ_ROUTING_IRQCHIP || e[i].u.irqchip.irqchip == chip))
+            return &e[i];
+    return NULL;
+}
+
+static void gsi_table_keeps_irqchip_routes_and_adds_msi(void **state)
+{
+    struct kvm_gsi_table t;
+    struct kvm_irq_routing_entry out[64];
+    assert_int_equal(kvm_gsi_table_init(&t, 64), 0);
+    /* Empty: only the PC's irqchip routes, with the serial port's GSI 4 on PIC and IOAPIC,
+     * the PIT's GSI 0 on IOAPIC pin 2 and the PCI GSIs 16-23 on the IOAPIC. */
+    unsigned n = kvm_gsi_table_entries(&t, out, 64);
+    assert_int_equal(n, X86_PC_GSI_ROUTES);
+    assert_non_null(find_route(out, n, 4, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_PIC_MASTER));
+    const struct kvm_irq_routing_entry *r =
+        find_route(out, n, 4, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC);
+    assert_non_null(r);
+    assert_int_equal(r->u.irqchip.pin, 4);
+    r = find_route(out, n, 0, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC);
+    assert_non_null(r);
+    assert_int_equal(r->u.irqchip.pin, 2);
+    for (unsigned g = 16; g < 24; g++)
+        assert_non_null(find_route(out, n, g, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC));
+
+    /* MSI routes start past the IOAPIC; KVM's limit counts entries, so 64 - 38 fit. */
+    int first = kvm_gsi_table_alloc(&t, 0x1fee01000ULL, 0x4041);
+    assert_int_equal(first, KVM_MSI_GSI_BASE);
+    unsigned got = 1;
+    while (kvm_gsi_table_alloc(&t, 0xfee00000, got) >= 0)
+        got++;
+    assert_int_equal(got, 64 - X86_PC_GSI_ROUTES);
+    assert_int_equal(t.nr_msi, got);
+    n = kvm_gsi_table_entries(&t, out, 64);
+    assert_int_equal(n, 64);
+    assert_int_equal(kvm_gsi_table_entries(&t, out, 63), 0); /* no room: nothing written */
+    r = find_route(out, n, KVM_MSI_GSI_BASE, KVM_IRQ_ROUTING_MSI, 0);
+    assert_non_null(r);
+    assert_int_equal(r->u.msi.address_lo, 0xfee01000);
+    assert_int_equal(r->u.msi.address_hi, 1);
+    assert_int_equal(r->u.msi.data, 0x4041);
+    assert_non_null(find_route(out, n, 4, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC));
+
+    /* Update and free: only allocated MSI routes; irqchip GSIs are never touched. */
+    assert_int_equal(kvm_gsi_table_set(&t, 30, 0xfee02000, 7), 0);
+    kvm_gsi_table_free(&t, 30);
+    assert_int_equal(kvm_gsi_table_set(&t, 30, 0xfee02000, 7), -1);
+    assert_int_equal(kvm_gsi_table_set(&t, 4, 0xfee02000, 7), -1);
+    assert_int_equal(kvm_gsi_table_set(&t, 64, 0xfee02000, 7), -1);
+    assert_int_equal(kvm_gsi_table_set(&t, -1, 0xfee02000, 7), -1);
+    kvm_gsi_table_free(&t, 4);
+    kvm_gsi_table_free(&t, 30); /* twice: no effect */
+    assert_int_equal(t.nr_msi, got - 1);
+    assert_int_equal(kvm_gsi_table_alloc(&t, 0xfee03000, 9), 30); /* the freed one again */
+    assert_int_equal(kvm_gsi_table_alloc(&t, 0xfee03000, 9), -1);
+    n = kvm_gsi_table_entries(&t, out, 64);
+    r = find_route(out, n, 30, KVM_IRQ_ROUTING_MSI, 0);
+    assert_non_null(r);
+    assert_int_equal(r->u.msi.address_lo, 0xfee03000);
+    assert_int_equal(r->u.msi.data, 9);
+    kvm_gsi_table_destroy(&t);
+
+    /* A KVM with room for the irqchip routes only: no MSI routes (callers fall back). */
+    assert_int_equal(kvm_gsi_table_init(&t, X86_PC_GSI_ROUTES), 0);
+    assert_int_equal(kvm_gsi_table_alloc(&t, 0xfee00000, 0), -1);
+    assert_int_equal(kvm_gsi_table_entries(&t, out, 64), X86_PC_GSI_ROUTES);
+    kvm_gsi_table_destroy(&t);
+    assert_int_equal(kvm_gsi_table_init(&t, 16), 0);
+    assert_int_equal(kvm_gsi_table_alloc(&t, 0xfee00000, 0), -1);
+    kvm_gsi_table_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +224,7 @@ int main(void)
         cmocka_unit_test(memory_bounds_are_checked),
         cmocka_unit_test(memory_x86_layout_splits_at_the_hole),
         cmocka_unit_test(errors_keep_the_first_reason_and_take_prefixes),
+        cmocka_unit_test(gsi_table_keeps_irqchip_routes_and_adds_msi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

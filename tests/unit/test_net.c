@@ -41,6 +41,7 @@ struct collector {
     size_t lens[MAX_FRAMES];
     unsigned n;
     unsigned flushes;
+    unsigned writable;
 };
 
 static void col_receive(void *opaque, const uint8_t *frame, size_t len)
@@ -64,7 +65,17 @@ static void col_flush(void *opaque)
     pthread_mutex_unlock(&c->lock);
 }
 
-static const struct netdev_frontend col_fe = {.receive = col_receive, .flush = col_flush};
+static void col_writable(void *opaque)
+{
+    struct collector *c = opaque;
+    pthread_mutex_lock(&c->lock);
+    c->writable++;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static const struct netdev_frontend col_fe = {
+    .receive = col_receive, .flush = col_flush, .writable = col_writable};
 
 struct attach_arg {
     struct netdev *nd;
@@ -169,6 +180,10 @@ static void test_parse_errors(void **state)
     expect_create_error("user,id=n0,net=300.0.2.0/24", "invalid net");
     expect_create_error("user,id=n0,net=10.0.2.0/255.0.255.0", "not contiguous");
     expect_create_error("user,id=n0,net=10.0.2.0/32", "room for hosts");
+    expect_create_error("user,id=n0,net=10.0.0.0/29", "default dhcpstart address 10.0.0.15");
+    expect_create_error("user,id=n0,net=10.0.0.0/30,dhcpstart=10.0.0.1",
+                        "default dns address 10.0.0.3");
+    expect_create_error("user,id=n0,net=10.0.0.0/28", "default dhcpstart");
     expect_create_error("user,id=n0,host=10.0.3.2", "host address '10.0.3.2'");
     expect_create_error("user,id=n0,dhcpstart=10.0.2.255", "dhcpstart address");
     expect_create_error("user,id=n0,dns=x", "invalid dns address 'x'");
@@ -190,6 +205,7 @@ static void test_parse_errors(void **state)
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.5.100:1234-cmd:cat", "outside net");
     expect_create_error("tap,id=t0,ifname=abcdefghijklmnopq", "invalid ifname");
     expect_create_error("tap,id=t0,fd=x", "fd");
+    expect_create_error("tap,id=t0,sndbuf=lots", "sndbuf");
     expect_create_error("tap,id=t0,fd=3,ifname=x", "cannot be combined");
     expect_create_error("tap,id=t0,vhostfd=4", "not supported yet");
     if (access("/dev/vhost-net", F_OK) < 0)
@@ -536,6 +552,50 @@ static void test_fd_backend(void **state)
     close(sv[1]);
 }
 
+/* A full backend queue is reported (NETDEV_BUSY), not a silent drop, and the frontend hears when
+ * it drained. */
+static void test_fd_backpressure(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    struct netdev *nd;
+    struct error err = {0};
+    assert_int_equal(netdev_create_fd("s0", sv[0], false, true, &nd, &err), 0);
+    struct collector c;
+    col_init(&c, nd);
+    uint8_t f[1500];
+    memset(f, 0xab, sizeof(f));
+    int r = 0;
+    unsigned sent = 0;
+    while (sent < 10000 && (r = send_frame(nd, f, sizeof(f))) == 0)
+        sent++;
+    assert_int_equal(r, NETDEV_BUSY);
+    assert_true(sent > 0);
+    pthread_mutex_lock(&c.lock);
+    assert_int_equal(c.writable, 0);
+    pthread_mutex_unlock(&c.lock);
+    uint8_t got[2000];
+    for (unsigned i = 0; i < sent; i++)
+        assert_int_equal(read(sv[1], got, sizeof(got)), sizeof(f));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 3;
+    pthread_mutex_lock(&c.lock);
+    while (!c.writable)
+        if (pthread_cond_timedwait(&c.cond, &c.lock, &ts) == ETIMEDOUT)
+            break;
+    unsigned w = c.writable;
+    pthread_mutex_unlock(&c.lock);
+    assert_int_equal(w, 1);
+    assert_int_equal(send_frame(nd, f, sizeof(f)), 0);
+    col_fini(&c, nd);
+    netdev_destroy(nd);
+    close(sv[1]);
+}
+
 /* ---- tap ---- */
 
 /* In a child with its own network namespace: 0 passed, 77 skipped (reason on stderr), else
@@ -644,7 +704,8 @@ int main(void)
         cmocka_unit_test(test_user_keys),    cmocka_unit_test(test_user_dhcp),
         cmocka_unit_test(test_user_arp),     cmocka_unit_test(test_user_hostfwd),
 #endif
-        cmocka_unit_test(test_fd_backend),   cmocka_unit_test(test_tap),
+        cmocka_unit_test(test_fd_backend),   cmocka_unit_test(test_fd_backpressure),
+        cmocka_unit_test(test_tap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -681,6 +682,193 @@ static void test_msix(void **state)
     assert_int_equal(pci_msix_table_read(d, 16, 8), 0);
 }
 
+/* ---- MSI-X through irqfds --------------------------------------------------------------- */
+
+/* A fake hypervisor with room for two MSI routes. */
+#define FAKE_ROUTES 2
+static struct fake_route {
+    bool used;
+    int fd;
+    uint64_t addr;
+    uint32_t data;
+} routes[FAKE_ROUTES];
+static unsigned route_adds, route_updates, route_dels;
+
+static int fake_route_add(void *ctx, int fd, uint64_t addr, uint32_t data)
+{
+    assert_true(fd >= 0);
+    for (int h = 0; h < FAKE_ROUTES; h++) {
+        if (!routes[h].used) {
+            routes[h] = (struct fake_route){.used = true, .fd = fd, .addr = addr, .data = data};
+            route_adds++;
+            return h;
+        }
+    }
+    return -1;
+}
+
+static int fake_route_update(void *ctx, int h, uint64_t addr, uint32_t data)
+{
+    assert_true(h >= 0 && h < FAKE_ROUTES && routes[h].used);
+    routes[h].addr = addr;
+    routes[h].data = data;
+    route_updates++;
+    return 0;
+}
+
+static void fake_route_del(void *ctx, int h, int fd)
+{
+    assert_true(h >= 0 && h < FAKE_ROUTES && routes[h].used);
+    assert_int_equal(routes[h].fd, fd);
+    routes[h].used = false;
+    route_dels++;
+}
+
+static const struct pci_bus_io fake_irqfd_io = {.map = fake_map,
+                                                .unmap = fake_unmap,
+                                                .msi_send = fake_msi,
+                                                .set_irq = fake_irq,
+                                                .msi_route_add = fake_route_add,
+                                                .msi_route_update = fake_route_update,
+                                                .msi_route_del = fake_route_del,
+                                                .ctx = &fake};
+
+/* Interrupts signalled through route h's eventfd since the last call. */
+static uint64_t route_fired(int h)
+{
+    uint64_t n = 0;
+    assert_true(routes[h].used);
+    if (read(routes[h].fd, &n, sizeof(n)) != sizeof(n))
+        return 0; /* EAGAIN: nothing signalled */
+    return n;
+}
+
+static unsigned routes_used(void)
+{
+    unsigned n = 0;
+    for (int h = 0; h < FAKE_ROUTES; h++)
+        n += routes[h].used;
+    return n;
+}
+
+static int setup_irqfd(void **state)
+{
+    memset(routes, 0, sizeof(routes));
+    route_adds = route_updates = route_dels = 0;
+    setup(state);
+    struct env *e = *state;
+    e->bus.io = &fake_irqfd_io; /* before the guest touches anything */
+    return 0;
+}
+
+/* Program vector v's address and data through BAR4 at 0xfe000000. */
+static void msix_entry(unsigned v, uint64_t addr, uint32_t data)
+{
+    uint64_t ent = 0xfe002000 + 16 * v;
+    bus_write(&fake.mmio, ent, 8, addr);
+    bus_write(&fake.mmio, ent + 8, 4, data);
+}
+
+static void msix_vector_mask(unsigned v, bool masked)
+{
+    bus_write(&fake.mmio, 0xfe002000 + 16 * v + 12, 4, masked);
+}
+
+static void test_msix_irqfd(void **state)
+{
+    struct env *e = *state;
+    struct pci_device *d = &e->t->pci;
+    cfg_wr(e, 0x20, 4, 0xfe000004);
+    cfg_wr(e, 0x24, 4, 0);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+
+    /* Nothing is routed while MSI-X is disabled or a vector has never been unmasked. */
+    msix_entry(0, 0xfee01000, 0x41);
+    msix_vector_mask(0, false);
+    assert_int_equal(route_adds, 0);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(route_adds, 1); /* vector 0 only */
+    assert_int_equal(routes[0].addr, 0xfee01000);
+    assert_int_equal(routes[0].data, 0x41);
+
+    /* Notify goes through the eventfd, not msi_send. */
+    pci_msix_notify(d, 0);
+    pci_msix_notify(d, 0);
+    assert_int_equal(route_fired(0), 2);
+    assert_int_equal(fake.msis, 0);
+
+    /* The guest retargets an unmasked vector: the route follows, field by field. */
+    msix_entry(0, 0xfee02000, 0x42);
+    assert_int_equal(routes[0].addr, 0xfee02000);
+    assert_int_equal(routes[0].data, 0x42);
+    assert_int_equal(route_adds, 1);
+    unsigned upd = route_updates;
+    assert_true(upd >= 1);
+
+    /* Masked: changes wait for the unmask; a notify pends and is delivered then. */
+    msix_vector_mask(0, true);
+    msix_entry(0, 0xfee03000, 0x43);
+    assert_int_equal(route_updates, upd);
+    assert_int_equal(routes[0].data, 0x42);
+    pci_msix_notify(d, 0);
+    assert_int_equal(route_fired(0), 0);
+    assert_int_equal(pci_msix_pba_read(d, 0, 8), 1);
+    msix_vector_mask(0, false);
+    assert_int_equal(routes[0].addr, 0xfee03000);
+    assert_int_equal(routes[0].data, 0x43);
+    assert_int_equal(route_fired(0), 1);
+    assert_int_equal(pci_msix_pba_read(d, 0, 8), 0);
+    assert_int_equal(fake.msis, 0);
+
+    /* Routes run out: vector 2 falls back to msi_send, with its own message. */
+    msix_entry(1, 0xfee04000, 0x44);
+    msix_vector_mask(1, false);
+    msix_entry(2, 0xfee05000, 0x45);
+    msix_vector_mask(2, false);
+    assert_int_equal(routes_used(), 2);
+    pci_msix_notify(d, 2);
+    assert_int_equal(fake.msis, 1);
+    assert_int_equal(fake.msi_addr, 0xfee05000);
+    assert_int_equal(fake.msi_data, 0x45);
+    pci_msix_notify(d, 1);
+    assert_int_equal(route_fired(1), 1);
+    assert_int_equal(fake.msis, 1);
+
+    /* Function mask: pends, then out through the irqfd when cleared. */
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+    pci_msix_notify(d, 1);
+    assert_int_equal(route_fired(1), 0);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(route_fired(1), 1);
+
+    /* Bus mastering off: no eventfd write either. */
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    pci_msix_notify(d, 0);
+    assert_int_equal(route_fired(0), 0);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+
+    /* Disabling MSI-X gives every route back; enabling makes them again. */
+    msix_enable(e, 0);
+    assert_int_equal(routes_used(), 0);
+    assert_int_equal(route_dels, 2);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(routes_used(), 2);
+
+    /* Reset releases them as well. */
+    pci_device_reset(d);
+    assert_int_equal(routes_used(), 0);
+
+    /* And so does discarding the bus. */
+    cfg_wr(e, 0x20, 4, 0xfe000004);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    msix_vector_mask(3, false);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(routes_used(), 1);
+    pci_bus_destroy(&e->bus);
+    assert_int_equal(routes_used(), 0);
+    pci_bus_init(&e->bus, &fake_irqfd_io);
+}
+
 /* ---- mechanism #1 ------------------------------------------------------------------------ */
 
 static uint64_t cf9_value;
@@ -924,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test_setup_teardown(test_intx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msix_irqfd, setup_irqfd, teardown),
         cmocka_unit_test_setup_teardown(test_mechanism1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_like_linux, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info, setup, teardown),

@@ -1,0 +1,81 @@
+/*
+ * libFuzzer harness for the -netdev option parser: the input is one -netdev argument (up to
+ * the first NUL or newline), given to netdev_create().
+ *
+ * netdev_create parses and then starts the backend: libslirp (which binds hostfwd ports) or a
+ * tap device (which opens /dev/net/tun and runs script=). There is no parse-only entry point,
+ * so this harness is linked with -Wl,--wrap for net_slirp_init and net_tap_init (see
+ * meson.build): the wrappers check the parsed configuration and refuse it, so nothing touches
+ * the host and every input ends in netdev_create's error path, which must free everything.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/net.h"
+#include "net/netdev_int.h"
+#include "fuzz_option.h"
+
+int __wrap_net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error *err);
+int __wrap_net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *err);
+
+#define STOP "fuzz: backend not started"
+
+static void touch(const char *s)
+{
+    if (s)
+        (void)strlen(s);
+}
+
+int __wrap_net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error *err)
+{
+    (void)nd;
+    /* the parser's promises to libslirp: addresses inside the guest network, valid ports */
+    if ((c->host.s_addr & c->mask.s_addr) != c->net.s_addr ||
+        (c->dhcp.s_addr & c->mask.s_addr) != c->net.s_addr ||
+        (c->dns.s_addr & c->mask.s_addr) != c->net.s_addr)
+        abort();
+    for (size_t i = 0; i < c->nfwd; i++)
+        if (c->fwd[i].hport < 0 || c->fwd[i].hport > 65535 || c->fwd[i].gport < 1 ||
+            c->fwd[i].gport > 65535 || (c->fwd[i].gaddr.s_addr & c->mask.s_addr) != c->net.s_addr)
+            abort();
+    for (size_t i = 0; i < c->ngfwd; i++) {
+        if (c->gfwd[i].port < 0 || c->gfwd[i].port > 65535)
+            abort();
+        touch(c->gfwd[i].cmd);
+    }
+    touch(c->hostname);
+    touch(c->domainname);
+    touch(c->tftp);
+    touch(c->bootfile);
+    return error_setf(err, STOP);
+}
+
+int __wrap_net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *err)
+{
+    (void)nd;
+    if (c->ifname && (strlen(c->ifname) >= 16 || strchr(c->ifname, '/')))
+        abort();
+    if (c->fd >= 0 && (c->script || c->downscript))
+        abort();
+    touch(c->script);
+    touch(c->downscript);
+    return error_setf(err, STOP);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *text = fuzz_option_text(data, size);
+    if (!text)
+        return 0;
+    struct netdev *nd = NULL;
+    struct error err = {0};
+    int r = netdev_create(text, &nd, &err);
+    /* the wrappers refuse every backend, so nothing can have been created */
+    if (r == 0 || nd)
+        abort();
+    if (r < 0)
+        fuzz_check_error(&err);
+    free(text);
+    return 0;
+}
