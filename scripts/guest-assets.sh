@@ -182,7 +182,7 @@ pack_root() {
 
 GUEST_MODULES="virtio virtio_ring virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev virtio_mmio
 virtio_blk virtio_net net_failover failover virtio_console virtio_rng virtio_balloon virtio_scsi
-crc32c_generic ext4"
+crc32c_generic ext4 button evdev"
 
 TESTHOST_MODULES="irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev
 virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p virtio_blk crc16

@@ -14,6 +14,7 @@
 #include "chardev/backends.h"
 #include "cli/cmdline.h"
 #include "core/os.h"
+#include "monitor/hmp.h"
 #include "monitor/qmp.h"
 #include "net/net.h"
 #include "pci/pci.h"
@@ -27,6 +28,10 @@ struct app {
     struct pc *pc;
     struct machine_devices *devices;
     struct qmp_server *qmp;
+    struct qmp_vm_ops mon_ops; /* what QMP and HMP see of the machine */
+    struct hmp_monitor **hmp;  /* HMP monitors, and the chardevs opened only for them */
+    struct chardev **hmp_own;
+    size_t nhmp;
 };
 
 static void host_quit(void *opaque)
@@ -81,11 +86,13 @@ static int open_chardevs(struct app *app, struct error *err)
             c = chardev_file_new(s->path, s->append, err);
             break;
         case KEMU_CHARDEV_SOCKET:
-            if (!s->path) {
-                error_setf(err, "TCP sockets are not supported yet, use path=");
-                break;
+            if (s->path) {
+                c = chardev_socket_new(&app->loop, s->path, s->server, s->wait, err);
+            } else {
+                char port[8];
+                snprintf(port, sizeof(port), "%u", (unsigned)s->port);
+                c = chardev_socket_tcp_new(&app->loop, s->host, port, s->server, s->wait, err);
             }
-            c = chardev_socket_new(&app->loop, s->path, s->server, s->wait, err);
             break;
         }
         if (!c) {
@@ -215,6 +222,20 @@ static size_t qmp_chardevs(void *opaque, struct qmp_chardev_info *out, size_t ma
                 .label = serial_labels[i], .filename = "serial", .frontend_open = true};
         n++;
     }
+    /* -monitor's own chardevs, named compat_monitorN as in QEMU. start_hmp adds one monitor per
+     * -monitor that is not none/null, in order, before any other, so app->hmp[k] follows them. */
+    for (size_t i = 0, k = 0; i < app->cfg.monitors.n && k < app->nhmp; i++) {
+        const char *spec = app->cfg.monitors.v[i];
+        if (!strcmp(spec, "none") || !strcmp(spec, "null"))
+            continue;
+        struct chardev *c = app->hmp_own[k++];
+        if (!c)
+            continue;
+        if (n < max)
+            out[n] =
+                (struct qmp_chardev_info){.label = c->id, .filename = spec, .frontend_open = true};
+        n++;
+    }
     return n;
 }
 
@@ -289,25 +310,134 @@ static void ev_resume(void *opaque)
     qmp_event_resume(((struct app *)opaque)->qmp);
 }
 
+static struct vm *mon_vm(void *opaque)
+{
+    return app_vm(opaque);
+}
+
+/* The chardev of one -monitor SPEC (NULL with no error for none/null); *mux: shared console. */
+static struct chardev *monitor_chardev(struct app *app, const char *spec, bool *mux, bool *own,
+                                       struct error *err)
+{
+    *mux = false;
+    *own = true;
+    if (!strcmp(spec, "none") || !strcmp(spec, "null"))
+        return NULL;
+    if (!strcmp(spec, "stdio") || !strcmp(spec, "mon:stdio"))
+        return open_stdio(app, false, true, err);
+    if (!strncmp(spec, "chardev:", 8)) {
+        *own = false;
+        for (size_t i = 0; i < app->cfg.nchardevs; i++) {
+            if (strcmp(app->cfg.chardevs[i].id, spec + 8))
+                continue;
+            struct chardev *c = app->chardevs ? app->chardevs[i] : NULL;
+            if (!c) {
+                error_setf(err, "chardev '%s' is already a QMP monitor", spec + 8);
+                return NULL;
+            }
+            *mux = c->ops->set_monitor != NULL;
+            if (!*mux && c->has_fe) {
+                error_setf(err, "chardev '%s' is already in use (use a mux=on stdio chardev)",
+                           spec + 8);
+                return NULL;
+            }
+            return c;
+        }
+        error_setf(err, "chardev '%s' not found", spec + 8);
+        return NULL;
+    }
+    struct qmp_sock_spec o;
+    if (qmp_parse_sock_spec(spec, &o, err) < 0)
+        return NULL;
+    if (o.is_unix)
+        return chardev_socket_new(&app->loop, o.path, o.server, o.wait, err);
+    return chardev_socket_tcp_new(&app->loop, o.host, o.port, o.server, o.wait, err);
+}
+
+static int add_monitor(struct app *app, struct chardev *c, bool own, bool mux, struct error *err)
+{
+    struct hmp_monitor **m = realloc(app->hmp, (app->nhmp + 1) * sizeof(*m));
+    struct chardev **o = m ? realloc(app->hmp_own, (app->nhmp + 1) * sizeof(*o)) : NULL;
+    if (m)
+        app->hmp = m;
+    if (o)
+        app->hmp_own = o;
+    if (!m || !o) {
+        if (own)
+            chardev_free(c);
+        return error_setf(err, "out of memory");
+    }
+    app->hmp_own[app->nhmp] = own ? c : NULL;
+    app->hmp[app->nhmp] = hmp_monitor_new(c, &app->mon_ops, mux);
+    app->nhmp++;
+    if (!app->hmp[app->nhmp - 1])
+        return error_setf(err, "out of memory");
+    return 0;
+}
+
+/* HMP: -monitor, -mon mode=readline, and every mon:stdio serial (-nographic's default). */
+static int start_hmp(struct app *app, struct error *err)
+{
+    const struct kemu_config *cfg = &app->cfg;
+    for (size_t i = 0; i < cfg->monitors.n; i++) {
+        bool mux, own;
+        struct error e = {0};
+        struct chardev *c = monitor_chardev(app, cfg->monitors.v[i], &mux, &own, &e);
+        if (!c && e.set) {
+            error_setf(err, "-monitor %s: %s", cfg->monitors.v[i], e.msg);
+            return -1;
+        }
+        if (c && own)
+            snprintf(c->id, sizeof(c->id), "compat_monitor%zu", i);
+        if (c && add_monitor(app, c, own, mux, err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < cfg->hmp_chardevs.n; i++) {
+        char spec[128];
+        snprintf(spec, sizeof(spec), "chardev:%s", cfg->hmp_chardevs.v[i]);
+        bool mux, own;
+        struct chardev *c = monitor_chardev(app, spec, &mux, &own, err);
+        if (!c) {
+            error_prefix(err, "-mon chardev=%s: ", cfg->hmp_chardevs.v[i]);
+            return -1;
+        }
+        if (add_monitor(app, c, false, mux, err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < PC_MAX_SERIAL && i < cfg->nserials; i++)
+        if (cfg->serials[i].kind == KEMU_SERIAL_STDIO && cfg->serials[i].mux &&
+            app->serial_own[i] && add_monitor(app, app->serial_own[i], false, true, err) < 0)
+            return -1;
+    return 0;
+}
+
 static int start_qmp(struct app *app, struct error *err)
 {
     const struct kemu_config *cfg = &app->cfg;
+    app->mon_ops = (struct qmp_vm_ops){.status = qmp_status,
+                                       .stop = qmp_stop,
+                                       .cont = qmp_cont,
+                                       .system_reset = qmp_reset,
+                                       .system_powerdown = qmp_powerdown,
+                                       .quit = qmp_quit,
+                                       .query_cpus = qmp_cpus,
+                                       .query_chardevs = qmp_chardevs,
+                                       .query_pci = qmp_pci,
+                                       .query_block = qmp_block,
+                                       .vm = mon_vm,
+                                       .name = cfg->name,
+                                       .opaque = app};
+    struct vm *vm = pc_vm(app->pc);
+    vm->events = (struct vm_events){.reset = ev_reset,
+                                    .shutdown = ev_shutdown,
+                                    .stop = ev_stop,
+                                    .resume = ev_resume,
+                                    .opaque = app};
+    if (start_hmp(app, err) < 0)
+        return -1;
     if (!cfg->qmp.n && !cfg->qmp_pretty.n)
         return 0;
-    static struct qmp_vm_ops ops;
-    ops = (struct qmp_vm_ops){.status = qmp_status,
-                              .stop = qmp_stop,
-                              .cont = qmp_cont,
-                              .system_reset = qmp_reset,
-                              .system_powerdown = qmp_powerdown,
-                              .quit = qmp_quit,
-                              .query_cpus = qmp_cpus,
-                              .query_chardevs = qmp_chardevs,
-                              .query_pci = qmp_pci,
-                              .query_block = qmp_block,
-                              .name = cfg->name,
-                              .opaque = app};
-    if (qmp_server_new(&app->loop, &ops, &app->qmp, err) < 0)
+    if (qmp_server_new(&app->loop, &app->mon_ops, &app->qmp, err) < 0)
         return -1;
     for (int pretty = 0; pretty < 2; pretty++) {
         const struct kemu_strlist *l = pretty ? &cfg->qmp_pretty : &cfg->qmp;
@@ -318,12 +448,6 @@ static int start_qmp(struct app *app, struct error *err)
             }
         }
     }
-    struct vm *vm = pc_vm(app->pc);
-    vm->events = (struct vm_events){.reset = ev_reset,
-                                    .shutdown = ev_shutdown,
-                                    .stop = ev_stop,
-                                    .resume = ev_resume,
-                                    .opaque = app};
     return 0;
 }
 
@@ -409,6 +533,10 @@ static int build_machine(struct app *app, struct error *err)
             p.debug_exit_size = (uint16_t)size;
         }
     }
+    bool acpi = true;
+    if (opts_get_bool(&cfg->machine_opts, "acpi", &acpi, err) < 0)
+        return -1;
+    p.no_acpi = !acpi;
     if (pc_create(&p, &app->pc, err) < 0)
         return -1;
     pc_vm(app->pc)->start_paused = cfg->start_paused;
@@ -421,6 +549,13 @@ static void cleanup(struct app *app)
 {
     qmp_server_destroy(app->qmp);
     app->qmp = NULL;
+    for (size_t i = 0; i < app->nhmp; i++) {
+        hmp_monitor_free(app->hmp[i]);
+        chardev_free(app->hmp_own[i]);
+    }
+    free(app->hmp);
+    free(app->hmp_own);
+    app->nhmp = 0;
     /* The vCPUs have stopped (vm_run returned or never started): devices go before the board,
      * whose guest memory their backends use. */
     machine_devices_destroy(app->devices);
@@ -457,14 +592,26 @@ int main(int argc, char **argv)
         kemu_config_free(&app.cfg);
         return 0;
     }
-    if (app.cfg.start_paused && !app.cfg.qmp.n && !app.cfg.qmp_pretty.n) {
+    bool hmp = app.cfg.hmp_chardevs.n > 0;
+    for (size_t i = 0; i < app.cfg.monitors.n; i++)
+        hmp =
+            hmp || (strcmp(app.cfg.monitors.v[i], "none") && strcmp(app.cfg.monitors.v[i], "null"));
+    for (size_t i = 0; i < app.cfg.nserials; i++)
+        hmp = hmp || (app.cfg.serials[i].kind == KEMU_SERIAL_STDIO && app.cfg.serials[i].mux);
+    if (app.cfg.start_paused && !app.cfg.qmp.n && !app.cfg.qmp_pretty.n && !hmp) {
         /* Nothing could resume the guest yet: refuse rather than hang. */
-        fprintf(stderr, "kemu: -S: starting paused needs a QMP monitor to continue "
-                        "(-qmp unix:PATH,server=on,wait=off)\n");
+        fprintf(stderr, "kemu: -S: starting paused needs a monitor to continue "
+                        "(-qmp unix:PATH,server=on,wait=off or -monitor stdio)\n");
         kemu_config_free(&app.cfg);
         return 1;
     }
     if (app.cfg.daemonize) {
+        for (size_t i = 0; i < app.cfg.monitors.n; i++)
+            if (!strcmp(app.cfg.monitors.v[i], "stdio")) {
+                fprintf(stderr, "kemu: -daemonize: stdio is not available with -daemonize\n");
+                kemu_config_free(&app.cfg);
+                return 1;
+            }
         for (size_t i = 0; i < app.cfg.nserials; i++)
             if (app.cfg.serials[i].kind == KEMU_SERIAL_STDIO) {
                 fprintf(stderr, "kemu: -daemonize: %s\n",

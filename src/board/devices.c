@@ -14,6 +14,7 @@
 #include "pci/pci.h"
 #include "virtio/blk.h"
 #include "virtio/console.h"
+#include "virtio/mmio.h"
 #include "virtio/net.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
@@ -26,6 +27,7 @@ struct dev {
     enum kind kind;
     char *id;
     struct virtio_pci *vp;
+    struct virtio_mmio *mmio; /* microvm */
     union {
         struct virtio_blk *blk;
         struct virtio_net *net;
@@ -131,8 +133,25 @@ static int pci_place(struct machine_devices *md, const struct opts *o, int *slot
     return 0;
 }
 
+/* QEMU's virtio-mmio model names end in "-device" (virtio-blk-device). */
+static bool is_mmio_model(const char *driver)
+{
+    size_t n = strlen(driver);
+    return n > 7 && !strcmp(driver + n - 7, "-device");
+}
+
+static int mmio_place(struct machine_devices *md, struct error *err)
+{
+    if (!pc_has_virtio_mmio(md->pc))
+        return error_setf(err, "virtio-mmio devices need -M microvm (use the -pci model)");
+    return 0;
+}
+
+/* On microvm every virtio device is a virtio-mmio one, on pc a PCI function. */
 static int plug(struct machine_devices *md, struct dev *d, int slot, int func, struct error *err)
 {
+    if (pc_has_virtio_mmio(md->pc))
+        return pc_add_virtio_mmio(md->pc, dev_vdev(d), &d->mmio, err);
     return virtio_pci_create(md->bus, slot, func, dev_vdev(d), d->id, &d->vp, err);
 }
 
@@ -363,7 +382,7 @@ static void split_free(struct nic_split *s)
 static int check_model(const char *model, struct error *err)
 {
     if (!model || !strcmp(model, "virtio") || !strcmp(model, "virtio-net-pci") ||
-        !strcmp(model, "virtio-net"))
+        !strcmp(model, "virtio-net") || !strcmp(model, "virtio-net-device"))
         return 0;
     return error_setf(err, "model '%s' is not supported (kemu has virtio-net-pci: model=virtio)",
                       model);
@@ -565,7 +584,9 @@ static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
         return virtio_serial_add_port(vs, opts_has(o, "nr") ? (int)nr : -1, chr,
                                       !strcmp(driver, "virtconsole"), opts_get_str(o, "name"), err);
     }
-    if (pci_place(md, o, &slot, &func, err) < 0)
+    slot = -1;
+    func = 0;
+    if (is_mmio_model(driver) ? mmio_place(md, err) < 0 : pci_place(md, o, &slot, &func, err) < 0)
         return -1;
     if (!strncmp(driver, "virtio-blk", 10)) {
         const char *drive = opts_get_str(o, "drive");
@@ -676,7 +697,7 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
         struct drive *dr = &md->drives[i];
         if (dr->o.iface != DRIVE_IF_VIRTIO)
             continue;
-        if (!md->bus) {
+        if (!md->bus && !pc_has_virtio_mmio(md->pc)) {
             return error_setf(err, "-drive %s: the microvm machine has no PCI bus (use -M pc)",
                               dr->text);
         }
@@ -698,7 +719,7 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
         return -1;
 #ifdef CONFIG_SLIRP
     /* QEMU's default NIC, as a virtio one: user-mode networking for a guest with no options. */
-    if (!net_given && !cfg->nodefaults && md->bus) {
+    if (!net_given && !cfg->nodefaults && (md->bus || pc_has_virtio_mmio(md->pc))) {
         struct netdev *nd = NULL;
         if (add_netdev(md, "user,id=__default_net", "default NIC", &nd, err) < 0 ||
             add_nic(md, find_netdev(md, netdev_id(nd)), NULL, NULL, -1, 0, err) < 0)
@@ -736,8 +757,10 @@ void machine_devices_destroy(struct machine_devices *md)
     if (!md)
         return;
     /* Transports first (a device reset stops each backend), then the kinds, then backends. */
-    for (size_t i = md->ndevs; i-- > 0;)
+    for (size_t i = md->ndevs; i-- > 0;) {
         virtio_pci_destroy(md->devs[i].vp);
+        virtio_mmio_destroy(md->devs[i].mmio);
+    }
     for (size_t i = md->ndevs; i-- > 0;) {
         struct dev *d = &md->devs[i];
         switch (d->kind) {

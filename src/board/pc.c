@@ -25,6 +25,7 @@
 #include "hw/serial.h"
 #include "pci/host.h"
 #include "pci/pci.h"
+#include "virtio/mmio.h"
 
 static const struct {
     uint16_t base;
@@ -53,6 +54,9 @@ struct pc {
     struct pci_bus pci;
     struct pci_host host;
     struct pci_bus_io pci_io;
+    struct virtio_mmio *mmio[PC_VIRTIO_MMIO_SLOTS]; /* microvm; owned by the caller of
+                                                       pc_add_virtio_mmio */
+    unsigned nmmio;
 };
 
 /* Where firmware would put PCI BARs: the hole between low RAM and the IOAPIC, and the I/O ports
@@ -102,7 +106,8 @@ static int pc_load(struct vm *vm, struct error *err)
         error_prefix(err, "-kernel %s: ", pc->p.kernel);
         return -1;
     }
-    if (x86_build_mptable(&vm->mem, X86_MPTABLE_ADDR, pc->apic_ids, pc->p.cpus, err) < 0)
+    if (x86_build_mptable(&vm->mem, X86_MPTABLE_ADDR, pc->apic_ids, pc->p.cpus,
+                          pc->has_pci ? pc_pci_gsi : NULL, err) < 0)
         return -1;
     if (pc->has_pci) {
         /* What the BIOS does before the OS: addresses for every BAR, decode on. */
@@ -113,7 +118,16 @@ static int pc_load(struct vm *vm, struct error *err)
         if (pci_bus_assign_bars(&pc->pci, &win, err) < 0)
             return -1;
     }
+    if (pc->p.no_acpi)
+        return 0; /* no RSDP anywhere: Linux falls back to the MP table */
+    struct x86_acpi_virtio_mmio mmio[PC_VIRTIO_MMIO_SLOTS];
+    for (unsigned i = 0; i < pc->nmmio; i++)
+        mmio[i] = (struct x86_acpi_virtio_mmio){.base = PC_VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE,
+                                                .size = VIRTIO_MMIO_SIZE,
+                                                .gsi = PC_VIRTIO_MMIO_GSI + i};
     struct x86_acpi_config ac = {.apic_ids = pc->apic_ids,
+                                 .virtio_mmio = mmio,
+                                 .nr_virtio_mmio = pc->nmmio,
                                  .nr_cpus = pc->p.cpus,
                                  .legacy_pc = !pc->p.microvm,
                                  .pm_base = ACPI_PM_BASE,
@@ -213,6 +227,8 @@ static void pc_reset_devices(struct vm *vm)
         acpi_pm_reset(pc->pm);
     if (pc->has_pci)
         pci_bus_reset(&pc->pci); /* stops virtio backends, unmaps BARs */
+    for (unsigned i = 0; i < pc->nmmio; i++)
+        virtio_mmio_reset(pc->mmio[i]);
 }
 
 /* Guest power-off (S5) and reset through port 0xCF9. */
@@ -310,6 +326,24 @@ static void pci_io_msi(void *ctx, uint64_t addr, uint32_t data)
     kvm_signal_msi(&pc->vm.kvm, addr, data);
 }
 
+static int pci_io_msi_route_add(void *ctx, int fd, uint64_t addr, uint32_t data)
+{
+    struct pc *pc = ctx;
+    return kvm_irqfd_msi_add(&pc->vm.kvm, fd, addr, data);
+}
+
+static int pci_io_msi_route_update(void *ctx, int handle, uint64_t addr, uint32_t data)
+{
+    struct pc *pc = ctx;
+    return kvm_irqfd_msi_update(&pc->vm.kvm, handle, addr, data);
+}
+
+static void pci_io_msi_route_del(void *ctx, int handle, int fd)
+{
+    struct pc *pc = ctx;
+    kvm_irqfd_msi_remove(&pc->vm.kvm, handle, fd);
+}
+
 static void pci_io_set_irq(void *ctx, unsigned gsi, int level)
 {
     struct pc *pc = ctx;
@@ -327,6 +361,9 @@ static int add_pci(struct pc *pc, struct error *err)
     pc->pci_io = (struct pci_bus_io){.map = pci_io_map,
                                      .unmap = pci_io_unmap,
                                      .msi_send = pci_io_msi,
+                                     .msi_route_add = pci_io_msi_route_add,
+                                     .msi_route_update = pci_io_msi_route_update,
+                                     .msi_route_del = pci_io_msi_route_del,
                                      .set_irq = pci_io_set_irq,
                                      .ioeventfd = pci_io_ioeventfd,
                                      .ctx = pc};
@@ -349,6 +386,32 @@ int pc_power_button(struct pc *pc, struct error *err)
 struct pci_bus *pc_pci_bus(struct pc *pc)
 {
     return pc->has_pci ? &pc->pci : NULL;
+}
+
+bool pc_has_virtio_mmio(struct pc *pc)
+{
+    return pc->p.microvm;
+}
+
+int pc_add_virtio_mmio(struct pc *pc, struct virtio_device *vdev, struct virtio_mmio **out,
+                       struct error *err)
+{
+    if (!pc->p.microvm)
+        return error_setf(err, "virtio-mmio devices need -M microvm (use the -pci device)");
+    if (pc->nmmio == PC_VIRTIO_MMIO_SLOTS)
+        return error_setf(err, "no virtio-mmio slot left (microvm has %d)", PC_VIRTIO_MMIO_SLOTS);
+    unsigned i = pc->nmmio;
+    struct virtio_mmio *t;
+    if (virtio_mmio_create(vdev, vm_irq_line(&pc->vm, PC_VIRTIO_MMIO_GSI + i), &t, err) < 0)
+        return -1;
+    if (bus_register(&pc->vm.mmio, PC_VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE,
+                     &virtio_mmio_bus_ops, t, "virtio-mmio", err) < 0) {
+        virtio_mmio_destroy(t);
+        return -1;
+    }
+    pc->mmio[pc->nmmio++] = t;
+    *out = t;
+    return 0;
 }
 
 static int add_devices(struct pc *pc, struct error *err)

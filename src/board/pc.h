@@ -29,10 +29,18 @@ struct pc_params {
     bool debug_exit;
     uint16_t debug_exit_base, debug_exit_size;
     bool no_reboot, no_shutdown;
+    bool no_acpi; /* -machine acpi=off: no ACPI tables, the guest goes by the MP table */
 };
 
 struct pc;
 struct pci_bus;
+struct virtio_device;
+struct virtio_mmio;
+
+/* microvm's virtio-mmio windows: QEMU's place and size, one IOAPIC input (edge) each. */
+#define PC_VIRTIO_MMIO_BASE  0xfeb00000u
+#define PC_VIRTIO_MMIO_GSI   16
+#define PC_VIRTIO_MMIO_SLOTS 8 /* GSIs 16-23, the IOAPIC inputs above the ISA IRQs */
 
 /* Build the machine; on success *out owns a ready VM (vCPUs not started yet). */
 int pc_create(const struct pc_params *p, struct pc **out, struct error *err);
@@ -41,6 +49,15 @@ struct vm *pc_vm(struct pc *pc);
 int pc_power_button(struct pc *pc, struct error *err);
 /* Bus 0 of the pc machine, where -device puts PCI devices; NULL on microvm. */
 struct pci_bus *pc_pci_bus(struct pc *pc);
+/* True for microvm: virtio devices go on virtio-mmio (pc_add_virtio_mmio). */
+bool pc_has_virtio_mmio(struct pc *pc);
+/*
+ * Put vdev in the next free virtio-mmio window of microvm (described in the DSDT, reset with the
+ * machine). The caller owns *out and destroys it (virtio_mmio_destroy) once no vCPU runs, before
+ * pc_destroy. Fails when the machine has no virtio-mmio or all PC_VIRTIO_MMIO_SLOTS are taken.
+ */
+int pc_add_virtio_mmio(struct pc *pc, struct virtio_device *vdev, struct virtio_mmio **out,
+                       struct error *err);
 void pc_destroy(struct pc *pc);
 
 #endif

@@ -23,6 +23,9 @@ struct chardev *chardev_null_new(struct error *err);
 /* A UNIX socket: server=true listens (and, if wait, blocks until a client connects). */
 struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server, bool wait,
                                    struct error *err);
+/* The same over TCP; host "" listens on every address. */
+struct chardev *chardev_socket_tcp_new(struct eventloop *loop, const char *host, const char *port,
+                                       bool server, bool wait, struct error *err);
 void chardev_free(struct chardev *c);
 
 /* Put the terminal back the way kemu found it; safe to call more than once and from signals. */

@@ -19,6 +19,8 @@ struct chardev_frontend {
     /* Bytes the frontend can take right now; 0 pauses input until chardev_accept_input(). */
     size_t (*can_receive)(void *opaque);
     void (*receive)(void *opaque, const uint8_t *buf, size_t len);
+    /* A peer connected (socket) or the console switched to this frontend (mux); may be NULL. */
+    void (*opened)(void *opaque);
     void *opaque;
 };
 
@@ -28,6 +30,8 @@ struct chardev_ops {
     /* Frontend has room again (thread-safe): resume delivering input. May be NULL. */
     void (*accept_input)(struct chardev *c);
     void (*close)(struct chardev *c);
+    /* Multiplexed consoles only (else NULL): attach the monitor that Ctrl-A c switches to. */
+    void (*set_monitor)(struct chardev *c, const struct chardev_frontend *fe);
 };
 
 struct chardev {
@@ -54,6 +58,15 @@ static inline void chardev_set_frontend(struct chardev *c, const struct chardev_
         return;
     c->fe = *fe;
     c->has_fe = true;
+}
+
+/* Attach a monitor to a mux console; false if c does not multiplex. */
+static inline bool chardev_set_monitor(struct chardev *c, const struct chardev_frontend *fe)
+{
+    if (!c || !c->ops->set_monitor)
+        return false;
+    c->ops->set_monitor(c, fe);
+    return true;
 }
 
 #endif

@@ -1,6 +1,7 @@
 #include "chardev/fdchr.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -18,12 +19,16 @@ static void watch(struct fdchr *f, bool on)
 /* Hand buffered input to the frontend; pause reading while it has no room. */
 static void deliver(struct fdchr *f)
 {
-    while (f->pend_len > 0 && f->base.has_fe) {
-        size_t room = f->base.fe.can_receive(f->base.fe.opaque);
+    for (;;) {
+        /* Input goes to whoever has the focus: the guest's port, or the monitor after C-a c. */
+        const struct chardev_frontend *fe = f->mon_focus ? &f->mon : &f->base.fe;
+        if (f->pend_len == 0 || (!f->mon_focus && !f->base.has_fe))
+            break;
+        size_t room = fe->can_receive(fe->opaque);
         if (room == 0)
             break;
         size_t n = room < f->pend_len ? room : f->pend_len;
-        f->base.fe.receive(f->base.fe.opaque, f->pending + f->pend_off, n);
+        fe->receive(fe->opaque, f->pending + f->pend_off, n);
         f->pend_off += n;
         f->pend_len -= n;
     }
@@ -42,6 +47,13 @@ static void write_all(int fd, const void *buf, size_t len)
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN) {
+            /* A socket peer reading slower than a long monitor reply: give it a moment, then
+             * drop, so a peer that never reads cannot hold kemu. */
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            if (poll(&p, 1, 500) == 1 && !(p.revents & (POLLERR | POLLHUP)))
+                continue;
+        }
         if (n <= 0)
             return; /* the reader went away or would block: console output is dropped */
         p += n;
@@ -61,7 +73,13 @@ static void handle_mux(struct fdchr *f, enum mux_event ev)
         write_all(f->out_fd, mux_help_text, strlen(mux_help_text));
         break;
     case MUX_SWITCH:
-        write_all(f->out_fd, "\r\nkemu: no monitor on this console yet\r\n", 40);
+        if (!f->has_mon) {
+            write_all(f->out_fd, "\r\nkemu: no monitor on this console\r\n", 37);
+            break;
+        }
+        f->mon_focus = !f->mon_focus;
+        if (f->mon_focus && f->mon.opened)
+            f->mon.opened(f->mon.opaque);
         break;
     default:
         break; /* break, timestamps and sync have nothing to act on yet */
@@ -88,18 +106,25 @@ static void on_input(void *opaque, uint32_t events)
         (void)fd;
         return;
     }
-    uint8_t *dst = f->pending + f->pend_off + f->pend_len;
     for (ssize_t i = 0; i < n; i++) {
+        /* Bytes before a focus switch go to the old owner, the rest to the new one. */
+        uint8_t *dst = f->pending + f->pend_off + f->pend_len;
         if (!f->mux) {
-            *dst++ = raw[i];
+            *dst = raw[i];
             f->pend_len++;
             continue;
         }
         uint8_t c;
         enum mux_event ev = mux_input(&f->mux_state, raw[i], &c);
         if (ev == MUX_DELIVER) {
-            *dst++ = c;
+            *dst = c;
             f->pend_len++;
+        } else if (ev == MUX_SWITCH) {
+            /* Input typed before the switch belongs to the old owner: what it cannot take now
+             * is dropped (as a UART overrun) rather than run as monitor commands. */
+            deliver(f);
+            f->pend_off = f->pend_len = 0;
+            handle_mux(f, ev);
         } else if (ev != MUX_SWALLOW) {
             handle_mux(f, ev);
         }
@@ -178,4 +203,11 @@ void fdchr_accept_input(struct chardev *c)
     uint64_t one = 1;
     ssize_t r = write(f->kick_fd, &one, sizeof(one));
     (void)r;
+}
+
+void fdchr_set_monitor(struct chardev *c, const struct chardev_frontend *fe)
+{
+    struct fdchr *f = (struct fdchr *)c;
+    f->mon = *fe;
+    f->has_mon = true;
 }

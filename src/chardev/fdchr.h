@@ -18,6 +18,9 @@ struct fdchr {
     bool reading;
     bool mux;
     struct mux_state mux_state;
+    /* mux: the monitor sharing the console, and whether Ctrl-A c gave it the input. */
+    struct chardev_frontend mon;
+    bool has_mon, mon_focus;
     struct chardev_host_ops host;
     uint8_t pending[4096];
     size_t pend_off, pend_len;
@@ -31,5 +34,6 @@ void fdchr_fini(struct fdchr *f);
 void fdchr_set_input(struct fdchr *f, int in_fd);
 ssize_t fdchr_write(struct chardev *c, const uint8_t *buf, size_t len);
 void fdchr_accept_input(struct chardev *c);
+void fdchr_set_monitor(struct chardev *c, const struct chardev_frontend *fe);
 
 #endif

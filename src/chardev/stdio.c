@@ -34,6 +34,14 @@ static const struct chardev_ops stdio_ops = {
     .close = stdio_close,
 };
 
+/* Only a multiplexed console can share itself with a monitor. */
+static const struct chardev_ops stdio_mux_ops = {
+    .write = fdchr_write,
+    .accept_input = fdchr_accept_input,
+    .close = stdio_close,
+    .set_monitor = fdchr_set_monitor,
+};
+
 static void stdio_eof(struct fdchr *f)
 {
     /* Input ended (a pipe closed): the guest keeps running with no more input, as in QEMU. */
@@ -68,7 +76,8 @@ struct chardev *chardev_stdio_new(struct eventloop *loop, const struct chardev_s
         atexit(chardev_stdio_restore_terminal);
         tcsetattr(STDIN_FILENO, TCSANOW, &t);
     }
-    if (fdchr_init(f, &stdio_ops, loop, STDIN_FILENO, STDOUT_FILENO, err) < 0) {
+    if (fdchr_init(f, o->mux ? &stdio_mux_ops : &stdio_ops, loop, STDIN_FILENO, STDOUT_FILENO,
+                   err) < 0) {
         fdchr_fini(f);
         free(f);
         chardev_stdio_restore_terminal();

@@ -69,6 +69,7 @@ static const struct opt_desc machine_desc[] = {
     {"usb", OPT_BOOL, "off", "USB controller (must be off)"},
     {"dump-guest-core", OPT_BOOL, "on", "include guest memory in a core dump"},
     {"mem-merge", OPT_BOOL, "on", "allow KSM to merge guest memory pages"},
+    {"acpi", OPT_BOOL, "on", "ACPI tables (off: CPUs, IOAPIC and IRQs from the MP table)"},
     {NULL, 0, NULL, NULL},
 };
 static const struct opts_group machine_group = {"machine", "type", false, machine_desc};
@@ -253,6 +254,10 @@ static const struct device_model device_models[] = {
     {"virtserialport", &virtserialport_group, "virtio-serial-bus", "virtio serial port"},
     {"virtio-rng-pci", &virtio_rng_group, "PCI", "virtio entropy source"},
     {"virtio-rng", &virtio_rng_group, "PCI", "alias of virtio-rng-pci"},
+    {"virtio-blk-device", &virtio_blk_group, "virtio-mmio", "virtio block device (microvm)"},
+    {"virtio-net-device", &virtio_net_group, "virtio-mmio", "virtio network device (microvm)"},
+    {"virtio-serial-device", &virtio_serial_group, "virtio-mmio", "virtio serial bus (microvm)"},
+    {"virtio-rng-device", &virtio_rng_group, "virtio-mmio", "virtio entropy source (microvm)"},
 };
 
 static const struct device_model *find_device_model(const char *name)
@@ -274,7 +279,7 @@ static const struct opts_group object_group = {"object", "qom-type", false, obje
 
 static const struct opt_desc mon_desc[] = {
     {"chardev", OPT_STRING, NULL, "the -chardev socket the monitor listens on"},
-    {"mode", OPT_STRING, "control", "control (QMP); readline (HMP) is not supported yet"},
+    {"mode", OPT_STRING, "readline", "readline (HMP) or control (QMP)"},
     {"pretty", OPT_BOOL, "off", "indent QMP replies"},
     {"id", OPT_STRING, NULL, "monitor name"},
     {NULL, 0, NULL, NULL},
@@ -371,6 +376,9 @@ static int h_machine(struct parse_state *st, const char *arg, struct opts *o, st
         opts_get_bool(o, "dump-guest-core", &cfg->dump_guest_core, err) < 0)
         return -1;
     if (opts_has(o, "mem-merge") && opts_get_bool(o, "mem-merge", &cfg->mem_merge, err) < 0)
+        return -1;
+    bool acpi = true;
+    if (opts_get_bool(o, "acpi", &acpi, err) < 0) /* checked here, read from machine_opts */
         return -1;
     return opts_parse(&cfg->machine_opts, &machine_group, arg, err);
 }
@@ -880,7 +888,24 @@ static int h_qmp_pretty(struct parse_state *st, const char *arg, struct opts *o,
     return strlist_add(&st->cfg->qmp_pretty, arg, err);
 }
 
-/* -mon chardev=ID,mode=control: the QMP server listens on that socket chardev's path. */
+/* -monitor SPEC: an HMP monitor; main opens the chardev, only the form is checked here. */
+static int h_monitor(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    static const char *const prefixes[] = {"unix:", "tcp:", "chardev:"};
+    bool ok = !strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio") || !strcmp(arg, "none") ||
+              !strcmp(arg, "null");
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]) && !ok; i++)
+        ok = has_prefix(arg, prefixes[i]) && arg[strlen(prefixes[i])];
+    if (!ok)
+        return error_setf(err,
+                          "'%s' is not a valid monitor (stdio, unix:PATH,server=on, "
+                          "tcp:HOST:PORT,server=on, chardev:ID or none)",
+                          arg);
+    return strlist_add(&st->cfg->monitors, arg, err);
+}
+
+/* -mon chardev=ID,mode=control: the QMP server listens on that socket chardev's path.
+ * mode=readline (QEMU's default): HMP on the chardev, which is opened as any other. */
 static int h_mon(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
 {
     struct kemu_config *cfg = st->cfg;
@@ -889,8 +914,8 @@ static int h_mon(struct parse_state *st, const char *arg, struct opts *o, struct
     bool pretty = false;
     if (!id)
         return error_setf(err, "parameter 'chardev' is missing");
-    if (mode && strcmp(mode, "control"))
-        return error_setf(err, "mode=%s: only mode=control (QMP) is supported yet", mode);
+    if (mode && strcmp(mode, "control") && strcmp(mode, "readline"))
+        return error_setf(err, "mode=%s: expected readline or control", mode);
     if (opts_get_bool(o, "pretty", &pretty, err) < 0)
         return -1;
     const struct kemu_chardev_spec *c = NULL;
@@ -899,6 +924,11 @@ static int h_mon(struct parse_state *st, const char *arg, struct opts *o, struct
             c = &cfg->chardevs[i];
     if (!c)
         return error_setf(err, "chardev '%s' not found (define it with -chardev first)", id);
+    if (!mode || !strcmp(mode, "readline")) {
+        if (pretty)
+            return error_setf(err, "pretty=on is only valid with mode=control");
+        return strlist_add(&cfg->hmp_chardevs, id, err);
+    }
     if (c->backend != KEMU_CHARDEV_SOCKET || !c->server)
         return error_setf(err,
                           "chardev '%s': a QMP monitor needs a socket chardev with "
@@ -1027,7 +1057,9 @@ static const struct cmdline_option options[] = {
     {"qmp-pretty", ARG, "unix:PATH,server=on,wait=off|tcp:HOST:PORT,...", NULL, h_qmp_pretty,
      "QMP monitor with indented replies"},
     {"mon", ARG | HELP_ARG, NULL, &mon_group, h_mon,
-     "monitor on a chardev: chardev=ID,mode=control[,pretty=on]"},
+     "monitor on a chardev: chardev=ID[,mode=readline|control][,pretty=on]"},
+    {"monitor", ARG, "stdio|unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on|chardev:ID|none",
+     NULL, h_monitor, "human monitor (HMP) on a character device"},
     {"pidfile", ARG, "FILE", NULL, h_pidfile, "write the process id to FILE"},
     {"daemonize", 0, NULL, NULL, h_daemonize, "detach from the terminal after start-up"},
 };
@@ -1135,11 +1167,20 @@ static int finish_serials(struct parse_state *st, struct error *err)
             }
         }
     }
+    /* QEMU's -nographic defaults: serial and monitor share stdio (mon:stdio) unless -monitor
+     * or -serial says otherwise; then whichever was not given gets stdio alone. */
+    bool mon_serial = false;
+    for (size_t i = 0; i < cfg->nserials; i++)
+        mon_serial =
+            mon_serial || (cfg->serials[i].kind == KEMU_SERIAL_STDIO && cfg->serials[i].mux);
     if (!cfg->nserials && !cfg->nodefaults) {
         cfg->serials[0].kind = KEMU_SERIAL_STDIO;
-        cfg->serials[0].mux = cfg->nographic;
+        cfg->serials[0].mux = cfg->nographic && !cfg->monitors.n;
         cfg->nserials = 1;
         cfg->serial_default = true;
+    } else if (cfg->nographic && !cfg->nodefaults && !cfg->monitors.n && !mon_serial) {
+        if (strlist_add(&cfg->monitors, "stdio", err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1293,6 +1334,8 @@ void kemu_config_free(struct kemu_config *cfg)
     strlist_free(&cfg->qmp);
     strlist_free(&cfg->qmp_pretty);
     strlist_free(&cfg->mon_chardevs);
+    strlist_free(&cfg->monitors);
+    strlist_free(&cfg->hmp_chardevs);
     opts_free(&cfg->machine_opts);
     opts_free(&cfg->mem_opts);
     opts_free(&cfg->smp_opts);

@@ -145,6 +145,9 @@ struct kemu_config {
      * (turned into the socket chardev's listen spec here). */
     struct kemu_strlist qmp, qmp_pretty;
     struct kemu_strlist mon_chardevs; /* chardev ids taken by -mon (not opened as chardevs) */
+    /* HMP monitors: each -monitor as given ("stdio", "unix:PATH,...", "tcp:...", "chardev:ID",
+     * "none"; -nographic may add "stdio"), and the chardevs of -mon ...,mode=readline. */
+    struct kemu_strlist monitors, hmp_chardevs;
     /* Every -object, validated (qom-type known): opts_get_str(&objects[i], "qom-type"). */
     struct opts *objects;
     size_t nobjects;

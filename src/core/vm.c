@@ -395,6 +395,28 @@ int vm_resume(struct vm *vm, struct error *err)
     return 0;
 }
 
+int vm_vcpu_get_state(struct vm *vm, unsigned index, struct kvm_regs *regs, struct kvm_sregs *sregs,
+                      struct kvm_mp_state *mp, struct error *err)
+{
+    if (index >= vm->nr_vcpus || vm->vcpus[index].kfd.fd < 0)
+        return error_setf(err, "CPU %u does not exist", index);
+    struct vcpu *v = &vm->vcpus[index];
+    bool was_running = v->thread_started;
+    if (was_running)
+        stop_vcpus(vm);
+    int r = 0;
+    if (ioctl(v->kfd.fd, KVM_GET_REGS, regs) < 0 || ioctl(v->kfd.fd, KVM_GET_SREGS, sregs) < 0 ||
+        (mp && ioctl(v->kfd.fd, KVM_GET_MP_STATE, mp) < 0))
+        r = error_setf_errno(err, errno, "cannot read the registers of CPU %u", index);
+    /* A request posted meanwhile (quit, reset...) is the main loop's to act on: it would stop
+     * the vCPUs again anyway. */
+    if (was_running && atomic_load(&vm->request) == VM_REQ_NONE && start_vcpus(vm, err) < 0) {
+        vm->runstate = VM_RUNSTATE_INTERNAL_ERROR;
+        return -1;
+    }
+    return r;
+}
+
 /* A reset rebuilds the KVM side from scratch: simpler and more thorough than undoing state. */
 static int reset_vm(struct vm *vm, struct error *err)
 {

@@ -109,6 +109,13 @@ int vm_resume(struct vm *vm, struct error *err);
 /* Reset now, from the host side (system_reset). Main thread. */
 int vm_reset(struct vm *vm, struct error *err);
 const char *vm_runstate_name(enum vm_runstate s);
+/*
+ * Read one vCPU's registers for the monitor (main thread). A running vCPU is taken out of
+ * KVM_RUN (its thread joined, as stop does) for the read and started again, without the clock
+ * hold or events of a real stop; mp may be NULL.
+ */
+int vm_vcpu_get_state(struct vm *vm, unsigned index, struct kvm_regs *regs, struct kvm_sregs *sregs,
+                      struct kvm_mp_state *mp, struct error *err);
 
 /* Post a request from any thread (vCPU, device, signal-safe path excluded). */
 void vm_request(struct vm *vm, enum vm_request req, int exit_status);

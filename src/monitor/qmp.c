@@ -19,6 +19,8 @@
 
 #include "monitor/qmp_int.h"
 
+#include "core/os.h"
+
 struct qmp_listener {
     struct qmp_server *s;
     struct qmp_listener *next;
@@ -575,13 +577,6 @@ static void on_accept(void *opaque, uint32_t events)
     }
 }
 
-struct sock_spec {
-    bool is_unix;
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    char host[256], port[32];
-    bool server, wait, nodelay, ipv4, ipv6;
-};
-
 /* on|off|yes|no|true|false, or a bare flag meaning on. */
 static int parse_bool(const char *key, const char *val, bool *out, struct error *err)
 {
@@ -616,7 +611,7 @@ static int next_field(const char **p, char *out, size_t size, struct error *err)
     return 0;
 }
 
-static int parse_spec(const char *spec, struct sock_spec *o, struct error *err)
+int qmp_parse_sock_spec(const char *spec, struct qmp_sock_spec *o, struct error *err)
 {
     char field[512];
     memset(o, 0, sizeof(*o));
@@ -683,7 +678,7 @@ static int parse_spec(const char *spec, struct sock_spec *o, struct error *err)
 }
 
 /* Bound (server) or connected (client) socket for o; -1 with err set on failure. */
-static int open_socket(const struct sock_spec *o, struct error *err)
+static int open_socket(const struct qmp_sock_spec *o, struct error *err)
 {
     if (o->is_unix) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -705,47 +700,14 @@ static int open_socket(const struct sock_spec *o, struct error *err)
         }
         return fd;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    if (o->server)
-        hints.ai_flags |= AI_PASSIVE;
-    hints.ai_family = o->ipv4 && !o->ipv6 ? AF_INET : o->ipv6 && !o->ipv4 ? AF_INET6 : AF_UNSPEC;
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(o->host[0] ? o->host : NULL, o->port, &hints, &res);
-    if (rc)
-        return error_setf(err, "address resolution failed for %s:%s: %s", o->host, o->port,
-                          gai_strerror(rc));
-    int fd = -1, e = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            e = errno;
-            continue;
-        }
-        int one = 1;
-        if (o->server) {
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0)
-                break;
-        } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            if (o->nodelay)
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            break;
-        }
-        e = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return error_setf_errno(err, e, "Failed to %s %s:%s",
-                                o->server ? "listen on" : "connect to", o->host, o->port);
-    return fd;
+    int family = o->ipv4 && !o->ipv6 ? AF_INET : o->ipv6 && !o->ipv4 ? AF_INET6 : AF_UNSPEC;
+    return os_tcp_socket(o->host, o->port, o->server, family, o->nodelay, err);
 }
 
 int qmp_server_listen(struct qmp_server *s, const char *spec, bool pretty, struct error *err)
 {
-    struct sock_spec o;
-    if (parse_spec(spec, &o, err) < 0)
+    struct qmp_sock_spec o;
+    if (qmp_parse_sock_spec(spec, &o, err) < 0)
         return -1;
     int fd = open_socket(&o, err);
     if (fd < 0)

@@ -78,15 +78,18 @@ struct qmp_vm_ops {
     size_t (*query_block)(void *opaque, struct qmp_block_info *out, size_t max);
     /*
      * human-monitor-command: return malloc'd output (lines end in "\r\n" as QEMU's), or NULL to
-     * let the built-in commands (info status/version/kvm/name/cpus, stop, cont, system_reset,
-     * system_powerdown, quit, help) handle it.
+     * let the HMP commands (monitor/hmp.h) handle it.
      */
     char *(*hmp)(void *opaque, const char *cmdline);
+    /* HMP's registers, memory and address-space views (info registers, x, xp, info mtree,
+     * info qtree); NULL or returning NULL: no machine yet, those commands say so. */
+    struct vm *(*vm)(void *opaque);
     const char *name; /* -name guest=..., NULL: none; must outlive the server */
     void *opaque;
 };
 
 struct qmp_server;
+struct vm;
 
 int qmp_server_new(struct eventloop *loop, const struct qmp_vm_ops *ops, struct qmp_server **out,
                    struct error *err);
@@ -96,6 +99,14 @@ int qmp_server_new(struct eventloop *loop, const struct qmp_vm_ops *ops, struct 
  * clients (wait=on, QEMU's default, blocks until the first one connects); server=off connects out.
  */
 int qmp_server_listen(struct qmp_server *s, const char *spec, bool pretty, struct error *err);
+/* A parsed socket spec as qmp_server_listen takes it (also used for -monitor unix:/tcp:). */
+struct qmp_sock_spec {
+    bool is_unix;
+    char path[108]; /* sun_path */
+    char host[256], port[32];
+    bool server, wait, nodelay, ipv4, ipv6;
+};
+int qmp_parse_sock_spec(const char *spec, struct qmp_sock_spec *o, struct error *err);
 /* Serve an already connected stream socket; the server owns fd from now on (even on failure). */
 int qmp_server_add_client_fd(struct qmp_server *s, int fd, struct error *err);
 /* Broadcast an event to every negotiated client; data (an object) is stolen and may be NULL. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kemu-config.h"
+#include "monitor/hmp.h"
 #include "monitor/qmp_int.h"
 
 #define CLS_GENERIC   "GenericError"
@@ -317,98 +318,16 @@ static json_t *cmd_quit(struct qmp_client *c, json_t *args, struct qmp_err *e)
     return empty_return();
 }
 
-/* ---- human-monitor-command: the board's handler first, then these built-ins ---- */
-
-static void hmp_action(FILE *f, struct qmp_server *s, action_fn fn, const char *what)
-{
-    struct qmp_err e = {0};
-    if (run_action(s, fn, what, &e) < 0)
-        fprintf(f, "Error: %s\r\n", e.desc);
-}
-
-static void hmp_info(FILE *f, struct qmp_server *s, const char *item)
-{
-    if (!strcmp(item, "status")) {
-        bool running;
-        const char *st = vm_status(s, &running);
-        if (running || !strcmp(st, "paused"))
-            fprintf(f, "VM status: %s\r\n", running ? "running" : "paused");
-        else
-            fprintf(f, "VM status: paused (%s)\r\n", st);
-    } else if (!strcmp(item, "version")) {
-        fprintf(f, "%d.%d.%d (kemu-%s)\r\n", QMP_VERSION_MAJOR, QMP_VERSION_MINOR,
-                QMP_VERSION_MICRO, KEMU_VERSION);
-    } else if (!strcmp(item, "kvm")) {
-        fprintf(f, "kvm support: enabled\r\n");
-    } else if (!strcmp(item, "name")) {
-        if (s->ops.name)
-            fprintf(f, "%s\r\n", s->ops.name);
-    } else if (!strcmp(item, "cpus")) {
-        size_t n;
-        struct qmp_cpu_info *v = fetch_cpus(s, &n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(f, "%c CPU #%u: thread_id=%d\r\n", i == 0 ? '*' : ' ', v[i].index,
-                    v[i].thread_id);
-        free(v);
-    } else if (!strcmp(item, "chardev")) {
-        size_t n;
-        struct qmp_chardev_info *v = fetch_chardevs(s, &n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(f, "%s: filename=%s\r\n", v[i].label ? v[i].label : "",
-                    v[i].filename ? v[i].filename : "");
-        free(v);
-    } else if (!item[0]) {
-        fprintf(f, "info status|version|kvm|name|cpus|chardev\r\n");
-    } else {
-        fprintf(f, "unknown info item: '%s'\r\n", item);
-    }
-}
-
-static char *hmp_builtin(struct qmp_server *s, const char *line)
-{
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        return NULL;
-    char cmd[64] = "", arg[64] = "";
-    /* %63s stops at whitespace: a command word and at most one argument matter here. */
-    int n = sscanf(line, "%63s %63s", cmd, arg);
-    if (n <= 0) {
-        /* empty line: empty output */
-    } else if (!strcmp(cmd, "info") || !strcmp(cmd, "i")) {
-        hmp_info(f, s, arg);
-    } else if (!strcmp(cmd, "stop") || !strcmp(cmd, "s")) {
-        hmp_action(f, s, s->ops.stop, "stop");
-    } else if (!strcmp(cmd, "cont") || !strcmp(cmd, "c")) {
-        hmp_action(f, s, s->ops.cont, "cont");
-    } else if (!strcmp(cmd, "system_reset")) {
-        hmp_action(f, s, s->ops.system_reset, "system_reset");
-    } else if (!strcmp(cmd, "system_powerdown")) {
-        hmp_action(f, s, s->ops.system_powerdown, "system_powerdown");
-    } else if (!strcmp(cmd, "quit") || !strcmp(cmd, "q")) {
-        s->quit_pending = true;
-    } else if (!strcmp(cmd, "help") || !strcmp(cmd, "?")) {
-        fprintf(f, "cont|c -- resume emulation\r\n"
-                   "info [status|version|kvm|name|cpus|chardev] -- show machine state\r\n"
-                   "quit|q -- quit the emulator\r\n"
-                   "stop|s -- stop emulation\r\n"
-                   "system_powerdown -- send system power down event\r\n"
-                   "system_reset -- reset the system\r\n");
-    } else {
-        fprintf(f, "unknown command: '%s'\r\n", cmd);
-    }
-    fclose(f);
-    return out;
-}
+/* ---- human-monitor-command: the same HMP as the interactive monitor ---- */
 
 static json_t *cmd_hmp(struct qmp_client *c, json_t *args, struct qmp_err *e)
 {
     const char *line = json_string_value(json_object_get(args, "command-line"));
     struct qmp_server *s = c->s;
-    char *out = s->ops.hmp ? s->ops.hmp(s->ops.opaque, line) : NULL;
-    if (!out)
-        out = hmp_builtin(s, line);
+    bool quit = false;
+    char *out = hmp_run(&s->ops, line, &quit);
+    if (quit)
+        s->quit_pending = true; /* ops.quit once the reply is out, as for QMP's quit */
     if (!out) {
         qmp_err_set(e, CLS_GENERIC, "out of memory");
         return NULL;

@@ -1,5 +1,6 @@
 /* MP table: checksums, entry counts and contents as Linux's mpparse reads them. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,7 +34,10 @@ static const uint8_t *find_mpf(const uint8_t *ram, uint64_t start, uint64_t len)
     return NULL;
 }
 
-static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
+static const uint8_t pci_gsi[4] = {16, 17, 18, 19};
+
+/* pci: the table must carry bus 0's INTx routing (pci_gsi, PIIX swizzle). */
+static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n, bool pci)
 {
     const uint8_t *mpf = find_mpf(ram, X86_BIOS_AREA_ADDR, 0x10000);
     assert_non_null(mpf);
@@ -45,10 +49,11 @@ static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
     assert_int_equal(mpc[6], 4);
     assert_int_equal(sum(mpc, len), 0);
     assert_int_equal(le_get32(mpc + 36), X86_LAPIC_ADDR);
-    assert_int_equal(len + 16, x86_mptable_size(n));
+    assert_int_equal(len + 16, x86_mptable_size(n, pci));
 
     unsigned count = le_get16(mpc + 34), procs = 0, buses = 0, ioapics = 0, ioints = 0, lints = 0;
-    unsigned irq_seen = 0, ioapic_id = 0, last_type = 0;
+    unsigned irq_seen = 0, ioapic_id = 0, last_type = 0, pci_ints = 0;
+    uint8_t pci_seen[32] = {0}; /* per slot, a bit per pin */
     int irq0_pin = -1;
     const uint8_t *p = mpc + 44, *end = mpc + len;
     for (unsigned i = 0; i < count; i++) {
@@ -75,9 +80,21 @@ static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
             ioapics++;
             break;
         case 3:
-            assert_int_equal(p[4], X86_MP_BUS_ISA);
             assert_int_equal(p[6], ioapic_id);
             assert_int_equal(p[1], 0); /* INT only: no ExtINT entry */
+            if (p[4] == X86_MP_BUS_PCI) {
+                unsigned slot = p[5] >> 2, pin = p[5] & 3;
+                assert_true(pci);
+                assert_int_equal(le_get16(p + 2), 0x0f); /* level, active low */
+                assert_true(slot >= 1);
+                assert_int_equal(pci_seen[slot] & (1u << pin), 0);
+                pci_seen[slot] |= (uint8_t)(1u << pin);
+                assert_int_equal(p[7], pci_gsi[(slot + pin) % 4]);
+                pci_ints++;
+                break;
+            }
+            assert_int_equal(p[4], X86_MP_BUS_ISA);
+            assert_int_equal(le_get16(p + 2), 0);
             if (p[1] == 0) {
                 irq_seen |= 1u << p[5];
                 if (p[5] == 0)
@@ -101,7 +118,8 @@ static void check_table(const uint8_t *ram, const uint32_t *ids, unsigned n)
     assert_int_equal(procs, n);
     assert_int_equal(buses, 2);
     assert_int_equal(ioapics, 1);
-    assert_int_equal(ioints, 15);
+    assert_int_equal(ioints, 15); /* ISA; the PCI ones are counted apart */
+    assert_int_equal(pci_ints, pci ? 31 * 4 : 0);
     assert_int_equal(lints, 2);
     assert_int_equal(irq0_pin, 2);
     assert_int_equal(irq_seen, 0xffff & ~(1u << 2));
@@ -116,8 +134,11 @@ static void test_one_cpu(void **state)
     guest_mem_init_buffer(&mem, ram, RAM_SIZE);
     uint32_t ids[1] = {0};
     struct error err = {0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 1, &err), 0);
-    check_table(ram, ids, 1);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 1, NULL, &err), 0);
+    check_table(ram, ids, 1, false);
+    memset(ram, 0, RAM_SIZE);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 1, pci_gsi, &err), 0);
+    check_table(ram, ids, 1, true);
     free(ram);
 }
 
@@ -131,8 +152,8 @@ static void test_sparse_ids(void **state)
     for (unsigned i = 0; i < 6; i++)
         ids[i] = x86_apic_id(&topo, i);
     struct error err = {0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 6, &err), 0);
-    check_table(ram, ids, 6);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 6, pci_gsi, &err), 0);
+    check_table(ram, ids, 6, true);
     const uint8_t *mpf = find_mpf(ram, X86_BIOS_AREA_ADDR, 0x10000);
     const uint8_t *mpc = ram + le_get32(mpf + 4);
     assert_int_equal(mpc[44 + 6 * 20 + 2 * 8 + 1], 7); /* IOAPIC ID after the last APIC ID */
@@ -148,9 +169,10 @@ static void test_max_cpus(void **state)
     for (unsigned i = 0; i < X86_MP_MAX_CPUS; i++)
         ids[i] = i;
     struct error err = {0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, X86_MP_MAX_CPUS, &err), 0);
-    check_table(ram, ids, X86_MP_MAX_CPUS);
-    assert_true(x86_mptable_size(X86_MP_MAX_CPUS) <= X86_MPTABLE_MAX_SIZE);
+    assert_int_equal(
+        x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, X86_MP_MAX_CPUS, pci_gsi, &err), 0);
+    check_table(ram, ids, X86_MP_MAX_CPUS, true);
+    assert_true(x86_mptable_size(X86_MP_MAX_CPUS, true) <= X86_MPTABLE_MAX_SIZE);
     free(ram);
 }
 
@@ -161,18 +183,24 @@ static void test_errors(void **state)
     guest_mem_init_buffer(&mem, ram, RAM_SIZE);
     uint32_t ids[2] = {0, 0xff};
     struct error err = {0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, &err), -1);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, NULL, &err), -1);
     assert_true(err.set);
     ids[1] = 0xfe; /* no ID left for the IOAPIC */
     err = (struct error){0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, &err), -1);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, NULL, &err), -1);
     err = (struct error){0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 0, &err), -1);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 0, NULL, &err), -1);
     ids[1] = 1;
     err = (struct error){0};
-    assert_int_equal(x86_build_mptable(&mem, RAM_SIZE - 64, ids, 2, &err), -1);
+    assert_int_equal(x86_build_mptable(&mem, RAM_SIZE - 64, ids, 2, NULL, &err), -1);
     err = (struct error){0};
-    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR + 4, ids, 2, &err), -1);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR + 4, ids, 2, NULL, &err), -1);
+    uint8_t isa_gsi[4] = {16, 17, 9, 19}; /* an ISA IRQ is not a PCI line */
+    err = (struct error){0};
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, isa_gsi, &err), -1);
+    isa_gsi[2] = 24; /* past the IOAPIC */
+    err = (struct error){0};
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, 2, isa_gsi, &err), -1);
     free(ram);
 }
 

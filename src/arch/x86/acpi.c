@@ -31,7 +31,8 @@
  * IOAPICs, 32-bit Linux reprograms a clashing one); ISA IRQ0 -> GSI 2 edge/high; SCI IRQ -> same
  * GSI level/high (0x000D, as QEMU); NMI on LINT1 of every CPU.
  *
- * DSDT: \_S5 = Package(4) {S5, S5, 0, 0} with S5 = ACPI_PM_SLP_TYP_S5; for pc also, under \_SB,
+ * DSDT: \_S5 = Package(4) {S5, S5, 0, 0} with S5 = ACPI_PM_SLP_TYP_S5; the virtio-mmio devices
+ * under \_SB (VR00, VR01, ...: LNRO0005, window, edge GSI); for pc also, under \_SB,
  * COM1 (PNP0501), RTC (PNP0B00), KBD (PNP0303) and MOU (PNP0F13), each with _STA = 0x0F and a
  * _CRS naming its ports and ISA IRQ.
  */
@@ -273,6 +274,23 @@ static void build_pci0(struct aml *a, const struct x86_acpi_config *cfg)
     aml_end(a); /* PCI0 */
 }
 
+static void build_virtio_mmio(struct aml *a, const struct x86_acpi_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->nr_virtio_mmio; i++) {
+        const struct x86_acpi_virtio_mmio *d = &cfg->virtio_mmio[i];
+        char name[5] = {'V', 'R', (char)('0' + i / 10 % 10), (char)('0' + i % 10), 0};
+        aml_device_begin(a, name);
+        aml_name_string(a, "_HID", "LNRO0005");
+        aml_name_integer(a, "_UID", i);
+        aml_name(a, "_CRS");
+        aml_resource_template_begin(a);
+        aml_res_memory32_fixed(a, true, d->base, d->size);
+        aml_res_interrupt(a, true, false, false, d->gsi);
+        aml_end(a); /* _CRS */
+        aml_end(a); /* Device */
+    }
+}
+
 static void build_dsdt_aml(struct aml *a, const struct x86_acpi_config *cfg)
 {
     aml_name(a, "\\_S5");
@@ -283,9 +301,14 @@ static void build_dsdt_aml(struct aml *a, const struct x86_acpi_config *cfg)
     aml_integer(a, 0);
     aml_end(a);
 
-    if (!cfg->legacy_pc)
+    if (!cfg->legacy_pc && !cfg->nr_virtio_mmio)
         return;
     aml_scope_begin(a, "\\_SB");
+    build_virtio_mmio(a, cfg);
+    if (!cfg->legacy_pc) {
+        aml_end(a); /* \_SB */
+        return;
+    }
 
     device_begin(a, "COM1", "PNP0501", 1);
     aml_res_io(a, 0x3f8, 0x3f8, 0x00, 0x08);
@@ -368,6 +391,16 @@ static int check_config(const struct x86_acpi_config *cfg, uint8_t *ioapic_id, s
         return error_setf(err, "ACPI: SCI IRQ %u is not a usable ISA IRQ", cfg->sci_irq);
     if (cfg->pm_base == 0 || cfg->pm_base > 0xffff - ACPI_PM_LEN + 1)
         return error_setf(err, "ACPI: bad PM block base 0x%x", cfg->pm_base);
+    if (cfg->nr_virtio_mmio > X86_ACPI_MAX_VIRTIO_MMIO ||
+        (cfg->nr_virtio_mmio && !cfg->virtio_mmio))
+        return error_setf(err, "ACPI: %u virtio-mmio devices (at most %u)", cfg->nr_virtio_mmio,
+                          X86_ACPI_MAX_VIRTIO_MMIO);
+    for (unsigned i = 0; i < cfg->nr_virtio_mmio; i++) {
+        const struct x86_acpi_virtio_mmio *d = &cfg->virtio_mmio[i];
+        if (d->size == 0 || d->base > 0xffffffffu - (d->size - 1) || d->gsi < 16 || d->gsi > 23)
+            return error_setf(err, "ACPI: virtio-mmio device %u at 0x%x+0x%x, GSI %u is unusable",
+                              i, d->base, d->size, d->gsi);
+    }
     if (cfg->base & 15)
         return error_setf(err, "ACPI: window 0x%llx is not 16-byte aligned",
                           (unsigned long long)cfg->base);

@@ -24,13 +24,21 @@
  */
 #define X86_ACPI_MAX_CPUS 4096
 
+#define X86_ACPI_MAX_VIRTIO_MMIO 100 /* VR00..VR99 */
+
+struct x86_acpi_virtio_mmio {
+    uint32_t base, size;
+    uint32_t gsi;
+};
+
 struct x86_acpi_config {
     const uint32_t *apic_ids; /* nr_cpus distinct APIC ids, BSP first */
     unsigned nr_cpus;         /* >= 1 */
     /*
      * true for `pc`: MADT PCAT_COMPAT (8259 pair present), FADT IAPC_BOOT_ARCH = LEGACY_DEVICES |
      * 8042, and COM1, the RTC and the i8042 (keyboard + mouse) described in the DSDT for Linux's
-     * PNP layer. false for `microvm`: no 8259, no 8042, no VGA, nothing in the DSDT but \_S5.
+     * PNP layer. false for `microvm`: no 8259, no 8042, no VGA, nothing in the DSDT but \_S5 and
+     * the virtio-mmio devices.
      */
     bool legacy_pc;
     uint16_t pm_base; /* I/O base of the ACPI PM block (ACPI_PM_BASE from hw/acpi_pm.h) */
@@ -44,6 +52,13 @@ struct x86_acpi_config {
     uint32_t pci_mem32_base;
     uint64_t pci_mem32_len;
     uint8_t pci_gsi[4];
+    /*
+     * virtio-mmio devices (microvm), each a \_SB.VRnn device with _HID "LNRO0005" (what Linux's
+     * virtio_mmio driver matches) and a _CRS of its window and its edge-triggered, active-high
+     * GSI (16-23), as QEMU's microvm describes them.
+     */
+    const struct x86_acpi_virtio_mmio *virtio_mmio;
+    unsigned nr_virtio_mmio; /* at most X86_ACPI_MAX_VIRTIO_MMIO */
     uint64_t base;    /* guest-physical window for the tables (16-byte aligned) */
     uint64_t size;
 };

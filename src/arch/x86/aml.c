@@ -437,6 +437,19 @@ void aml_res_memory32_fixed(struct aml *a, bool writable, uint32_t base, uint32_
     aml_bytes(a, d, sizeof(d));
 }
 
+/* ACPI 6.4.3.6 Extended Interrupt Descriptor: large item 0x89, length 6 (flags, a table of one
+ * DWord interrupt number, no resource source). Flags: bit 0 consumer, bit 1 edge, bit 2 active
+ * low, bit 3 shared. */
+void aml_res_interrupt(struct aml *a, bool edge, bool active_low, bool shared, uint32_t gsi)
+{
+    uint8_t d[9] = {0x89, 6, 0,
+                    (uint8_t)(0x01 | (edge ? 0x02 : 0) | (active_low ? 0x04 : 0) |
+                              (shared ? 0x08 : 0)),
+                    1};
+    put_le(d + 5, gsi, 4);
+    aml_bytes(a, d, sizeof(d));
+}
+
 /* ACPI 6.4.3.5: large items 0x88 (Word) and 0x87 (DWord) address space descriptors. */
 enum { RES_TYPE_MEM = 0, RES_TYPE_IO = 1, RES_TYPE_BUS = 2 };
 #define RES_GFLAGS_PRODUCER_FIXED 0x0c /* _MAF | _MIF, positive decode, producer */

@@ -134,6 +134,9 @@ void aml_res_io(struct aml *a, uint16_t min, uint16_t max, uint8_t align, uint8_
 void aml_res_irq_noflags(struct aml *a, unsigned irq);
 /* Memory32Fixed(ReadWrite or ReadOnly, base, len). */
 void aml_res_memory32_fixed(struct aml *a, bool writable, uint32_t base, uint32_t len);
+/* Interrupt(ResourceConsumer, Edge or Level, ActiveHigh or ActiveLow, Exclusive or Shared) {gsi}
+ * (the Extended Interrupt Descriptor, for GSIs above the ISA IRQs). */
+void aml_res_interrupt(struct aml *a, bool edge, bool active_low, bool shared, uint32_t gsi);
 /*
  * Address space descriptors of a bridge (ResourceProducer, MinFixed, MaxFixed, PosDecode) for
  * [min, min + len): WordBusNumber, WordIO (EntireRange) and DWordMemory (Cacheable, ReadWrite).

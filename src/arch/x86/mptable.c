@@ -27,6 +27,7 @@
 #define MP_INT_NMI       1
 #define MP_INT_EXTINT    3
 #define MP_FLAGS_CONFORM 0 /* polarity and trigger conform to the bus (ISA: high, edge) */
+#define MP_FLAGS_PCI     0x0f /* active low (bits 1:0 = 11), level (bits 3:2 = 11), as SeaBIOS */
 #define MP_ALL_LAPICS    0xff
 
 /* CPU signature and feature flags (CPUID 1 EAX/EDX) for the processor entries: family 6 with FPU
@@ -39,11 +40,21 @@
 #define NR_IOINTS        15 /* IRQ0 on pin 2, IRQ1 and IRQ3-15 identity */
 #define NR_LINTS         2
 #define NR_SMALL_ENTRIES (NR_BUSES + 1 + NR_IOINTS + NR_LINTS)
+/* PCI INTx: slots 1-31 (slot 0 is the host bridge, no interrupt) x INTA#..INTD#. */
+#define PCI_FIRST_SLOT   1
+#define PCI_SLOTS        32
+#define PCI_PINS         4
+#define NR_PCI_IOINTS    ((PCI_SLOTS - PCI_FIRST_SLOT) * PCI_PINS)
 
-uint64_t x86_mptable_size(unsigned nr_cpus)
+static unsigned nr_small_entries(bool pci)
+{
+    return NR_SMALL_ENTRIES + (pci ? NR_PCI_IOINTS : 0);
+}
+
+uint64_t x86_mptable_size(unsigned nr_cpus, bool pci)
 {
     return MPF_SIZE + MPC_HEADER_SIZE + (uint64_t)nr_cpus * MP_PROC_SIZE +
-           NR_SMALL_ENTRIES * MP_ENTRY_SIZE;
+           (uint64_t)nr_small_entries(pci) * MP_ENTRY_SIZE;
 }
 
 static uint8_t *small_entry(uint8_t **pp, uint8_t type)
@@ -54,19 +65,20 @@ static uint8_t *small_entry(uint8_t **pp, uint8_t type)
     return e;
 }
 
-static void ioint(uint8_t **pp, uint8_t type, uint8_t bus_irq, uint8_t ioapic, uint8_t pin)
+static void ioint(uint8_t **pp, uint8_t type, uint16_t flags, uint8_t bus, uint8_t bus_irq,
+                  uint8_t ioapic, uint8_t pin)
 {
     uint8_t *e = small_entry(pp, MP_ENTRY_IOINT);
     e[1] = type;
-    le_put16(e + 2, MP_FLAGS_CONFORM);
-    e[4] = X86_MP_BUS_ISA;
+    le_put16(e + 2, flags);
+    e[4] = bus;
     e[5] = bus_irq;
     e[6] = ioapic;
     e[7] = pin;
 }
 
 int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic_ids,
-                      unsigned nr_cpus, struct error *err)
+                      unsigned nr_cpus, const uint8_t *pci_gsi, struct error *err)
 {
     if (nr_cpus == 0 || nr_cpus > X86_MP_MAX_CPUS)
         return error_setf(err, "MP table: %u CPUs (1 to %u supported)", nr_cpus, X86_MP_MAX_CPUS);
@@ -85,7 +97,11 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
     if (ioapic_id >= 0xff)
         return error_setf(err, "MP table: no free 8-bit ID for the IOAPIC");
 
-    uint64_t size = x86_mptable_size(nr_cpus);
+    for (unsigned i = 0; pci_gsi && i < PCI_PINS; i++)
+        if (pci_gsi[i] < 16 || pci_gsi[i] >= X86_MP_IOAPIC_PINS)
+            return error_setf(err, "MP table: PCI GSI %u is not an IOAPIC pin above the ISA IRQs",
+                              pci_gsi[i]);
+    uint64_t size = x86_mptable_size(nr_cpus, pci_gsi != NULL);
     if (addr > UINT32_MAX - size)
         return error_setf(err, "MP table: must lie below 4 GiB");
     uint8_t *base = guest_mem_ptr(mem, addr, size);
@@ -119,10 +135,16 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
     /* The timer (IRQ0) is on pin 2 as on a PC; IRQ2 is the 8259 cascade and has no entry. No
      * ExtINT entry for pin 0 either (SeaBIOS has none): Linux would warn that the IOAPIC pin is
      * not programmed as ExtINT, since no firmware ran. */
-    ioint(&p, MP_INT_INT, 0, (uint8_t)ioapic_id, 2);
+    ioint(&p, MP_INT_INT, MP_FLAGS_CONFORM, X86_MP_BUS_ISA, 0, (uint8_t)ioapic_id, 2);
     for (uint8_t irq = 1; irq < ISA_IRQS; irq++)
         if (irq != 2)
-            ioint(&p, MP_INT_INT, irq, (uint8_t)ioapic_id, irq);
+            ioint(&p, MP_INT_INT, MP_FLAGS_CONFORM, X86_MP_BUS_ISA, irq, (uint8_t)ioapic_id, irq);
+    /* PCI: the source bus IRQ is (slot << 2) | pin; the pin goes to the IOAPIC input the PIIX
+     * swizzle gives it, the same routing as the DSDT's _PRT, for guests without ACPI. */
+    for (unsigned slot = PCI_FIRST_SLOT; pci_gsi && slot < PCI_SLOTS; slot++)
+        for (unsigned pin = 0; pin < PCI_PINS; pin++)
+            ioint(&p, MP_INT_INT, MP_FLAGS_PCI, X86_MP_BUS_PCI, (uint8_t)(slot << 2 | pin),
+                  (uint8_t)ioapic_id, pci_gsi[(slot + pin) % PCI_PINS]);
     e = small_entry(&p, MP_ENTRY_LINT);
     e[1] = MP_INT_EXTINT;
     e[4] = X86_MP_BUS_ISA;
@@ -140,7 +162,7 @@ int x86_build_mptable(struct guest_mem *mem, uint64_t addr, const uint32_t *apic
     mpc[6] = MP_SPEC_REV;
     memcpy(mpc + 8, "KEMU    ", 8);       /* OEM ID */
     memcpy(mpc + 16, "PC          ", 12); /* product ID */
-    le_put16(mpc + 34, (uint16_t)(nr_cpus + NR_SMALL_ENTRIES));
+    le_put16(mpc + 34, (uint16_t)(nr_cpus + nr_small_entries(pci_gsi != NULL)));
     le_put32(mpc + 36, (uint32_t)X86_LAPIC_ADDR);
     mpc[7] = checksum8(mpc, mpc_len);
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Drive a running kemu over QMP from where it runs (inside the test host, beside guestrun.py),
+step by step, and print what happened, one 'QMPS <json>' line per step.
+
+  qmp_script.py SOCKET STEP...
+
+Steps:
+  wait-file:PATH:TEXT:N   wait until PATH holds TEXT at least N times (a guest serial port
+                          written to a file tells the driver the guest got somewhere)
+  cmd:NAME                run a command; prints its return value or error
+  event:NAME              wait for an event; prints it
+  status                  query-status
+Every wait gives up after --timeout seconds; a failed step prints QMPS-FAIL and stops.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp import QMP, QMPError  # noqa: E402
+
+
+def report(step, **kw):
+    print("QMPS " + json.dumps(dict(step=step, **kw)), flush=True)
+
+
+def wait_file(path, text, n, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                if f.read().replace(b"\r", b"").count(text.encode()) >= n:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("socket")
+    ap.add_argument("steps", nargs="+")
+    a = ap.parse_args()
+    q = QMP(a.socket, timeout=a.timeout)
+    q.negotiate()
+    for step in a.steps:
+        kind, _, arg = step.partition(":")
+        try:
+            if kind == "wait-file":
+                path, text, n = arg.rsplit(":", 2)
+                if not wait_file(path, text, int(n), a.timeout):
+                    raise TimeoutError(f"{text!r} x{n} never appeared in {path}")
+                report(step)
+            elif kind == "cmd":
+                report(step, reply=q.cmd_raw(arg))
+            elif kind == "event":
+                report(step, event=q.wait_event(arg, timeout=a.timeout))
+            elif kind == "status":
+                report(step, reply=q.cmd("query-status"))
+            else:
+                raise ValueError(f"unknown step {step}")
+        except (OSError, EOFError, TimeoutError, QMPError, ValueError) as e:
+            print(f"QMPS-FAIL {step}: {e}", flush=True)
+            return 1
+    print("QMPS-DONE", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The human monitor (HMP) against kemu on this machine's /dev/kvm, with a tiny guest that halts
+forever at 0x100200 (cli; hlt; jmp back): over -monitor unix:, over -monitor stdio with a pipe,
+and on the -nographic / -serial mon:stdio console behind Ctrl-A c."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import KEMU, ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "guests"))
+import mkbzimage  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                                reason="no usable /dev/kvm on this machine")
+
+PROMPT = b"(qemu) "
+ENTRY = 0x100200  # the 64-bit entry: 1 MiB + 0x200
+CODE = bytes([0xFA, 0xF4, 0xEB, 0xFD])
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    k = tmp_path / "halt.bzImage"
+    k.write_bytes(mkbzimage.build_halt())
+    return str(k)
+
+
+def base_args(kernel):
+    return [KEMU, "-enable-kvm", "-m", "64M", "-smp", "2", "-display", "none", "-kernel", kernel]
+
+
+class Monitor:
+    """An HMP client on a socket: cmd() sends a line and returns the output before the prompt."""
+
+    def __init__(self, path, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                # path: a UNIX socket's path, or (host, port) for TCP
+                self.sock = socket.socket(socket.AF_INET if isinstance(path, tuple)
+                                          else socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.banner = self.read_prompt()
+
+    def read_prompt(self):
+        while PROMPT not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buf)
+            self.buf += data
+        out, self.buf = self.buf.split(PROMPT, 1)
+        return out.decode(errors="replace")
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\r\n" if isinstance(line, str) else line)
+        out = self.read_prompt()
+        # The monitor echoes what it was sent, then "\r\n", then the output.
+        return out.split("\r\n", 1)[1] if "\r\n" in out else out
+
+
+def parse_regs(text):
+    return {k: int(v, 16) for k, v in re.findall(r"\b([A-Z][A-Z0-9]*) ?=([0-9a-f]+)\b", text)}
+
+
+def test_unix_monitor(kernel, tmp_path):
+    sock = str(tmp_path / "hmp.sock")
+    p = subprocess.Popen(base_args(kernel) + ["-nodefaults",
+                                              "-monitor", f"unix:{sock},server=on,wait=off"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        m = Monitor(sock)
+        assert "monitor - type 'help' for more information" in m.banner, m.banner
+        assert m.cmd("info status") == "VM status: running\r\n"
+        # help comes from the command table; help CMD gives one line.
+        h = m.cmd("help")
+        assert "xp /fmt addr -- physical memory dump" in h and "info [subcommand]" in h, h
+        assert m.cmd("help x") == "x /fmt addr -- virtual memory dump starting at 'addr'\r\n"
+        assert "info registers  -- show the cpu registers" in m.cmd("info")
+
+        # The guest sits on its hlt: RIP inside its 4 bytes of code, long mode with paging.
+        time.sleep(0.2)
+        regs = m.cmd("info registers")
+        r = parse_regs(regs)
+        assert ENTRY <= r["RIP"] < ENTRY + len(CODE), regs
+        assert r["CR3"] == 0x9000 and r["CR0"] & 0x80000001 == 0x80000001, regs
+        assert r["EFER"] & 0x500 == 0x500, regs  # LME | LMA
+        assert "CS =0010" in regs and "GDT=" in regs and "IDT=" in regs, regs
+
+        # Memory whose content the test knows: the guest's code, through the page tables (x)
+        # and physically (xp); a word in little-endian order.
+        assert m.cmd(f"x /4bx {ENTRY:#x}") == "%016x: 0xfa 0xf4 0xeb 0xfd\r\n" % ENTRY
+        assert m.cmd(f"xp/4bx {ENTRY:#x}") == "%016x: 0xfa 0xf4 0xeb 0xfd\r\n" % ENTRY
+        assert m.cmd(f"xp /1wx {ENTRY}") == "%016x: 0xfdebf4fa\r\n" % ENTRY
+        assert m.cmd(f"xp /2bd {ENTRY}") == "%016x:  -6 -12\r\n" % ENTRY
+        # Out of RAM, not mapped, bad formats: an error line each, and the monitor goes on.
+        out = m.cmd("xp /4gx 0x3fffff8")
+        assert "0x0000000000000000 Cannot access memory" in out, out
+        assert "Cannot access memory" in m.cmd("xp /1bx 0xffffffffffffffff")
+        assert "page not present" in m.cmd("x /1bx 0xffff800000000000")
+        assert "invalid char 'q'" in m.cmd("x /4q 0x0")
+        assert "count too large" in m.cmd("xp /999999999gx 0")
+        assert "invalid address" in m.cmd("xp /1bx nowhere")
+        assert "ram-below-4g" in m.cmd("info mtree")
+        qtree = m.cmd("info qtree")
+        assert "bus: pci.0" in qtree and "i440FX" in qtree, qtree
+        assert "Bus  0, device   0, function 0" in m.cmd("info pci")
+        cpus = m.cmd("info cpus")
+        assert cpus.count("CPU #") == 2, cpus
+        # cpu N picks the CPU info registers and x show; the AP still waits for its SIPI at
+        # the reset vector, so its registers differ from the BSP's.
+        assert m.cmd("cpu 1") == ""
+        assert "* CPU #1" in m.cmd("info cpus")
+        regs1 = m.cmd("info registers")
+        assert regs1.startswith("CPU#1\r\n") and "CS =f000" in regs1, regs1
+        assert m.cmd("cpu 2") == "invalid CPU index\r\n"
+        assert m.cmd("cpu x") == "cpu: usage: cpu index\r\n"
+        assert "usage: info registers [-a]" in m.cmd("info registers -b")
+        both = m.cmd("info registers -a")
+        assert both.startswith("CPU#0\r\n") and "\r\nCPU#1\r\n" in both, both
+        assert both.count("RIP=") == 2 and "CS =0010" in both and "CS =f000" in both, both
+        assert m.cmd("cpu 0") == ""
+        assert "* CPU #0" in m.cmd("info cpus")
+
+        # stop holds the guest; registers stay readable; cont resumes.
+        assert m.cmd("stop") == ""
+        assert m.cmd("info status") == "VM status: paused\r\n"
+        assert ENTRY <= parse_regs(m.cmd("info registers"))["RIP"] < ENTRY + len(CODE)
+        assert m.cmd("c") == ""
+        assert m.cmd("info status") == "VM status: running\r\n"
+        assert m.cmd("system_reset") == ""
+        assert m.cmd("info status") == "VM status: running\r\n"
+
+        # Garbage: unknown commands, binary bytes, an overlong line.
+        assert m.cmd("frobnicate") == "unknown command: 'frobnicate'\r\n"
+        assert m.cmd("info nothing") == "unknown info item: 'nothing'\r\n"
+        out = m.cmd(b"\xff\xfe\x00\x1b[A\x80garbage\x07\r\n")
+        assert "unknown command" in out, out
+        assert "too long" in m.cmd(b"x" * 100000 + b"\n")
+        assert m.cmd("info status") == "VM status: running\r\n"
+
+        # A client that goes away does not stop the VM; the next one gets a banner.
+        m.sock.close()
+        m = Monitor(sock)
+        assert "monitor - type" in m.banner
+        m.sock.sendall(b"quit\n")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def run_piped(args, data, delay_before_last=None):
+    """Run kemu with stdin a pipe fed with data (a list of chunks); return (status, stdout)."""
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        for chunk in data:
+            p.stdin.write(chunk)
+            p.stdin.flush()
+            time.sleep(0.3)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def test_stdio_monitor_on_a_pipe(kernel):
+    rc, out, err = run_piped(base_args(kernel) + ["-nodefaults", "-monitor", "stdio"],
+                             [b"info status\n", b"stop\ninfo status\n",
+                              f"xp /4bx {ENTRY:#x}\n".encode(), b"\x00\xffjunk\n",
+                              b"cont\ninfo registers\n", b"quit\n"])
+    assert rc == 0, err
+    assert out.startswith("kemu ") and "(qemu) " in out, out
+    assert "VM status: running" in out and "VM status: paused" in out, out
+    assert "%016x: 0xfa 0xf4 0xeb 0xfd" % ENTRY in out, out
+    assert "unknown command" in out and "RIP=" in out, out
+
+
+def test_stdio_monitor_eof_keeps_running(kernel, tmp_path):
+    # stdin closing is not a quit: the VM runs on and QMP still answers.
+    sock = str(tmp_path / "qmp.sock")
+    p = subprocess.Popen(base_args(kernel) + ["-nodefaults", "-monitor", "stdio",
+                                              "-qmp", f"unix:{sock},server=on,wait=off"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(b"info stat")  # a line cut short by EOF
+        p.stdin.close()
+        p.stdin = None  # communicate() must not flush it again
+        time.sleep(0.5)
+        assert p.poll() is None
+        from qmp import QMP
+        q = QMP(sock)
+        q.negotiate()
+        out = q.cmd("human-monitor-command", {"command-line": f"xp /4bx {ENTRY:#x}"})
+        assert out == "%016x: 0xfa 0xf4 0xeb 0xfd\r\n" % ENTRY, out
+        q.cmd("quit")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("console", [["-nographic"], ["-serial", "mon:stdio"]])
+def test_ctrl_a_c_switches_to_monitor(kernel, console):
+    # Text before C-a c is the guest's; then the monitor's banner and prompt; C-a c back and
+    # forth shows the prompt again; quit from the monitor ends kemu with status 0.
+    rc, out, err = run_piped(base_args(kernel) + console,
+                             [b"guest input", b"\x01c", b"info status\n", b"\x01c",
+                              b"\x01c", b"quit\n"])
+    assert rc == 0, err
+    assert "monitor - type 'help' for more information\r\n(qemu) " in out, out
+    assert "VM status: running" in out, out
+    assert "guest input" not in out, out  # it went to the serial port, not the monitor
+    assert out.count("(qemu) ") >= 3, out
+
+
+def test_bad_monitor_options(kernel):
+    for args, what in [(["-monitor", "pty"], "-monitor pty"),
+                       (["-monitor", "chardev:nope"], "chardev 'nope' not found"),
+                       (["-mon", "chardev=nope,mode=readline"], "not found"),
+                       (["-mon", "mode=bogus"], "mode=bogus")]:
+        r = subprocess.run(base_args(kernel) + ["-nodefaults"] + args, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.startswith("kemu: ") and what in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_mon_readline_on_a_chardev(kernel, tmp_path):
+    sock = str(tmp_path / "m.sock")
+    p = subprocess.Popen(base_args(kernel) + [
+        "-nodefaults", "-chardev", f"socket,id=m0,path={sock},server=on,wait=off",
+        "-mon", "chardev=m0,mode=readline", "-S"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        m = Monitor(sock)
+        assert m.cmd("info status") == "VM status: paused (prelaunch)\r\n"
+        assert m.cmd("cont") == ""
+        assert m.cmd("info status") == "VM status: running\r\n"
+        m.sock.sendall(b"q\n")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def free_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_tcp_chardevs_and_info_chardev(kernel, tmp_path):
+    """-chardev socket,host=,port= (TCP) behind -mon and -serial; info chardev lists them and
+    -monitor's own chardev (compat_monitor0)."""
+    sock = str(tmp_path / "hmp.sock")
+    mport, sport = free_port(), free_port()
+    p = subprocess.Popen(base_args(kernel) + [
+        "-nodefaults", "-monitor", f"unix:{sock},server=on,wait=off",
+        "-chardev", f"socket,id=m0,host=127.0.0.1,port={mport},server=on,wait=off",
+        "-mon", "chardev=m0,mode=readline",
+        "-chardev", f"socket,id=s0,host=127.0.0.1,port={sport},server=on,wait=off",
+        "-serial", "chardev:s0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        m = Monitor(("127.0.0.1", mport))
+        assert "monitor - type 'help'" in m.banner, m.banner
+        assert m.cmd("info status") == "VM status: running\r\n"
+        ser = socket.create_connection(("127.0.0.1", sport), timeout=10)
+        info = m.cmd("info chardev")
+        assert "m0: filename=socket\r\n" in info, info
+        assert "s0: filename=socket\r\n" in info, info
+        assert f"compat_monitor0: filename=unix:{sock},server=on,wait=off\r\n" in info, info
+        # The -monitor one answers too, and sees the same list.
+        assert Monitor(sock).cmd("info chardev") == info
+        ser.close()
+        m.sock.sendall(b"quit\r\n")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def test_tcp_monitor(kernel):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    p = subprocess.Popen(base_args(kernel) + [
+        "-nodefaults", "-monitor", f"tcp:127.0.0.1:{port},server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.time() < deadline and p.poll() is None
+                time.sleep(0.05)
+        buf = b""
+        s.sendall(b"info status\r\nquit\r\n")
+        while b"VM status" not in buf or not buf.endswith(b"quit\r\n"):
+            data = s.recv(4096)
+            if not data:
+                break
+            buf += data
+        assert b"monitor - type 'help'" in buf and b"VM status: running\r\n" in buf, buf
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
