@@ -90,15 +90,15 @@ static bool byte_locked(int fd, off_t off)
     return fl.l_type != F_UNLCK;
 }
 
-static int lock_failed(struct block_backend *bb, bool shared, unsigned bit, struct error *err)
+static int lock_failed(const char *name, bool shared, unsigned bit, struct error *err)
 {
     return error_setf(err, "Failed to get %s\"%s\" lock. Is another process using the image [%s]?",
-                      shared ? "shared " : "", perm_names[bit], bb->filename);
+                      shared ? "shared " : "", perm_names[bit], name);
 }
 
 /* As QEMU: take the locks first, then look for conflicting ones, so of two racing openers at
  * least one fails. The locks go with the descriptor (and its duplicates) when it is closed. */
-static int lock_image(struct block_backend *bb, bool readonly, struct error *err)
+int block_lock_fd(int fd, const char *name, bool readonly, struct error *err)
 {
     unsigned perm = PERM_CONSISTENT_READ;
     if (!readonly)
@@ -107,21 +107,38 @@ static int lock_image(struct block_backend *bb, bool readonly, struct error *err
     for (unsigned i = 0; i < PERM_BITS; i++) {
         int r = 0;
         if (perm & (1u << i))
-            r = lock_byte(bb->fd, LOCK_PERM_BASE + i);
+            r = lock_byte(fd, LOCK_PERM_BASE + i);
         if (r == 0 && (unshared & (1u << i)))
-            r = lock_byte(bb->fd, LOCK_SHARED_BASE + i);
+            r = lock_byte(fd, LOCK_SHARED_BASE + i);
         if (r < 0)
             return 0; /* no OFD locks here (some network file systems): not locked */
         if (r > 0)
-            return lock_failed(bb, !(perm & (1u << i)), i, err);
+            return lock_failed(name, !(perm & (1u << i)), i, err);
     }
     for (unsigned i = 0; i < PERM_BITS; i++)
-        if ((perm & (1u << i)) && byte_locked(bb->fd, LOCK_SHARED_BASE + i))
-            return lock_failed(bb, false, i, err);
+        if ((perm & (1u << i)) && byte_locked(fd, LOCK_SHARED_BASE + i))
+            return lock_failed(name, false, i, err);
     for (unsigned i = 0; i < PERM_BITS; i++)
-        if ((unshared & (1u << i)) && byte_locked(bb->fd, LOCK_PERM_BASE + i))
-            return lock_failed(bb, true, i, err);
+        if ((unshared & (1u << i)) && byte_locked(fd, LOCK_PERM_BASE + i))
+            return lock_failed(name, true, i, err);
     return 0;
+}
+
+void block_lock_share_write(int fd, bool share)
+{
+    for (unsigned i = 0; i < PERM_BITS; i++) {
+        if (!((PERM_WRITE | PERM_RESIZE) & (1u << i)))
+            continue;
+        if (share) {
+            struct flock fl = {.l_type = F_UNLCK,
+                               .l_whence = SEEK_SET,
+                               .l_start = LOCK_SHARED_BASE + i,
+                               .l_len = 1};
+            fcntl(fd, F_OFD_SETLK, &fl);
+        } else {
+            lock_byte(fd, LOCK_SHARED_BASE + i);
+        }
+    }
 }
 
 int block_backend_open(const struct block_open_opts *o, struct block_backend **out,
@@ -171,6 +188,7 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
     bb->image_format = fmt->name;
     bb->probed_raw = probed && fmt == &block_format_raw;
     bb->snapshot = o->snapshot;
+    bb->locking = o->locking;
     bb->l2_cache_size = o->l2_cache_size;
     bb->cache = o->cache;
     bb->aio = o->aio;
@@ -187,7 +205,8 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
     }
     if (file_open(bb, &fo, err) < 0)
         goto fail;
-    if ((o->locking && lock_image(bb, fo.readonly, err) < 0) || bb->fmt->open(bb, err) < 0) {
+    if ((o->locking && block_lock_fd(bb->fd, bb->filename, fo.readonly, err) < 0) ||
+        bb->fmt->open(bb, err) < 0) {
         file_close(bb);
         goto fail;
     }
@@ -200,6 +219,15 @@ fail:
     free(bb->filename);
     free(bb);
     return -1;
+}
+
+int block_backend_commit(struct block_backend *bb, struct error *err)
+{
+    if (!bb->fmt->commit) {
+        error_setf(err, "%s: a %s image has no backing file", bb->filename, bb->fmt->name);
+        return -ENOTSUP;
+    }
+    return bb->fmt->commit(bb, err);
 }
 
 static bool drain_for(struct block_backend *bb, int64_t limit_ms);

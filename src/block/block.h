@@ -132,6 +132,12 @@ unsigned block_backend_process(struct block_backend *bb);
 void block_backend_drain(struct block_backend *bb);
 unsigned block_backend_inflight(const struct block_backend *bb);
 
+/* QEMU's HMP commit: write what the image holds itself into its backing file (under
+ * snapshot=on: into the image under the temporary overlay), make that durable, then empty the
+ * image, so the guest sees the same disk. Guest requests wait meanwhile. Any thread. Returns 0
+ * or -errno with err set (-ENOTSUP: a raw image or a qcow2 image without a backing file). */
+int block_backend_commit(struct block_backend *bb, struct error *err);
+
 uint64_t block_backend_size(const struct block_backend *bb);
 bool block_backend_readonly(const struct block_backend *bb);
 /* Volatile write cache in effect (cache=writeback, none, unsafe): flushes are needed. */

@@ -14,6 +14,8 @@ struct block_format_ops {
     /* Range-checked request to the protocol (file_submit) or block_complete_later(). */
     void (*submit)(struct block_backend *bb, struct block_request *req);
     void (*close)(struct block_backend *bb);
+    /* Optional: block_backend_commit(). */
+    int (*commit)(struct block_backend *bb, struct error *err);
 };
 
 extern const struct block_format_ops block_format_raw;
@@ -61,6 +63,7 @@ struct block_backend {
     const char *image_format; /* "raw" or "qcow2": the image's own format */
     bool probed_raw;          /* probing guessed raw */
     bool snapshot;            /* snapshot=on: fmt is qcow2, over a temporary overlay */
+    bool locking;             /* QEMU's image locks are taken on fd */
     uint64_t l2_cache_size;
 
     unsigned inflight;        /* owner thread only */
@@ -89,6 +92,12 @@ void file_abandon(struct block_backend *bb);
 unsigned file_process(struct block_backend *bb);
 
 /* Core (block.c). */
+/* Take QEMU's image locks on fd for a read-only or read-write user (error: who holds them). */
+int block_lock_fd(int fd, const char *name, bool readonly, struct error *err);
+/* Share (drop the "not shared" locks on) or stop sharing write and resize on fd: a read-only
+ * user that is about to write through a second descriptor of its own (commit under
+ * snapshot=on) shares them for that time, or its own locks would refuse the second one. */
+void block_lock_share_write(int fd, bool share);
 /* Complete req with ret on the owner thread, later (any thread may call). */
 void block_complete_later(struct block_backend *bb, struct block_request *req, int ret);
 /* Finish req on the owner thread now: bounce copy-out, callback. */

@@ -786,15 +786,21 @@ struct qcow2_backing qcow2_as_backing(struct qcow2 *q)
 static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_open_opts *opts,
                                 struct backing_id *chain, int depth, struct error *err);
 
+/* The backing name as a path: relative names are relative to the image's directory. */
+static void backing_path(const struct qcow2 *q, char *path, size_t size)
+{
+    const char *slash = strrchr(q->name, '/');
+    if (q->backing_name[0] == '/' || !slash)
+        snprintf(path, size, "%s", q->backing_name);
+    else
+        snprintf(path, size, "%.*s/%s", (int)(slash - q->name), q->name, q->backing_name);
+}
+
 static int open_backing(struct qcow2 *q, const struct qcow2_open_opts *opts,
                         struct backing_id *chain, int depth, struct error *err)
 {
     char path[PATH_MAX];
-    const char *slash = strrchr(q->name, '/');
-    if (q->backing_name[0] == '/' || !slash)
-        snprintf(path, sizeof(path), "%s", q->backing_name);
-    else
-        snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - q->name), q->name, q->backing_name);
+    backing_path(q, path, sizeof(path));
     if (depth + 1 >= MAX_BACKING_DEPTH)
         return error_setf(err, "%s: backing chain deeper than %d", q->name, MAX_BACKING_DEPTH);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -2498,6 +2504,75 @@ int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t max, struct qcow2_map_entr
 
 /* ---- commit and rebase helpers ---- */
 
+int qcow2_backing_path(const struct qcow2 *q, char **path, const char **fmt, struct error *err)
+{
+    char p[PATH_MAX];
+    *path = NULL;
+    *fmt = NULL;
+    if (!q->backing_name)
+        return 0;
+    backing_path(q, p, sizeof(p));
+    if (!(*path = strdup(p)))
+        return error_setf(err, "%s: out of memory", q->name);
+    if (q->backing_fmt && (!strcmp(q->backing_fmt, "qcow2") || !strcmp(q->backing_fmt, "raw")))
+        *fmt = !strcmp(q->backing_fmt, "raw") ? "raw" : "qcow2";
+    return 0;
+}
+
+int qcow2_reopen_backing(struct qcow2 *q, struct error *err)
+{
+    struct backing_id chain[MAX_BACKING_DEPTH + 1];
+    struct stat st;
+    qcow2_set_backing(q, NULL);
+    if (!q->backing_name)
+        return 0;
+    if (fstat(q->fd, &st) < 0)
+        return error_setf_errno(err, errno, "%s", q->name);
+    chain[0] = (struct backing_id){st.st_dev, st.st_ino};
+    return open_backing(q, &default_opts, chain, 0, err);
+}
+
+int qcow2_copy_top(struct qcow2 *q, int depth, const struct qcow2_sink *sink,
+                   void (*progress)(void *opaque, double done), void *popaque, struct error *err)
+{
+    enum { RUN_MAX = 2u << 20 };
+    uint8_t *buf = malloc(RUN_MAX);
+    if (!buf)
+        return error_setf(err, "%s: out of memory", q->name);
+    /* runs of neighbouring extents of one kind (data or zeros), each written with one call */
+    uint64_t run = 0, rlen = 0;
+    bool rzero = false;
+    int r = 0;
+    for (uint64_t off = 0; r == 0 && off <= q->size;) {
+        struct qcow2_map_entry e = {0};
+        if (off < q->size && map_at(q, off, q->size - off, 0, &e, err) < 0) {
+            r = -1;
+            break;
+        }
+        bool take = off < q->size && e.present && e.depth < depth;
+        bool zero = take && !e.data;
+        if (rlen && (!take || zero != rzero || rlen + e.len > RUN_MAX)) {
+            if (rzero)
+                r = sink->zero(sink->opaque, run, rlen, err);
+            else if ((r = qcow2_read(q, run, buf, (size_t)rlen, err)) == 0)
+                r = sink->write(sink->opaque, run, buf, (size_t)rlen, err);
+            rlen = 0;
+        }
+        if (r < 0 || off == q->size)
+            break;
+        if (take) {
+            if (!rlen)
+                run = off, rzero = zero;
+            rlen += e.len;
+        }
+        off += e.len;
+        if (progress)
+            progress(popaque, (double)off / (double)q->size);
+    }
+    free(buf);
+    return r;
+}
+
 int qcow2_make_empty(struct qcow2 *q, struct error *err)
 {
     if (check_writable(q, err) < 0)
@@ -2947,6 +3022,31 @@ out:
 
 /* Apply and delete rewrite tables in place: they start from clean, written-back metadata.
  * Returns the snapshot's index, or -1. */
+int qcow2_snapshot_load_tmp(struct qcow2 *q, const char *id, const char *name, struct error *err)
+{
+    if (q->rw)
+        return error_setf(err, "Device is not readonly");
+    int i = -1;
+    for (uint32_t j = 0; i < 0 && j < q->nb_snapshots; j++)
+        if ((id || name) && (!id || !strcmp(q->snaps[j].id, id)) &&
+            (!name || !strcmp(q->snaps[j].name, name)))
+            i = (int)j;
+    if (i < 0)
+        return error_setf(err, "Can't find snapshot");
+    /* As QEMU, the disk keeps its current size: the snapshot's table, padded with unallocated
+     * entries to cover it, reads zeros (or the backing file) where the snapshot had nothing. */
+    const struct qcow2_snapshot *s = &q->snaps[i];
+    uint32_t n = s->l1_size > q->l1_size ? s->l1_size : q->l1_size;
+    uint64_t *nl = read_snap_l1(q, s, n, err);
+    if (!nl)
+        return -1;
+    /* read-only: the tables are only looked up, never written, so swapping them is enough */
+    free(q->l1);
+    q->l1 = nl;
+    q->l1_size = n;
+    return 0;
+}
+
 static int snapshot_begin(struct qcow2 *q, const char *id_or_name, struct error *err)
 {
     if (check_writable(q, err) < 0 || meta_flush(q, err) < 0)

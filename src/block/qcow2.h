@@ -154,6 +154,23 @@ struct qcow2_map_entry {
 int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t max, struct qcow2_map_entry *e,
               struct error *err);
 
+/* Where commit puts what the top layers hold: write and zero a range of the target image. */
+struct qcow2_sink {
+    int (*write)(void *opaque, uint64_t off, const void *buf, size_t len, struct error *err);
+    int (*zero)(void *opaque, uint64_t off, uint64_t len, struct error *err);
+    void *opaque;
+};
+/* Give sink every range that the top `depth` layers of the chain hold themselves (1: this image
+ * only), data or zeros, in runs of at most 2 MiB; progress (may be NULL) sees the fraction done. */
+int qcow2_copy_top(struct qcow2 *q, int depth, const struct qcow2_sink *sink,
+                   void (*progress)(void *opaque, double done), void *popaque, struct error *err);
+/* The backing file the header names, as a path (relative names are taken from the image's
+ * directory; malloc'd) and its format ("qcow2", "raw", or NULL: to be probed). *path is NULL when
+ * the image has none. */
+int qcow2_backing_path(const struct qcow2 *q, char **path, const char **fmt, struct error *err);
+/* Close the backing chain and open it again from the header, as at open time: after the backing
+ * image was written through another handle (commit), cached tables of the old one are stale. */
+int qcow2_reopen_backing(struct qcow2 *q, struct error *err);
 /* Drop every cluster of the active image (commit's emptying of the top image). */
 int qcow2_make_empty(struct qcow2 *q, struct error *err);
 /* Rewrite the backing file name and format in the header (name NULL or "" removes the backing
@@ -169,6 +186,9 @@ int qcow2_change_backing(struct qcow2 *q, const char *name, const char *fmt, str
 int qcow2_snapshot_create(struct qcow2 *q, const char *name, struct error *err);
 int qcow2_snapshot_apply(struct qcow2 *q, const char *id_or_name, struct error *err);
 int qcow2_snapshot_delete(struct qcow2 *q, const char *id_or_name, struct error *err);
+/* qemu-img convert -l: a read-only image reads as the snapshot (found by ID and name; either may
+ * be NULL) from now on, in memory only; QEMU's messages ("Can't find snapshot"). */
+int qcow2_snapshot_load_tmp(struct qcow2 *q, const char *id, const char *name, struct error *err);
 /* Index of the snapshot with that ID or name, or -1. */
 int qcow2_snapshot_find(const struct qcow2 *q, const char *id_or_name);
 /* Print a qemu-img info style report. */

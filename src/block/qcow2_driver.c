@@ -18,11 +18,13 @@
 #include "block/block_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/qcow2.h"
@@ -348,9 +350,167 @@ static void qcow2_drv_close(struct block_backend *bb)
     bb->fmt_state = NULL;
 }
 
+/* ---- commit ---- */
+
+/* The image commit writes into: qcow2 (q) or raw (fd). */
+struct commit_base {
+    struct qcow2 *q;
+    int fd;
+    const char *name;
+};
+
+static int base_write(void *opaque, uint64_t off, const void *buf, size_t len, struct error *err)
+{
+    struct commit_base *b = opaque;
+    if (b->q)
+        return qcow2_write(b->q, off, buf, len, err);
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pwrite(b->fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return error_setf_errno(err, n < 0 ? errno : EIO, "%s: write", b->name);
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int base_zero(void *opaque, uint64_t off, uint64_t len, struct error *err)
+{
+    struct commit_base *b = opaque;
+    if (b->q)
+        return qcow2_write_zeroes(b->q, off, len, false, err);
+    if (fallocate(b->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    static const uint8_t zeros[65536];
+    while (len) {
+        size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
+        if (base_write(b, off, zeros, n, err) < 0)
+            return -1;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Copy the top image into the open base, durably, then point the top image at the new
+ * contents and empty it. Under image_lock. */
+static int commit_into(struct qcow2_state *s, struct commit_base *b, struct error *err)
+{
+    struct block_backend *bb = s->bb;
+    uint64_t size = qcow2_size(s->q);
+    uint64_t bsize = b->q ? qcow2_size(b->q) : 0;
+    struct stat st;
+    if (!b->q && fstat(b->fd, &st) == 0)
+        bsize = (uint64_t)st.st_size;
+    if (bsize < size &&
+        (b->q ? qcow2_resize(b->q, size, err) : ftruncate(b->fd, (off_t)size)) < 0) {
+        if (!b->q)
+            error_setf_errno(err, errno, "%s: could not grow the base image", b->name);
+        return -1;
+    }
+    struct qcow2_sink sink = {base_write, base_zero, b};
+    if (qcow2_copy_top(s->q, 1, &sink, NULL, NULL, err) < 0)
+        return -1;
+    /* the base holds everything durably before the top image lets go of it */
+    if (b->q ? qcow2_flush(b->q, err) < 0 : fdatasync(b->fd) < 0) {
+        if (!b->q)
+            error_setf_errno(err, errno, "%s: fdatasync", b->name);
+        return -1;
+    }
+    if (bb->snapshot && !strcmp(bb->image_format, "qcow2")) {
+        /* the read-only view of the image under the overlay caches tables that changed */
+        struct qcow2_open_opts bo = {.l2_cache_size = bb->l2_cache_size};
+        struct qcow2 *fresh = qcow2_open_fd(bb->fd, bb->filename, &bo, err);
+        if (!fresh)
+            return -1;
+        struct qcow2_backing under = qcow2_as_backing(fresh);
+        qcow2_set_backing(s->q, &under);
+    } else if (!bb->snapshot && qcow2_reopen_backing(s->q, err) < 0) {
+        return -1;
+    }
+    if (qcow2_make_empty(s->q, err) < 0)
+        return -1;
+    return s->no_flush ? 0 : qcow2_flush(s->q, err);
+}
+
+static int qcow2_drv_commit(struct block_backend *bb, struct error *err)
+{
+    struct qcow2_state *s = bb->fmt_state;
+    char *path = NULL;
+    const char *fmt = NULL;
+    if (bb->readonly && !bb->snapshot) {
+        error_setf(err, "%s: the image is read-only", bb->filename);
+        return -EACCES;
+    }
+    if (bb->snapshot) {
+        path = strdup(bb->filename);
+        fmt = bb->image_format;
+    } else {
+        pthread_mutex_lock(&s->image_lock);
+        int r = qcow2_backing_path(s->q, &path, &fmt, err);
+        pthread_mutex_unlock(&s->image_lock);
+        if (r < 0)
+            return -ENOMEM;
+        if (!path) {
+            error_setf(err, "%s has no backing file", bb->filename);
+            return -ENOTSUP;
+        }
+    }
+    if (!path) {
+        error_setf(err, "out of memory");
+        return -ENOMEM;
+    }
+    int ret = 0, fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        ret = -errno;
+        error_setf_errno(err, errno, "%s", path);
+        free(path);
+        return ret;
+    }
+    /* Write permission on the base, with QEMU's locks (a QEMU using it keeps us out). Under
+     * snapshot=on the backend's own descriptor holds the image read-only without sharing
+     * write: it shares for the time of the commit. */
+    bool share = bb->snapshot && bb->locking;
+    if (share)
+        block_lock_share_write(bb->fd, true);
+    struct commit_base b = {.fd = fd, .name = path};
+    if (bb->locking && block_lock_fd(fd, path, false, err) < 0) {
+        ret = -EBUSY;
+        goto out;
+    }
+    if (!fmt) {
+        uint8_t m[4] = {0};
+        fmt = pread(fd, m, 4, 0) == 4 && !memcmp(m, "QFI\xfb", 4) ? "qcow2" : "raw";
+    }
+    if (!strcmp(fmt, "qcow2")) {
+        struct qcow2_open_opts bo = {.read_write = true, .l2_cache_size = bb->l2_cache_size};
+        if (!(b.q = qcow2_open_fd(fd, path, &bo, err))) {
+            ret = -EIO;
+            goto out;
+        }
+    }
+    pthread_mutex_lock(&s->image_lock);
+    if (commit_into(s, &b, err) < 0)
+        ret = strstr(err->msg, strerror(ENOSPC)) ? -ENOSPC : -EIO;
+    pthread_mutex_unlock(&s->image_lock);
+    if (b.q && qcow2_close(b.q, ret ? NULL : err) < 0 && !ret)
+        ret = -EIO;
+out:
+    close(fd); /* drops its locks */
+    if (share)
+        block_lock_share_write(bb->fd, false);
+    free(path);
+    return ret;
+}
+
 const struct block_format_ops block_format_qcow2 = {
     .name = "qcow2",
     .open = qcow2_drv_open,
     .submit = qcow2_drv_submit,
     .close = qcow2_drv_close,
+    .commit = qcow2_drv_commit,
 };

@@ -21,7 +21,9 @@ static const struct img_opt convert_opts[] = {
     {'o', NULL, "options", "target format options, repeatable", NULL},
     {'S', NULL, "sparse_size", "zero run that becomes a hole (default 4k; 0: none)", NULL},
     {'t', NULL, "cache", "target cache mode (default unsafe: no flush at the end)", NULL},
-    {'l', NULL, "snapshot", NULL, NULL},
+    {'l', NULL, "snapshot_param",
+     "convert from an internal snapshot: snapshot.id=ID,snapshot.name=NAME or ID_OR_NAME", NULL},
+    {'s', NULL, "snapshot_id_or_name", NULL, NULL},
     OPTE_CACHE('T'),
     {'m', NULL, "coroutines", NULL, &img_ignored},
     {'W', NULL, NULL, NULL, &img_ignored},
@@ -32,12 +34,56 @@ static const struct img_opt convert_opts[] = {
     {0},
 };
 
+/* -l snapshot.id=ID,snapshot.name=NAME (either) or -l ID_OR_NAME: read the source as it was
+ * then. */
+static int load_snapshot(struct img *im, const char *param)
+{
+    char *id = NULL, *name = NULL;
+    struct error err = {0};
+    int r = -1;
+    if (!strncmp(param, "snapshot.", 9)) {
+        struct opts o = {0};
+        static const struct opt_desc keys[] = {
+            {"snapshot.id", OPT_STRING, NULL, "snapshot ID"},
+            {"snapshot.name", OPT_STRING, NULL, "snapshot name"},
+            {NULL},
+        };
+        static const struct opts_group group = {"snapshot", NULL, false, keys};
+        if (opts_parse(&o, &group, param, &err) < 0) {
+            err_print("%s", err.msg);
+            return -1;
+        }
+        id = opts_get_str(&o, "snapshot.id") ? strdup(opts_get_str(&o, "snapshot.id")) : NULL;
+        name = opts_get_str(&o, "snapshot.name") ? strdup(opts_get_str(&o, "snapshot.name")) : NULL;
+        opts_free(&o);
+    }
+    if (!im->q) {
+        error_setf(&err, "Block format 'raw' used by device '' does not support temporarily "
+                         "loading internal snapshots");
+    } else if (id || name) {
+        r = qcow2_snapshot_load_tmp(im->q, id, name, &err);
+    } else {
+        /* by ID first, then by name, as bdrv_snapshot_load_tmp_by_id_or_name */
+        r = qcow2_snapshot_load_tmp(im->q, param, NULL, &err);
+        if (r < 0) {
+            err = (struct error){0};
+            r = qcow2_snapshot_load_tmp(im->q, NULL, param, &err);
+        }
+    }
+    if (r < 0)
+        err_print("Failed to load snapshot: %s", err.msg);
+    free(id);
+    free(name);
+    return r;
+}
+
 static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
 {
     const char *fmt = NULL, *ofmt = "raw", *base = NULL;
     char *options = NULL;
     bool compress = false, show_progress = false, no_create = false;
     const char *cache = "unsafe"; /* qemu-img convert's default: no flush at the end */
+    const char *snap = NULL;
     uint64_t min_sparse = 4096;
     int c, opt_ret;
     while ((c = img_getopt(cmd, argc, argv, &opt_ret)) > 0) {
@@ -77,9 +123,9 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
             cache = optarg;
             break;
         case 'l':
-            err_print("snapshot conversion (-l) is not supported yet");
-            free(options);
-            return 1;
+        case 's':
+            snap = optarg;
+            break;
         }
     }
     if (c < 0) {
@@ -124,9 +170,15 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
         }
         s.q.backing_file = base;
     }
+    if (snap && nsrc > 1) {
+        err_print("No support for concatenating multiple snapshot");
+        goto out;
+    }
     uint64_t total = 0;
     for (int i = 0; i < nsrc; i++, opened++) {
         if (img_open(&src[i], argv[optind + i], fmt, false, false) < 0)
+            goto out;
+        if (snap && load_snapshot(&src[i], snap) < 0)
             goto out;
         total += src[i].size;
     }

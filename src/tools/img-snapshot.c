@@ -185,40 +185,38 @@ const struct img_cmd img_cmd_snapshot = {"snapshot", cmd_snapshot, snapshot_opts
 /* The image a qcow2 image's backing name points at: path (malloc'd) and format. */
 static int backing_of(struct img *im, char **path, const char **fmt)
 {
-    struct qcow2_info qi;
     struct error err = {0};
     *path = NULL;
-    if (!im->q || qcow2_get_info(im->q, &qi, &err) < 0 || !qi.backing_file)
-        return 0;
-    *path = path_combine(im->name, qi.backing_file);
-    *fmt = qi.backing_fmt && !strcmp(qi.backing_fmt, "raw") ? "raw" : NULL;
-    if (qi.backing_fmt && !strcmp(qi.backing_fmt, "qcow2"))
-        *fmt = "qcow2";
-    return 0;
+    return im->q ? qcow2_backing_path(im->q, path, fmt, &err) : 0;
 }
 
-/* Copy [off, off+len) of src (as the guest sees it) into dst, or zero it there. */
-static int copy_range(struct img *src, struct img *dst, uint64_t off, uint64_t len, bool zero,
-                      uint8_t *buf)
+/* commit's target: img_write and img_zero print their own errors */
+static int sink_write(void *opaque, uint64_t off, const void *buf, size_t len, struct error *err)
 {
+    (void)err;
+    return img_write(opaque, off, buf, len);
+}
+
+static int sink_zero(void *opaque, uint64_t off, uint64_t len, struct error *err)
+{
+    struct img *dst = opaque;
+    if (dst->q)
+        return qcow2_write_zeroes(dst->q, off, len, false, err);
+    static const uint8_t zeros[65536];
     while (len) {
-        size_t n = len < CHUNK ? (size_t)len : CHUNK;
-        if (zero) {
-            memset(buf, 0, n);
-            struct error err = {0};
-            if (dst->q && qcow2_write_zeroes(dst->q, off, n, false, &err) < 0) {
-                err_print("%s", err.msg);
-                return -1;
-            }
-            if (!dst->q && img_write(dst, off, buf, n) < 0)
-                return -1;
-        } else if (img_read(src, off, buf, n) < 0 || img_write(dst, off, buf, n) < 0) {
+        size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
+        if (img_write(dst, off, zeros, n) < 0)
             return -1;
-        }
         off += n;
         len -= n;
     }
     return 0;
+}
+
+static void commit_progress(void *opaque, double done)
+{
+    (void)opaque;
+    progress(done * 100.0);
 }
 
 static const struct img_opt commit_opts[] = {
@@ -267,7 +265,6 @@ static int cmd_commit(const struct img_cmd *cmd, int argc, char **argv)
     int ret = 1, depth = 0;
     char *path = NULL, *next = NULL;
     const char *bfmt = NULL;
-    uint8_t *buf = NULL;
     backing_of(&top, &path, &bfmt);
     if (!path) {
         err_print("%s: Image does not have a backing file", top.name);
@@ -307,37 +304,14 @@ static int cmd_commit(const struct img_cmd *cmd, int argc, char **argv)
         }
         b.size = top.size;
     }
-    if (!(buf = malloc(CHUNK))) {
-        err_print("out of memory");
-        goto out;
-    }
     /* everything the layers above the base hold, data or zeros, goes into the base */
-    uint64_t run = 0, rlen = 0;
-    bool rzero = false;
-    for (uint64_t off = 0; off <= top.size;) {
-        struct qcow2_map_entry e = {0};
-        struct error err = {0};
-        if (off < top.size && qcow2_map(top.q, off, top.size - off, &e, &err) < 0) {
-            err_print("%s", err.msg);
-            goto out;
-        }
-        bool take = off < top.size && e.present && e.depth < depth;
-        bool zero = take && !e.data;
-        if (rlen && (!take || zero != rzero || run + rlen != off)) {
-            if (copy_range(&top, &b, run, rlen, rzero, buf) < 0)
-                goto out;
-            rlen = 0;
-        }
-        if (off == top.size)
-            break;
-        if (take) {
-            if (!rlen)
-                run = off, rzero = zero;
-            rlen += e.len;
-        }
-        off += e.len;
-        if (show_progress)
-            progress(off * 100.0 / top.size);
+    struct qcow2_sink sink = {sink_write, sink_zero, &b};
+    struct error cerr = {0};
+    if (qcow2_copy_top(top.q, depth, &sink, show_progress ? commit_progress : NULL, NULL, &cerr) <
+        0) {
+        if (cerr.msg[0])
+            err_print("%s", cerr.msg);
+        goto out;
     }
     if (img_close(&b) < 0)
         goto out;
@@ -353,7 +327,6 @@ static int cmd_commit(const struct img_cmd *cmd, int argc, char **argv)
     qprintf("Image committed.\n");
     ret = 0;
 out:
-    free(buf);
     free(path);
     free(next);
     img_close(&b);

@@ -56,6 +56,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         off += e.len;
     }
+    /* convert -l: the first snapshot's tables replace the active ones, then read through */
+    err = (struct error){0};
+    if (qcow2_snapshot_count(q) && qcow2_snapshot_load_tmp(q, "1", NULL, &err) == 0) {
+        err = (struct error){0};
+        qcow2_read(q, 0, buf, vs < 70000 ? (size_t)vs : 70000, &err);
+        if (vs > 70000) {
+            err = (struct error){0};
+            qcow2_read(q, vs - 70000, buf, 70000, &err);
+        }
+    }
     qcow2_close(q, &err);
 
     /* Read-write on the memfd: a write, and a snapshot taken, applied and deleted, walk and

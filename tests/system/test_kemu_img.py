@@ -577,6 +577,29 @@ def test_convert_compressed_errors(tmp_path):
     assert "Compression not supported" in line
 
 
+def test_convert_from_internal_snapshot(tmp_path):
+    """-l ID_OR_NAME and -l snapshot.id=,snapshot.name=: the snapshot's data at the image's
+    current size, byte for byte as qemu-img gives it; its errors and exit codes."""
+    img = str(tmp_path / "a.qcow2")
+    assert qemu("create", "-q", "-f", "qcow2", img, "4M").returncode == 0
+    qio(img, "write -P 0x11 0 1M")
+    assert qemu("snapshot", "-c", "s1", img).returncode == 0
+    qio(img, "write -P 0x22 512k 2M")
+    assert qemu("resize", "-q", img, "8M").returncode == 0
+    for i, param in enumerate(["s1", "1", "snapshot.name=s1", "snapshot.id=1,snapshot.name=s1"]):
+        k, q = str(tmp_path / f"k{i}.qcow2"), str(tmp_path / f"q{i}.raw")
+        rk = kemu("convert", "-O", "qcow2", "-l", param, img, k)
+        assert rk.returncode == 0, rk.stderr
+        assert qemu("convert", "-O", "raw", "-l", param, img, q).returncode == 0
+        assert qemu("compare", "-q", k, q).returncode == 0, param
+        assert qcheck(k) == 0
+    for argv in (["-l", "snapshot.id=2", img], ["-l", "nosuch", img], ["-l", "s1", img, img]):
+        out = str(tmp_path / "x.raw")
+        rk, rq = kemu("convert", *argv, out), qemu("convert", *argv, out)
+        assert rk.returncode == rq.returncode == 1
+        assert one_error_line(rk).split(": ", 1)[1] == rq.stderr.strip().split(": ", 1)[1]
+
+
 # ---- compare ----
 
 def test_compare(tmp_path):

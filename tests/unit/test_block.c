@@ -161,7 +161,6 @@ static void test_parse_errors(void **state)
     parse_err("file=a,if=virtio,detect-zeroes=yes", "invalid detect-zeroes option");
     parse_err("file=a,if=virtio,detect-zeroes=unmap", "detect-zeroes to unmap is not allowed");
     parse_err("file=a,if=virtio,werror=panic", "'panic' invalid write error action");
-    parse_err("file=a,if=virtio,werror=stop", "werror=stop is not supported yet");
     parse_err("file=a,if=virtio,rerror=enospc", "invalid read error action");
     parse_err("file=a,if=virtio,media=cdrom", "media=cdrom is not supported yet");
     parse_err("file=a,if=virtio,readonly=maybe", "readonly");
@@ -547,11 +546,16 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
 }
 
+static char *saved_tmpdir;
+
 static int make_qdir(void **state)
 {
     strcpy(qdir, "/var/tmp/kemu-test-q2d-XXXXXX");
     assert_non_null(mkdtemp(qdir));
     have_qemu = sh("{ qemu-img --version && qemu-io --version; } >/dev/null 2>&1") == 0;
+    /* snapshot=on puts its temporary overlay in $TMPDIR: here, where a test can see it */
+    saved_tmpdir = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    setenv("TMPDIR", qdir, 1);
     if (!have_qemu)
         printf("skipping: qemu-img or qemu-io is not installed\n");
     return 0;
@@ -559,6 +563,12 @@ static int make_qdir(void **state)
 
 static int remove_qdir(void **state)
 {
+    if (saved_tmpdir)
+        setenv("TMPDIR", saved_tmpdir, 1);
+    else
+        unsetenv("TMPDIR");
+    free(saved_tmpdir);
+    saved_tmpdir = NULL;
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", qdir);
     return system(cmd) == 0 ? 0 : -1;
@@ -919,8 +929,6 @@ static void test_snapshot(void **state)
     if (!have_qemu)
         return;
     make_qcow2(NULL);
-    char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
-    setenv("TMPDIR", qdir, 1);
     snapshot_case("img.qcow2", "qcow2", Q_SIZE);
     snapshot_case("base.raw", "raw", 4 << 20);
     snapshot_case("base.raw", NULL, 4 << 20); /* probed */
@@ -936,12 +944,113 @@ static void test_snapshot(void **state)
     block_backend_close(bb);
     drive_opts_free(&d);
     assert_int_equal(sh("qemu-img check -q img.qcow2"), 0);
-    if (old) {
-        setenv("TMPDIR", old, 1);
-        free(old);
-    } else {
-        unsetenv("TMPDIR");
+}
+
+/* Guest-style writes for commit: data over the backing file and past its end, zeros over the
+ * top image's own data; exp follows. */
+static void commit_writes(struct block_backend *bb, uint8_t *exp)
+{
+    uint8_t *w = malloc(100000);
+    memset(w, 0x55, 100000);
+    assert_int_equal(rw(bb, BLOCK_OP_WRITE, (1 << 20) + 512, w, 100000), 0);
+    memcpy(exp + (1 << 20) + 512, w, 100000);
+    if (block_backend_size(bb) > (5u << 20)) {
+        assert_int_equal(rw(bb, BLOCK_OP_WRITE, 5u << 20, w, 65536), 0);
+        memcpy(exp + (5u << 20), w, 65536);
     }
+    assert_int_equal(run(bb, BLOCK_OP_WRITE_ZEROES, 65536, NULL, 0, 65536, false), 0);
+    memset(exp + 65536, 0, 65536);
+    free(w);
+}
+
+static void read_equals(struct block_backend *bb, const uint8_t *exp, size_t len)
+{
+    uint8_t *r = malloc(len);
+    assert_int_equal(rw(bb, BLOCK_OP_READ, 0, r, len), 0);
+    assert_memory_equal(r, exp, len);
+    free(r);
+}
+
+static void write_exp(const uint8_t *exp, size_t len)
+{
+    FILE *f = fopen(qpath("exp.raw"), "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(exp, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* HMP commit: a qcow2 image into its raw backing file (which grows to the image's size), and
+ * snapshot=on into the image under the overlay (raw and qcow2); refusals. */
+static void test_commit(void **state)
+{
+    if (!have_qemu)
+        skip();
+    uint8_t *exp = malloc(Q_SIZE);
+    struct error err = {0};
+
+    /* qcow2 over raw: the base gets everything, the top image is empty after, the guest's view
+     * is unchanged (read through the reopened backing file). */
+    make_qcow2(exp);
+    struct block_backend *bb = open_q_ok(qpath("img.qcow2"), "qcow2", BLOCK_CACHE_WRITEBACK,
+                                         BLOCK_AIO_THREADS, false, false);
+    commit_writes(bb, exp);
+    assert_int_equal(block_backend_commit(bb, &err), 0);
+    read_equals(bb, exp, Q_SIZE);
+    block_backend_close(bb);
+    write_exp(exp, Q_SIZE);
+    assert_int_equal(sh("qemu-img check -q img.qcow2 && cmp -s exp.raw base.raw"), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'alloc 0 8M' img.qcow2 | grep -q '^0/'"), 0);
+
+    /* Another user of the base that does not share write keeps commit out. */
+    make_qcow2(exp);
+    bb = open_q_ok(qpath("img.qcow2"), "qcow2", BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS, false,
+                   false);
+    struct block_backend *other =
+        open_q_ok(qpath("base.raw"), "raw", BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS, true, false);
+    commit_writes(bb, exp);
+    err = (struct error){0};
+    assert_int_equal(block_backend_commit(bb, &err), -EBUSY);
+    assert_non_null(strstr(err.msg, "Failed to get \"write\" lock"));
+    block_backend_close(other);
+    read_equals(bb, exp, Q_SIZE);
+    block_backend_close(bb);
+
+    /* snapshot=on over raw, then over qcow2: the overlay's writes land in the image. */
+    make_qcow2(exp);
+    memset(exp, 0x11, 4 << 20);
+    bb = open_q_ok(qpath("base.raw"), "raw", BLOCK_CACHE_NONE, BLOCK_AIO_THREADS, false, true);
+    commit_writes(bb, exp);
+    assert_int_equal(block_backend_commit(bb, &err), 0);
+    read_equals(bb, exp, 4 << 20);
+    block_backend_close(bb);
+    write_exp(exp, 4 << 20);
+    assert_int_equal(sh("cmp -s exp.raw base.raw"), 0);
+
+    make_qcow2(exp);
+    bb = open_q_ok(qpath("img.qcow2"), "qcow2", BLOCK_CACHE_NONE, BLOCK_AIO_THREADS, false, true);
+    commit_writes(bb, exp);
+    assert_int_equal(block_backend_commit(bb, &err), 0);
+    read_equals(bb, exp, Q_SIZE);
+    block_backend_close(bb);
+    write_exp(exp, Q_SIZE);
+    assert_int_equal(sh("qemu-img check -q img.qcow2 && "
+                        "qemu-img compare -q -f raw -F qcow2 exp.raw img.qcow2"),
+                     0);
+    assert_int_equal(sh("ls vl.* 2>/dev/null | wc -l | grep -qx 0"), 0);
+
+    /* Nothing to commit into. */
+    bb =
+        open_q_ok(qpath("base.raw"), "raw", BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS, false, false);
+    assert_int_equal(block_backend_commit(bb, &err), -ENOTSUP);
+    block_backend_close(bb);
+    assert_int_equal(sh("qemu-img create -q -f qcow2 alone.qcow2 1M"), 0);
+    bb = open_q_ok(qpath("alone.qcow2"), "qcow2", BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS, false,
+                   false);
+    err = (struct error){0};
+    assert_int_equal(block_backend_commit(bb, &err), -ENOTSUP);
+    assert_non_null(strstr(err.msg, "has no backing file"));
+    block_backend_close(bb);
+    free(exp);
 }
 
 int main(void)
@@ -959,6 +1068,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_probe, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_locking, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_snapshot, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_commit, make_qdir, remove_qdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
