@@ -2,6 +2,7 @@
  * kemu's entry point: parse the command line, build the chardevs and the machine, run the main
  * loop, and turn every error into one line "kemu: <option or file>: <reason>" and exit status 1.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,12 @@ static size_t qmp_block(void *opaque, struct qmp_block_info *out, size_t max)
     return app->devices ? machine_devices_block_info(app->devices, out, max) : 0;
 }
 
+static int mon_commit(void *opaque, const char *device, struct error *err)
+{
+    struct app *app = opaque;
+    return app->devices ? machine_devices_commit(app->devices, device, err) : -ENODEV;
+}
+
 static void ev_reset(void *opaque, bool guest)
 {
     struct app *app = opaque;
@@ -307,7 +314,20 @@ static void ev_stop(void *opaque)
 
 static void ev_resume(void *opaque)
 {
-    qmp_event_resume(((struct app *)opaque)->qmp);
+    struct app *app = opaque;
+    qmp_event_resume(app->qmp);
+    /* As QEMU's virtio_blk_dma_restart_cb: what werror/rerror=stop held is tried again. */
+    machine_devices_resume(app->devices);
+}
+
+/* A disk request failed: QEMU emits BLOCK_IO_ERROR for every action, then stops for stop. */
+static void ev_block_error(void *opaque, const struct machine_block_error *e)
+{
+    struct app *app = opaque;
+    qmp_event_block_io_error(app->qmp, e->device, e->node_name, e->is_read, e->action, e->nospace,
+                             e->reason);
+    if (e->stop && app->pc)
+        vm_pause_io_error(pc_vm(app->pc));
 }
 
 static struct vm *mon_vm(void *opaque)
@@ -424,6 +444,7 @@ static int start_qmp(struct app *app, struct error *err)
                                        .query_chardevs = qmp_chardevs,
                                        .query_pci = qmp_pci,
                                        .query_block = qmp_block,
+                                       .commit = mon_commit,
                                        .vm = mon_vm,
                                        .name = cfg->name,
                                        .opaque = app};
@@ -433,6 +454,7 @@ static int start_qmp(struct app *app, struct error *err)
                                     .stop = ev_stop,
                                     .resume = ev_resume,
                                     .opaque = app};
+    machine_devices_set_error_handler(app->devices, ev_block_error, app);
     if (start_hmp(app, err) < 0)
         return -1;
     if (!cfg->qmp.n && !cfg->qmp_pretty.n)

@@ -1,6 +1,7 @@
 /* -drive: parse QEMU's drive options, check what kemu supports, open the image. */
 #include "block/drive.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,8 @@ static const struct opt_desc drive_desc[] = {
     {"serial", OPT_STRING, NULL, "disk serial number (up to 20 bytes reach the guest)"},
     {"discard", OPT_STRING, "ignore", "guest discards: ignore or unmap (punch holes)"},
     {"detect-zeroes", OPT_STRING, "off", "turn zero writes into write-zeroes: off, on or unmap"},
-    {"werror", OPT_STRING, "enospc", "action on write errors: report, enospc or ignore"},
-    {"rerror", OPT_STRING, "report", "action on read errors: report or ignore"},
+    {"werror", OPT_STRING, "enospc", "action on write errors: report, enospc, ignore or stop"},
+    {"rerror", OPT_STRING, "report", "action on read errors: report, ignore or stop"},
     {"media", OPT_STRING, "disk", "media type (disk only)"},
     {"index", OPT_NUMBER, NULL, "unit number (names a drive without id=)"},
     {"snapshot", OPT_BOOL, "off", "write to a temporary overlay, discarded at exit"},
@@ -117,14 +118,10 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
     i = lookup(opts_get_str(o, "werror"), actions);
     if (i < 0)
         return error_setf(err, "'%s' invalid write error action", opts_get_str(o, "werror"));
-    if (i == 3)
-        return error_setf(err, "werror=stop is not supported yet");
     d->werror = (enum drive_error_action)i;
     i = lookup(opts_get_str(o, "rerror"), actions);
     if (i < 0 || i == 1)
         return error_setf(err, "'%s' invalid read error action", opts_get_str(o, "rerror"));
-    if (i == 3)
-        return error_setf(err, "rerror=stop is not supported yet");
     d->rerror = (enum drive_error_action)i;
 
     uint64_t n = index;
@@ -205,4 +202,37 @@ int drive_open(const struct drive_opts *o, struct block_backend **out, struct er
                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
                 o->file);
     return 0;
+}
+
+bool drive_error_nospace(int error)
+{
+    return error == ENOSPC || error == EDQUOT;
+}
+
+enum drive_error_taken drive_error_decide(enum drive_error_action on_error, int error)
+{
+    switch (on_error) {
+    case DRIVE_ERROR_ENOSPC:
+        return drive_error_nospace(error) ? DRIVE_ERROR_TAKEN_STOP : DRIVE_ERROR_TAKEN_REPORT;
+    case DRIVE_ERROR_STOP:
+        return DRIVE_ERROR_TAKEN_STOP;
+    case DRIVE_ERROR_IGNORE:
+        return DRIVE_ERROR_TAKEN_IGNORE;
+    case DRIVE_ERROR_REPORT:
+        break;
+    }
+    return DRIVE_ERROR_TAKEN_REPORT;
+}
+
+const char *drive_error_taken_name(enum drive_error_taken t)
+{
+    switch (t) {
+    case DRIVE_ERROR_TAKEN_IGNORE:
+        return "ignore";
+    case DRIVE_ERROR_TAKEN_STOP:
+        return "stop";
+    case DRIVE_ERROR_TAKEN_REPORT:
+        break;
+    }
+    return "report";
 }

@@ -23,6 +23,14 @@
  *     overlay and vanish at exit; the overlay's flushes are skipped, as QEMU's cache=unsafe
  *     overlay.
  *   - l2-cache-size: bytes of L2 tables the library caches (default 1 MiB).
+ * werror=report|ignore|enospc|stop (default enospc), rerror=report|ignore|stop (default report),
+ * as QEMU: report hands the guest the error (VIRTIO_BLK_S_IOERR), ignore completes the request as
+ * a success, stop keeps the failed request, pauses the VM (runstate "io-error") and submits the
+ * request again at the next cont, so the guest never sees an error whose cause went away;
+ * enospc stops on ENOSPC (and EDQUOT: a full quota is as curable as a full disk) and reports
+ * anything else. Flushes, discards and write-zeroes count as writes. Every failed request, whatever
+ * the action, is announced by a QMP BLOCK_IO_ERROR event (not rate-limited). A reset or quit
+ * while requests are held drops them, as QEMU does.
  * Images are locked with QEMU's OFD byte-range scheme (block.h), so QEMU and kemu exclude each
  * other: 'Failed to get "write" lock. Is another process using the image [F]?' (raw images
  * too; file.locking=off leaves them unlocked). Backing files are opened by the library and are
@@ -42,11 +50,27 @@ enum drive_if {
     DRIVE_IF_VIRTIO, /* a virtio-blk-pci device is created for it */
 };
 
+/* werror=, rerror=: what to do about a failed request (QEMU's BlockdevOnError). */
 enum drive_error_action {
     DRIVE_ERROR_REPORT, /* the guest sees an I/O error */
-    DRIVE_ERROR_ENOSPC, /* QEMU's werror default: stop on ENOSPC; reported here */
+    DRIVE_ERROR_ENOSPC, /* QEMU's werror default: stop on ENOSPC/EDQUOT, else report */
     DRIVE_ERROR_IGNORE, /* the error is dropped: the guest sees success */
+    DRIVE_ERROR_STOP,   /* the request is kept and the VM paused until cont */
 };
+
+/* What was done about one failed request (QEMU's BlockErrorAction). */
+enum drive_error_taken {
+    DRIVE_ERROR_TAKEN_REPORT,
+    DRIVE_ERROR_TAKEN_IGNORE,
+    DRIVE_ERROR_TAKEN_STOP,
+};
+
+/* QEMU's blk_get_error_action: the action for error (a positive errno) under on_error. */
+enum drive_error_taken drive_error_decide(enum drive_error_action on_error, int error);
+/* "report", "ignore", "stop": BLOCK_IO_ERROR's action. */
+const char *drive_error_taken_name(enum drive_error_taken t);
+/* The error is a full disk or quota (BLOCK_IO_ERROR's nospace). */
+bool drive_error_nospace(int error);
 
 struct drive_opts {
     char *file, *id, *serial; /* serial NULL if not given */

@@ -5,8 +5,13 @@
  */
 #include "board/devices.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "block/drive.h"
 #include "monitor/qmp.h"
@@ -41,6 +46,15 @@ struct drive {
     struct block_backend *bb;
     const char *text;
     bool used;
+    char node_name[32]; /* QEMU names a -drive's node "#blockNNN" */
+    struct machine_devices *md;
+};
+
+/* A failed disk request on its way from a device worker to the main loop. */
+struct blk_error_ev {
+    struct blk_error_ev *next;
+    struct drive *dr;
+    struct virtio_blk_error e;
 };
 
 struct netdev_slot {
@@ -62,6 +76,17 @@ struct machine_devices {
     unsigned nics; /* for default MAC addresses */
     char **owned;  /* strings built here (netdev texts of -nic/-net) */
     size_t nowned;
+
+    /* Failed disk requests: workers queue them and signal err_fd, the main loop reports them
+     * (QMP events and the VM's pause are main-thread business). */
+    struct eventloop *loop;
+    int err_fd;
+    pthread_mutex_t err_lock;
+    struct blk_error_ev *err_head, **err_tail;
+    struct blk_error_ev lost; /* one failure kept when out of memory, a stop preferred */
+    bool lost_set;
+    machine_block_error_fn *on_error;
+    void *error_opaque;
 };
 
 static char *keep(struct machine_devices *md, char *s)
@@ -157,6 +182,84 @@ static int plug(struct machine_devices *md, struct dev *d, int slot, int func, s
 
 /* ---- block ---- */
 
+/* On a device's worker thread. */
+static void blk_on_error(void *opaque, const struct virtio_blk_error *e)
+{
+    struct drive *dr = opaque;
+    struct machine_devices *md = dr->md;
+    struct blk_error_ev *ev = malloc(sizeof(*ev));
+    pthread_mutex_lock(&md->err_lock);
+    if (ev) {
+        *ev = (struct blk_error_ev){.dr = dr, .e = *e};
+        *md->err_tail = ev;
+        md->err_tail = &ev->next;
+    } else if (!md->lost_set || e->action == DRIVE_ERROR_TAKEN_STOP) {
+        /* The VM must still stop, or the held request would wait for a cont nobody gives. */
+        md->lost = (struct blk_error_ev){.dr = dr, .e = *e};
+        md->lost_set = true;
+    }
+    pthread_mutex_unlock(&md->err_lock);
+    uint64_t one = 1;
+    ssize_t w = write(md->err_fd, &one, sizeof(one));
+    (void)w; /* only fails when the counter is saturated: readable anyway */
+}
+
+static void report_error(struct machine_devices *md, const struct blk_error_ev *ev)
+{
+    if (!md->on_error)
+        return;
+    struct machine_block_error me = {
+        .device = ev->dr->o.id,
+        .node_name = ev->dr->node_name,
+        .is_read = ev->e.is_read,
+        .action = drive_error_taken_name(ev->e.action),
+        .stop = ev->e.action == DRIVE_ERROR_TAKEN_STOP,
+        .nospace = drive_error_nospace(ev->e.error),
+        .reason = strerror(ev->e.error),
+    };
+    md->on_error(md->error_opaque, &me);
+}
+
+/* Main loop. */
+static void on_blk_errors(void *opaque, uint32_t events)
+{
+    struct machine_devices *md = opaque;
+    uint64_t n;
+    ssize_t r = read(md->err_fd, &n, sizeof(n));
+    (void)r;
+    pthread_mutex_lock(&md->err_lock);
+    struct blk_error_ev *list = md->err_head, lost = md->lost;
+    bool lost_set = md->lost_set;
+    md->err_head = NULL;
+    md->err_tail = &md->err_head;
+    md->lost_set = false;
+    pthread_mutex_unlock(&md->err_lock);
+    while (list) {
+        struct blk_error_ev *next = list->next;
+        report_error(md, list);
+        free(list);
+        list = next;
+    }
+    if (lost_set)
+        report_error(md, &lost);
+}
+
+void machine_devices_set_error_handler(struct machine_devices *md, machine_block_error_fn *fn,
+                                       void *opaque)
+{
+    md->on_error = fn;
+    md->error_opaque = opaque;
+}
+
+void machine_devices_resume(struct machine_devices *md)
+{
+    if (!md)
+        return;
+    for (size_t i = 0; i < md->ndevs; i++)
+        if (md->devs[i].kind == KIND_BLK && md->devs[i].u.blk)
+            virtio_blk_retry(md->devs[i].u.blk);
+}
+
 static struct drive *find_drive(struct machine_devices *md, const char *id)
 {
     for (size_t i = 0; i < md->ndrives; i++)
@@ -174,6 +277,10 @@ static int add_blk(struct machine_devices *md, struct drive *dr, const struct op
     struct virtio_blk_params p = {.serial = dr->o.serial, .readonly = dr->o.readonly};
     p.discard = dr->o.discard_unmap;
     p.write_zeroes = true;
+    p.werror = dr->o.werror;
+    p.rerror = dr->o.rerror;
+    p.on_error = blk_on_error;
+    p.error_opaque = dr;
     const char *id = NULL;
     if (o) {
         uint64_t nq = 1, qs = 256;
@@ -215,6 +322,8 @@ static int open_drives(struct machine_devices *md, const struct kemu_config *cfg
     for (size_t i = 0; i < cfg->drives.n; i++) {
         struct drive *dr = &md->drives[i];
         dr->text = cfg->drives.v[i];
+        dr->md = md;
+        snprintf(dr->node_name, sizeof(dr->node_name), "#block%03zu", i + 1);
         int r = drive_parse(dr->text, (unsigned)i, &dr->o, err);
         if (r == 0) {
             md->ndrives++;
@@ -681,6 +790,17 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
     md->pc = pc;
     md->mem = &pc_vm(pc)->mem;
     md->bus = pc_pci_bus(pc);
+    md->err_tail = &md->err_head;
+    pthread_mutex_init(&md->err_lock, NULL);
+    md->loop = pc_vm(pc)->loop;
+    md->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (md->err_fd < 0)
+        return error_setf_errno(err, errno, "eventfd");
+    if (md->loop && eventloop_add(md->loop, md->err_fd, EPOLLIN, on_blk_errors, md, err) < 0) {
+        close(md->err_fd);
+        md->err_fd = -1;
+        return -1;
+    }
 
     if (open_drives(md, cfg, err) < 0)
         return -1;
@@ -738,6 +858,7 @@ size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_i
     for (size_t i = 0; i < md->ndrives && i < max; i++) {
         const struct drive *dr = &md->drives[i];
         out[i] = (struct qmp_block_info){.device = dr->o.id,
+                                         .node_name = dr->node_name,
                                          .inserted = dr->bb != NULL,
                                          .file = dr->o.file,
                                          .format = dr->o.format ? dr->o.format : "raw",
@@ -750,6 +871,27 @@ size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_i
                                          .virtual_size = dr->bb ? block_backend_size(dr->bb) : 0};
     }
     return md->ndrives;
+}
+
+int machine_devices_commit(struct machine_devices *md, const char *device, struct error *err)
+{
+    bool all = !strcmp(device, "all"), found = false;
+    for (size_t i = 0; i < md->ndrives; i++) {
+        struct drive *dr = &md->drives[i];
+        if (!all && strcmp(dr->o.id, device))
+            continue;
+        found = true;
+        if (!dr->bb)
+            continue;
+        int r = block_backend_commit(dr->bb, err);
+        if (r == -ENOTSUP && all) { /* all: the drives that have something to commit into */
+            *err = (struct error){0};
+            continue;
+        }
+        if (r < 0)
+            return r;
+    }
+    return found || all ? 0 : -ENODEV;
 }
 
 void machine_devices_destroy(struct machine_devices *md)
@@ -781,6 +923,18 @@ void machine_devices_destroy(struct machine_devices *md)
         }
         free(d->id);
     }
+    /* The workers are gone: failures still queued go unreported. */
+    if (md->err_fd >= 0) {
+        if (md->loop)
+            eventloop_remove(md->loop, md->err_fd);
+        close(md->err_fd);
+    }
+    while (md->err_head) {
+        struct blk_error_ev *next = md->err_head->next;
+        free(md->err_head);
+        md->err_head = next;
+    }
+    pthread_mutex_destroy(&md->err_lock);
     for (size_t i = 0; i < md->nnetdevs; i++)
         netdev_destroy(md->netdevs[i].nd);
     free(md->netdevs);

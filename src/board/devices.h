@@ -6,6 +6,7 @@
 #ifndef KEMU_BOARD_DEVICES_H
 #define KEMU_BOARD_DEVICES_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "board/pc.h"
@@ -22,6 +23,25 @@ struct qmp_block_info;
 /* query-block: one entry per -drive; returns the count (fills at most max). */
 size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_info *out,
                                   size_t max);
+/* HMP commit: the drive with that id, or "all" (each drive with a backing file or under
+ * snapshot=on). 0, -ENODEV for an unknown id, or block_backend_commit()'s -errno with err set. */
+int machine_devices_commit(struct machine_devices *md, const char *device, struct error *err);
+/* A disk request failed (werror=/rerror=), as the main loop hears of it: for BLOCK_IO_ERROR,
+ * and to pause the VM when action is stop. Strings live as long as the devices. */
+struct machine_block_error {
+    const char *device, *node_name; /* drive id, "#blockNNN" */
+    bool is_read;
+    const char *action; /* "report", "ignore", "stop" */
+    bool stop;
+    bool nospace;
+    const char *reason; /* strerror text */
+};
+typedef void machine_block_error_fn(void *opaque, const struct machine_block_error *e);
+/* Who hears of failed disk requests, on the main thread, in the order they failed. */
+void machine_devices_set_error_handler(struct machine_devices *md, machine_block_error_fn *fn,
+                                       void *opaque);
+/* The VM runs again (cont): the disks resubmit the requests their stop actions held. */
+void machine_devices_resume(struct machine_devices *md);
 /* After the vCPUs stopped and before the board is destroyed. NULL is ignored. */
 void machine_devices_destroy(struct machine_devices *md);
 

@@ -350,23 +350,36 @@ const char *vm_runstate_name(enum vm_runstate s)
         return "shutdown";
     case VM_RUNSTATE_INTERNAL_ERROR:
         return "internal-error";
+    case VM_RUNSTATE_IO_ERROR:
+        return "io-error";
     }
     return "unknown";
 }
 
-int vm_pause(struct vm *vm, struct error *err)
+static void pause_as(struct vm *vm, enum vm_runstate state)
 {
     if (vm->runstate != VM_RUNSTATE_RUNNING)
-        return 0; /* already still */
+        return; /* already still */
     stop_vcpus(vm);
     vm->have_paused_clock = kvm_get_clock(&vm->kvm, &vm->paused_clock) == 0;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         if (vm->vcpus[i].kfd.fd >= 0)
             kvm_vcpu_clock_paused(vm->vcpus[i].kfd.fd);
-    vm->runstate = VM_RUNSTATE_PAUSED;
+    vm->runstate = state;
     if (vm->events.stop)
         vm->events.stop(vm->events.opaque);
+}
+
+int vm_pause(struct vm *vm, struct error *err)
+{
+    (void)err;
+    pause_as(vm, VM_RUNSTATE_PAUSED);
     return 0;
+}
+
+void vm_pause_io_error(struct vm *vm)
+{
+    pause_as(vm, VM_RUNSTATE_IO_ERROR);
 }
 
 int vm_resume(struct vm *vm, struct error *err)
@@ -378,6 +391,7 @@ int vm_resume(struct vm *vm, struct error *err)
     case VM_RUNSTATE_INTERNAL_ERROR:
         return error_setf(err, "Resetting the Virtual Machine is required");
     case VM_RUNSTATE_PAUSED:
+    case VM_RUNSTATE_IO_ERROR:
         if (vm->have_paused_clock)
             kvm_set_clock(&vm->kvm, vm->paused_clock);
         break;
@@ -432,6 +446,9 @@ static int reset_vm(struct vm *vm, struct error *err)
     vm->have_paused_clock = false;
     /* After a power-off the machine waits for cont, as QEMU's does after system_reset. */
     if (vm->runstate == VM_RUNSTATE_SHUTDOWN || vm->runstate == VM_RUNSTATE_INTERNAL_ERROR)
+        vm->runstate = VM_RUNSTATE_PAUSED;
+    /* The devices dropped their failed requests: nothing is left for a cont to retry. */
+    if (vm->runstate == VM_RUNSTATE_IO_ERROR)
         vm->runstate = VM_RUNSTATE_PAUSED;
     return start_kvm_vm(vm, err);
 }

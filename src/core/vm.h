@@ -47,6 +47,7 @@ enum vm_runstate {
     VM_RUNSTATE_PAUSED,         /* stop */
     VM_RUNSTATE_SHUTDOWN,       /* the guest powered off under -no-shutdown */
     VM_RUNSTATE_INTERNAL_ERROR, /* a vCPU failed */
+    VM_RUNSTATE_IO_ERROR,       /* a disk request failed under werror/rerror=stop; cont retries */
 };
 
 /* Things the monitor wants to hear about (main thread). */
@@ -104,7 +105,12 @@ int vm_run(struct vm *vm);
 
 /* Stop the vCPUs (QEMU's stop): the guest and its clock stand still. Main thread. */
 int vm_pause(struct vm *vm, struct error *err);
-/* Start them again (cont); refused after a power-off until a reset. Main thread. */
+/* The same for a failed disk request (werror/rerror=stop): runstate io-error, STOP event. Only a
+ * running VM changes state (QEMU's do_vm_stop): a paused one stays paused. Main thread; devices
+ * reach it through the main loop (board/devices.c). */
+void vm_pause_io_error(struct vm *vm);
+/* Start them again (cont, also from io-error); refused after a power-off until a reset. Main
+ * thread. */
 int vm_resume(struct vm *vm, struct error *err);
 /* Reset now, from the host side (system_reset). Main thread. */
 int vm_reset(struct vm *vm, struct error *err);

@@ -563,6 +563,25 @@ void qmp_event_resume(struct qmp_server *s)
     qmp_server_event(s, "RESUME", NULL);
 }
 
+void qmp_event_block_io_error(struct qmp_server *s, const char *device, const char *node_name,
+                              bool is_read, const char *action, bool nospace, const char *reason)
+{
+    if (!s)
+        return;
+    /* QEMU's member order: device, node-name, operation, action, nospace, reason. */
+    json_t *d = json_object();
+    if (!d)
+        return;
+    json_object_set_new(d, "device", qmp_jstr(device));
+    if (node_name)
+        json_object_set_new(d, "node-name", qmp_jstr(node_name));
+    json_object_set_new(d, "operation", json_string(is_read ? "read" : "write"));
+    json_object_set_new(d, "action", qmp_jstr(action));
+    json_object_set_new(d, "nospace", json_boolean(nospace));
+    json_object_set_new(d, "reason", qmp_jstr(reason));
+    qmp_server_event(s, "BLOCK_IO_ERROR", d);
+}
+
 /* ---- listening ---- */
 
 static void on_accept(void *opaque, uint32_t events)

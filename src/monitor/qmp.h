@@ -76,6 +76,8 @@ struct qmp_vm_ops {
     size_t (*query_chardevs)(void *opaque, struct qmp_chardev_info *out, size_t max);
     size_t (*query_pci)(void *opaque, struct qmp_pci_info *out, size_t max);
     size_t (*query_block)(void *opaque, struct qmp_block_info *out, size_t max);
+    /* HMP commit DEVICE|all: 0, or -errno (-ENODEV: no such device) with err set or not. */
+    int (*commit)(void *opaque, const char *device, struct error *err);
     /*
      * human-monitor-command: return malloc'd output (lines end in "\r\n" as QEMU's), or NULL to
      * let the HMP commands (monitor/hmp.h) handle it.
@@ -141,5 +143,9 @@ void qmp_event_reset_reason(struct qmp_server *s, bool guest, const char *reason
 void qmp_event_powerdown(struct qmp_server *s);
 void qmp_event_stop(struct qmp_server *s);
 void qmp_event_resume(struct qmp_server *s);
+/* BLOCK_IO_ERROR: device is the drive id, node_name may be NULL (left out), action "report",
+ * "ignore" or "stop", reason the error's strerror text. */
+void qmp_event_block_io_error(struct qmp_server *s, const char *device, const char *node_name,
+                              bool is_read, const char *action, bool nospace, const char *reason);
 
 #endif

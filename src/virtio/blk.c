@@ -27,6 +27,7 @@
 /* epoll tags besides the queue numbers. */
 #define TAG_STOP  0x10000u
 #define TAG_COMPL 0x10001u
+#define TAG_RETRY 0x10002u
 
 struct blk_req {
     struct block_request br;
@@ -50,6 +51,10 @@ struct virtio_blk {
     uint64_t capacity; /* in 512-byte sectors */
     bool wce_default;  /* the backend's cache mode */
     bool wce_config;   /* writeback byte of the config space (CONFIG_WCE) */
+    enum drive_error_action werror, rerror;
+    void (*on_error)(void *opaque, const struct virtio_blk_error *e);
+    void *error_opaque;
+    int retry_fd; /* eventfd: virtio_blk_retry() asks the worker to resubmit */
 
     /* Worker (running between start and stop). */
     pthread_t thread;
@@ -59,6 +64,9 @@ struct virtio_blk {
     struct vq_chain *chain;
     struct blk_req *reqs, *free_reqs;
     unsigned nreqs;
+    /* Failed under a stop action, oldest first, linked by next_free (worker only). */
+    struct blk_req *held, **held_tail;
+    unsigned nheld; /* atomic: read by virtio_blk_held() */
 };
 
 static void fill_config(struct virtio_blk *b)
@@ -97,10 +105,33 @@ static void finish(struct virtio_blk *b, struct blk_req *r, uint8_t status)
     b->free_reqs = r;
 }
 
+/* A failed request under werror/rerror: hold it on stop, tell the owner. */
+static enum drive_error_taken io_error(struct virtio_blk *b, struct blk_req *r, int ret)
+{
+    struct virtio_blk_error e = {.is_read = r->br.op == BLOCK_OP_READ, .error = -ret};
+    e.action = drive_error_decide(e.is_read ? b->rerror : b->werror, e.error);
+    if (e.action == DRIVE_ERROR_TAKEN_STOP) {
+        r->next_free = NULL;
+        *b->held_tail = r;
+        b->held_tail = &r->next_free;
+        __atomic_add_fetch(&b->nheld, 1, __ATOMIC_RELAXED);
+    }
+    if (b->on_error)
+        b->on_error(b->error_opaque, &e);
+    return e.action;
+}
+
 static void io_done(struct block_request *br, int ret)
 {
     struct blk_req *r = br->opaque;
     struct virtio_blk *b = r->b;
+    if (ret < 0) {
+        enum drive_error_taken a = io_error(b, r, ret);
+        if (a == DRIVE_ERROR_TAKEN_STOP)
+            return;
+        if (a == DRIVE_ERROR_TAKEN_IGNORE)
+            ret = 0; /* and on as if it had worked, flush included */
+    }
     if (ret == 0 && r->flush_after) {
         r->flush_after = false;
         br->op = BLOCK_OP_FLUSH;
@@ -347,6 +378,36 @@ out:
     block_backend_unplug(b->bb);
 }
 
+/* Resubmit the held requests in the order they failed (cont). */
+static void retry_held(struct virtio_blk *b)
+{
+    struct blk_req *r = b->held;
+    b->held = NULL;
+    b->held_tail = &b->held;
+    __atomic_store_n(&b->nheld, 0, __ATOMIC_RELAXED);
+    block_backend_plug(b->bb);
+    while (r) {
+        struct blk_req *next = r->next_free;
+        block_backend_submit(b->bb, &r->br);
+        r = next;
+    }
+    block_backend_unplug(b->bb);
+}
+
+/* Reset or exit: held requests are forgotten (their queue is about to be reset), as QEMU's
+ * virtio_blk_reset drops its list. */
+static void drop_held(struct virtio_blk *b)
+{
+    while (b->held) {
+        struct blk_req *r = b->held;
+        b->held = r->next_free;
+        r->next_free = b->free_reqs;
+        b->free_reqs = r;
+    }
+    b->held_tail = &b->held;
+    __atomic_store_n(&b->nheld, 0, __ATOMIC_RELAXED);
+}
+
 static void notify_dirty(struct virtio_blk *b)
 {
     for (unsigned q = 0; q < b->num_queues; q++) {
@@ -377,6 +438,9 @@ static void *worker(void *arg)
                 stop = true;
             } else if (tag == TAG_COMPL) {
                 block_backend_process(b->bb);
+            } else if (tag == TAG_RETRY) {
+                virtio_kick_drain(b->retry_fd);
+                retry_held(b);
             } else if (tag < b->num_queues) {
                 virtio_kick_drain(b->vdev.kick_fd[tag]);
                 process_queue(b, tag);
@@ -387,6 +451,7 @@ static void *worker(void *arg)
     /* Stopping (reset or exit): complete what is in flight so no I/O touches guest memory
      * after stop() returns. */
     block_backend_drain(b->bb);
+    drop_held(b);
     notify_dirty(b);
     return NULL;
 }
@@ -408,6 +473,9 @@ static int blk_start(struct virtio_device *vdev)
         goto fail;
     e.data.u32 = TAG_COMPL;
     if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, block_backend_completion_fd(b->bb), &e) < 0)
+        goto fail;
+    e.data.u32 = TAG_RETRY;
+    if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->retry_fd, &e) < 0)
         goto fail;
     for (unsigned q = 0; q < b->num_queues; q++) {
         e.data.u32 = q;
@@ -487,6 +555,12 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
         return error_setf(err, "out of memory");
     b->bb = bb;
     b->epfd = b->stop_fd = -1;
+    b->werror = p->werror;
+    b->rerror = p->rerror;
+    b->on_error = p->on_error;
+    b->error_opaque = p->error_opaque;
+    b->held_tail = &b->held;
+    b->retry_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     b->num_queues = nq;
     b->queue_size = qs;
     b->readonly = p->readonly || block_backend_readonly(bb);
@@ -501,7 +575,9 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
     b->nreqs = nq * qs;
     b->reqs = calloc(b->nreqs, sizeof(*b->reqs));
     b->chain = malloc(sizeof(*b->chain));
-    if (!b->reqs || !b->chain) {
+    if (!b->reqs || !b->chain || b->retry_fd < 0) {
+        if (b->retry_fd >= 0)
+            close(b->retry_fd);
         free(b->reqs);
         free(b->chain);
         free(b);
@@ -525,6 +601,7 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
         f |= VIRTIO_BIT(VIRTIO_BLK_F_WRITE_ZEROES);
     if (virtio_device_init(&b->vdev, "virtio-blk", &blk_ops, b, mem, VIRTIO_ID_BLOCK, f, nq, qs,
                            VIRTIO_BLK_CFG_LEN, err) < 0) {
+        close(b->retry_fd);
         free(b->reqs);
         free(b->chain);
         free(b);
@@ -540,11 +617,26 @@ struct virtio_device *virtio_blk_vdev(struct virtio_blk *b)
     return &b->vdev;
 }
 
+void virtio_blk_retry(struct virtio_blk *b)
+{
+    /* Also fine while the worker is stopped: nothing is held then, and the count is read (and
+     * ignored) at the next start. */
+    uint64_t one = 1;
+    ssize_t w = write(b->retry_fd, &one, sizeof(one));
+    (void)w; /* only fails when the counter is saturated: readable anyway */
+}
+
+unsigned virtio_blk_held(struct virtio_blk *b)
+{
+    return __atomic_load_n(&b->nheld, __ATOMIC_RELAXED);
+}
+
 void virtio_blk_destroy(struct virtio_blk *b)
 {
     if (!b)
         return;
     virtio_device_destroy(&b->vdev);
+    close(b->retry_fd);
     for (unsigned i = 0; i < b->nreqs; i++)
         free(b->reqs[i].iov);
     free(b->reqs);

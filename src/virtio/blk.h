@@ -5,6 +5,10 @@
  * queues' kick fds and on the backend's completion fd, pops chains, submits the I/O straight into
  * guest memory (the backend's owner thread is this worker, so completions also run here), and
  * pushes the used buffers. No lock is taken per request.
+ *
+ * Failed requests follow werror/rerror (block/drive.h): report completes them with IOERR, ignore
+ * with OK, stop keeps them on the worker (held) until virtio_blk_retry() submits them again; a
+ * stop of the device (reset, exit) drops them. Every failure is told to params.on_error.
  */
 #ifndef KEMU_VIRTIO_BLK_H
 #define KEMU_VIRTIO_BLK_H
@@ -12,6 +16,7 @@
 #include <stdbool.h>
 
 #include "block/block.h"
+#include "block/drive.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "virtio/device.h"
@@ -61,6 +66,13 @@
 #define VIRTIO_BLK_CFG_WRITE_ZEROES_MAY_UNMAP   56
 #define VIRTIO_BLK_CFG_LEN                      60
 
+/* One failed request, as params.on_error hears of it. */
+struct virtio_blk_error {
+    bool is_read; /* a read (rerror); anything else is a write (werror) */
+    enum drive_error_taken action;
+    int error; /* positive errno */
+};
+
 struct virtio_blk_params {
     const char *serial;  /* NULL: none (GET_ID returns zeros); longer than 20 bytes: cut */
     unsigned num_queues; /* 0: 1 */
@@ -68,6 +80,12 @@ struct virtio_blk_params {
     bool readonly;       /* also when the backend is read-only */
     bool discard;
     bool write_zeroes;
+    enum drive_error_action werror, rerror; /* zero: report */
+    /* Called on the worker thread for every failed request, after the action was applied (a
+     * stopped request is already held). It must not wait for the main thread, which may be
+     * stopping the device. NULL: nobody is told. */
+    void (*on_error)(void *opaque, const struct virtio_blk_error *e);
+    void *error_opaque;
 };
 
 struct virtio_blk;
@@ -77,6 +95,11 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
                       const struct virtio_blk_params *p, struct virtio_blk **out,
                       struct error *err);
 struct virtio_device *virtio_blk_vdev(struct virtio_blk *b);
+/* Submit the requests held by a stop action again, on the worker thread (any thread; at cont).
+ * Those that fail again are held again. */
+void virtio_blk_retry(struct virtio_blk *b);
+/* How many requests are held (any thread). */
+unsigned virtio_blk_held(struct virtio_blk *b);
 /* Stops the worker (draining the requests in flight) and frees the device. */
 void virtio_blk_destroy(struct virtio_blk *b);
 

@@ -9,10 +9,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "block/block.h"
+#include "block/block_int.h"
 #include "core/bytes.h"
 #include "virtio/blk.h"
 
@@ -44,6 +47,53 @@ struct fx {
 
 static struct fx *cur;
 
+/* Error injection: the backend's format driver is wrapped so that requests of the ops in
+ * inject_mask (1 << BLOCK_OP_*) fail with -inject_errno while it is set. */
+static const struct block_format_ops *real_fmt;
+static struct block_format_ops faulty_fmt;
+static int inject_errno;
+static unsigned inject_mask;
+
+static void faulty_submit(struct block_backend *bb, struct block_request *req)
+{
+    int e = __atomic_load_n(&inject_errno, __ATOMIC_SEQ_CST);
+    if (e && (__atomic_load_n(&inject_mask, __ATOMIC_SEQ_CST) & (1u << req->op))) {
+        block_complete_later(bb, req, -e);
+        return;
+    }
+    real_fmt->submit(bb, req);
+}
+
+static void inject(int err, unsigned mask)
+{
+    __atomic_store_n(&inject_mask, mask, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&inject_errno, err, __ATOMIC_SEQ_CST);
+}
+
+/* What the device told its owner (on_error, worker thread). */
+static pthread_mutex_t errs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct virtio_blk_error errs[64];
+static unsigned nerrs;
+
+static void on_error(void *opaque, const struct virtio_blk_error *e)
+{
+    pthread_mutex_lock(&errs_lock);
+    if (nerrs < 64)
+        errs[nerrs] = *e;
+    nerrs++;
+    pthread_mutex_unlock(&errs_lock);
+}
+
+static unsigned errors_seen(struct virtio_blk_error *last)
+{
+    pthread_mutex_lock(&errs_lock);
+    unsigned n = nerrs;
+    if (last && n)
+        *last = errs[(n - 1) % 64];
+    pthread_mutex_unlock(&errs_lock);
+    return n;
+}
+
 static void notify_queue(struct virtio_device *vdev, unsigned q)
 {
     __atomic_fetch_add(&cur->tr.queue_irqs, 1, __ATOMIC_SEQ_CST);
@@ -56,19 +106,34 @@ static void notify_config(struct virtio_device *vdev)
 
 static const struct virtio_transport_ops fake_ops = {notify_queue, notify_config};
 
-static void create(struct fx *f, bool readonly, enum block_cache cache)
+static void create_with(struct fx *f, bool readonly, enum block_cache cache,
+                        enum drive_error_action werror, enum drive_error_action rerror)
 {
     struct error err = {0};
     struct block_open_opts o = {.file = f->path, .cache = cache, .discard_unmap = true};
     o.readonly = readonly;
     assert_int_equal(block_backend_open(&o, &f->bb, &err), 0);
+    real_fmt = f->bb->fmt;
+    faulty_fmt = *real_fmt;
+    faulty_fmt.submit = faulty_submit;
+    f->bb->fmt = &faulty_fmt;
+    inject(0, 0);
+    nerrs = 0;
     struct virtio_blk_params p = {.serial = "KEMU-SERIAL-0123456789",
                                   .queue_size = QSIZE,
                                   .discard = true,
-                                  .write_zeroes = true};
+                                  .write_zeroes = true,
+                                  .werror = werror,
+                                  .rerror = rerror,
+                                  .on_error = on_error};
     assert_int_equal(virtio_blk_create(&f->mem, f->bb, &p, &f->blk, &err), 0);
     f->vdev = virtio_blk_vdev(f->blk);
     f->vdev->transport = &fake_ops;
+}
+
+static void create(struct fx *f, bool readonly, enum block_cache cache)
+{
+    create_with(f, readonly, cache, DRIVE_ERROR_REPORT, DRIVE_ERROR_REPORT);
 }
 
 /* What the transport does on the driver's initialisation. */
@@ -115,6 +180,8 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     virtio_blk_destroy(f->blk);
+    if (f->bb)
+        f->bb->fmt = real_fmt; /* close runs the real driver's close */
     block_backend_close(f->bb);
     unlink(f->path);
     free(f->ram);
@@ -169,10 +236,9 @@ static void wait_needs_reset(struct fx *f)
     fail_msg("DEVICE_NEEDS_RESET was not set");
 }
 
-/* A request in slot s (descriptors 3s..3s+2): header, optional data, status. Returns the status
- * byte after completion. */
-static uint8_t request(struct fx *f, unsigned s, uint32_t type, uint64_t sector, uint64_t data,
-                       uint32_t len, bool device_writes)
+/* A request in slot s (descriptors 3s..3s+2): header, optional data, status; not waited for. */
+static void post(struct fx *f, unsigned s, uint32_t type, uint64_t sector, uint64_t data,
+                 uint32_t len, bool device_writes)
 {
     uint8_t *h = f->ram + HDR + 16 * s;
     le_put32(h, type);
@@ -190,8 +256,31 @@ static uint8_t request(struct fx *f, unsigned s, uint32_t type, uint64_t sector,
     }
     desc(f, d0 + 2, STATUS + s, 1, VIRTQ_DESC_F_WRITE, 0);
     publish(f, (uint16_t)d0);
+}
+
+/* The same, waited for: returns the status byte. */
+static uint8_t request(struct fx *f, unsigned s, uint32_t type, uint64_t sector, uint64_t data,
+                       uint32_t len, bool device_writes)
+{
+    post(f, s, type, sector, data, len, device_writes);
     wait_used(f);
     return f->ram[STATUS + s];
+}
+
+static uint16_t used_idx(struct fx *f)
+{
+    return __atomic_load_n((uint16_t *)(void *)(f->ram + USED + 2), __ATOMIC_ACQUIRE);
+}
+
+/* Wait until the device holds n requests (werror/rerror=stop). */
+static void wait_held(struct fx *f, unsigned n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (virtio_blk_held(f->blk) == n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("the device holds %u requests, not %u", virtio_blk_held(f->blk), n);
 }
 
 static const uint64_t all_features =
@@ -447,6 +536,207 @@ static void test_reset_inflight(void **state)
     }
 }
 
+static void wait_errors(unsigned n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (errors_seen(NULL) >= n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("on_error was called %u times, not %u", errors_seen(NULL), n);
+}
+
+#define W_OPS (1u << BLOCK_OP_WRITE | 1u << BLOCK_OP_FLUSH)
+#define R_OPS (1u << BLOCK_OP_READ)
+
+/* report: the guest sees IOERR; the owner hears of it with action report. */
+static void test_error_report(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_REPORT, DRIVE_ERROR_REPORT);
+    driver_init(f, all_features);
+    inject(EIO, W_OPS | R_OPS);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_IOERR);
+    struct virtio_blk_error e = {0};
+    assert_int_equal(errors_seen(&e), 1);
+    assert_false(e.is_read);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_REPORT);
+    assert_int_equal(e.error, EIO);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 0, DATA, 4096, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(errors_seen(&e), 2);
+    assert_true(e.is_read);
+    /* Flushes are writes (werror). */
+    assert_int_equal(request(f, 2, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(errors_seen(&e), 3);
+    assert_false(e.is_read);
+    inject(0, 0);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(errors_seen(NULL), 3);
+    assert_int_equal(virtio_blk_held(f->blk), 0);
+}
+
+/* ignore: the guest sees success; the owner still hears of it. */
+static void test_error_ignore(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_IGNORE, DRIVE_ERROR_IGNORE);
+    driver_init(f, all_features);
+    inject(EIO, W_OPS | R_OPS);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_OK);
+    struct virtio_blk_error e = {0};
+    assert_int_equal(errors_seen(&e), 1);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_IGNORE);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 0, DATA, 4096, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(errors_seen(&e), 2);
+    assert_true(e.is_read);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_IGNORE);
+    assert_int_equal(virtio_blk_held(f->blk), 0);
+}
+
+/* stop: the request is held (no used entry) until a retry, which completes it once the cause is
+ * gone; a retry while it persists holds it again. */
+static void test_error_stop(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_STOP, DRIVE_ERROR_STOP);
+    driver_init(f, all_features);
+    for (unsigned i = 0; i < 4096; i++)
+        f->ram[DATA + i] = (uint8_t)(i * 7 + 1);
+    inject(EIO, W_OPS);
+    post(f, 0, VIRTIO_BLK_T_OUT, 16, DATA, 4096, false);
+    wait_held(f, 1);
+    struct virtio_blk_error e = {0};
+    assert_int_equal(errors_seen(&e), 1);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_STOP);
+    assert_false(e.is_read);
+    assert_int_equal(e.error, EIO);
+    usleep(20000);
+    assert_int_equal(used_idx(f), 0);
+    assert_int_equal(f->ram[STATUS], 0xee);
+
+    /* cont with the cause still there: stopped again. */
+    virtio_blk_retry(f->blk);
+    wait_errors(2);
+    wait_held(f, 1);
+    assert_int_equal(used_idx(f), 0);
+
+    /* The cause went away: the retry completes the request, the data is on disk. */
+    inject(0, 0);
+    virtio_blk_retry(f->blk);
+    wait_used(f);
+    assert_int_equal(f->ram[STATUS], VIRTIO_BLK_S_OK);
+    assert_int_equal(virtio_blk_held(f->blk), 0);
+    assert_int_equal(errors_seen(NULL), 2);
+    memset(f->ram + DATA + 0x10000, 0, 4096);
+    assert_int_equal(request(f, 1, VIRTIO_BLK_T_IN, 16, DATA + 0x10000, 4096, true),
+                     VIRTIO_BLK_S_OK);
+    assert_memory_equal(f->ram + DATA + 0x10000, f->ram + DATA, 4096);
+
+    /* rerror=stop holds a read the same way; a retry with nothing held does nothing. */
+    inject(EIO, R_OPS);
+    memset(f->ram + DATA + 0x10000, 0, 4096);
+    post(f, 2, VIRTIO_BLK_T_IN, 16, DATA + 0x10000, 4096, true);
+    wait_held(f, 1);
+    assert_int_equal(errors_seen(&e), 3);
+    assert_true(e.is_read);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_STOP);
+    inject(0, 0);
+    virtio_blk_retry(f->blk);
+    wait_used(f);
+    assert_int_equal(f->ram[STATUS + 2], VIRTIO_BLK_S_OK);
+    assert_memory_equal(f->ram + DATA + 0x10000, f->ram + DATA, 4096);
+    virtio_blk_retry(f->blk);
+    usleep(20000);
+    assert_int_equal(used_idx(f), f->avail_idx);
+}
+
+/* enospc (werror's default): ENOSPC and EDQUOT stop, anything else is reported. */
+static void test_error_enospc(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_ENOSPC, DRIVE_ERROR_REPORT);
+    driver_init(f, all_features);
+    inject(EIO, W_OPS);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_IOERR);
+    struct virtio_blk_error e = {0};
+    assert_int_equal(errors_seen(&e), 1);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_REPORT);
+    assert_false(drive_error_nospace(e.error));
+
+    inject(ENOSPC, W_OPS);
+    post(f, 1, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false);
+    wait_held(f, 1);
+    assert_int_equal(errors_seen(&e), 2);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_STOP);
+    assert_int_equal(e.error, ENOSPC);
+    assert_true(drive_error_nospace(e.error));
+    inject(EDQUOT, W_OPS);
+    virtio_blk_retry(f->blk);
+    wait_errors(3);
+    wait_held(f, 1);
+    assert_int_equal(errors_seen(&e), 3);
+    assert_int_equal(e.action, DRIVE_ERROR_TAKEN_STOP);
+    inject(0, 0);
+    virtio_blk_retry(f->blk);
+    wait_used(f);
+    assert_int_equal(f->ram[STATUS + 1], VIRTIO_BLK_S_OK);
+}
+
+/* A reset (or the end) with requests held drops them; the device works after it. */
+static void test_error_stop_reset(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_STOP, DRIVE_ERROR_REPORT);
+    driver_init(f, all_features);
+    inject(ENOSPC, W_OPS);
+    for (unsigned s = 0; s < 3; s++)
+        post(f, s, VIRTIO_BLK_T_OUT, 8 * s, DATA, 4096, false);
+    wait_held(f, 3);
+    pthread_mutex_lock(&f->vdev->lock);
+    virtio_set_status(f->vdev, 0);
+    pthread_mutex_unlock(&f->vdev->lock);
+    assert_int_equal(virtio_blk_held(f->blk), 0);
+    inject(0, 0);
+    virtio_blk_retry(f->blk); /* a cont after the reset: nothing to do, harmless */
+    driver_init(f, all_features);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_OUT, 0, DATA, 4096, false), VIRTIO_BLK_S_OK);
+    /* Held again at destroy (teardown): dropped without a leak. */
+    inject(EIO, W_OPS);
+    post(f, 1, VIRTIO_BLK_T_OUT, 8, DATA, 4096, false);
+    wait_held(f, 1);
+}
+
+/* The drive options' decisions, QEMU's blk_get_error_action. */
+static void test_error_decide(void **state)
+{
+    (void)state;
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_REPORT, ENOSPC), DRIVE_ERROR_TAKEN_REPORT);
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_IGNORE, EIO), DRIVE_ERROR_TAKEN_IGNORE);
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_STOP, EIO), DRIVE_ERROR_TAKEN_STOP);
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_ENOSPC, ENOSPC), DRIVE_ERROR_TAKEN_STOP);
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_ENOSPC, EDQUOT), DRIVE_ERROR_TAKEN_STOP);
+    assert_int_equal(drive_error_decide(DRIVE_ERROR_ENOSPC, EIO), DRIVE_ERROR_TAKEN_REPORT);
+    assert_string_equal(drive_error_taken_name(DRIVE_ERROR_TAKEN_REPORT), "report");
+    assert_string_equal(drive_error_taken_name(DRIVE_ERROR_TAKEN_IGNORE), "ignore");
+    assert_string_equal(drive_error_taken_name(DRIVE_ERROR_TAKEN_STOP), "stop");
+    struct drive_opts d;
+    struct error err = {0};
+    assert_int_equal(drive_parse("file=a,if=virtio,werror=stop,rerror=stop", 0, &d, &err), 0);
+    assert_int_equal(d.werror, DRIVE_ERROR_STOP);
+    assert_int_equal(d.rerror, DRIVE_ERROR_STOP);
+    drive_opts_free(&d);
+    assert_int_equal(drive_parse("file=a,if=virtio", 0, &d, &err), 0);
+    assert_int_equal(d.werror, DRIVE_ERROR_ENOSPC);
+    assert_int_equal(d.rerror, DRIVE_ERROR_REPORT);
+    drive_opts_free(&d);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(drive_parse("file=a,if=virtio,werror=x", 0, &d, &err), -1);
+    assert_string_equal(err.msg, "'x' invalid write error action");
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(drive_parse("file=a,if=virtio,rerror=enospc", 0, &d, &err), -1);
+    assert_string_equal(err.msg, "'enospc' invalid read error action");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +745,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_ignore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_enospc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_stop_reset, setup, teardown),
+        cmocka_unit_test(test_error_decide),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
