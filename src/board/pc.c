@@ -393,6 +393,14 @@ bool pc_has_virtio_mmio(struct pc *pc)
     return pc->p.microvm;
 }
 
+/* QueueNotify of a virtio-mmio device straight to its queue's eventfd. */
+static int mmio_ioeventfd(void *ctx, uint64_t addr, unsigned len, uint64_t datamatch, int fd,
+                          bool assign)
+{
+    struct pc *pc = ctx;
+    return kvm_ioeventfd_datamatch(&pc->vm.kvm, addr, len, datamatch, fd, assign);
+}
+
 int pc_add_virtio_mmio(struct pc *pc, struct virtio_device *vdev, struct virtio_mmio **out,
                        struct error *err)
 {
@@ -409,6 +417,7 @@ int pc_add_virtio_mmio(struct pc *pc, struct virtio_device *vdev, struct virtio_
         virtio_mmio_destroy(t);
         return -1;
     }
+    virtio_mmio_set_ioeventfd(t, PC_VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE, mmio_ioeventfd, pc);
     pc->mmio[pc->nmmio++] = t;
     *out = t;
     return 0;

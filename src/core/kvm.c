@@ -385,6 +385,18 @@ int kvm_ioeventfd(struct kvm *kvm, uint64_t addr, unsigned len, int fd, bool ass
     return ioctl(kvm->vm_fd, KVM_IOEVENTFD, &e);
 }
 
+int kvm_ioeventfd_datamatch(struct kvm *kvm, uint64_t addr, unsigned len, uint64_t datamatch,
+                            int fd, bool assign)
+{
+    struct kvm_ioeventfd e = {.datamatch = datamatch,
+                              .addr = addr,
+                              .len = len,
+                              .fd = fd,
+                              .flags = KVM_IOEVENTFD_FLAG_DATAMATCH |
+                                       (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN)};
+    return ioctl(kvm->vm_fd, KVM_IOEVENTFD, &e);
+}
+
 int kvm_create_vcpu(struct kvm *kvm, unsigned long id, struct kvm_vcpu_fd *v, struct error *err)
 {
     v->fd = ioctl(kvm->vm_fd, KVM_CREATE_VCPU, id);

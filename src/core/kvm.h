@@ -94,6 +94,11 @@ int kvm_irqfd_msi_update(struct kvm *kvm, int gsi, uint64_t addr, uint32_t data)
 void kvm_irqfd_msi_remove(struct kvm *kvm, int gsi, int fd);
 /* Signal eventfd fd when the guest writes len bytes at MMIO addr (assign) or stop (!assign). */
 int kvm_ioeventfd(struct kvm *kvm, uint64_t addr, unsigned len, int fd, bool assign);
+/* The same for writes of the value datamatch only (KVM_IOEVENTFD_FLAG_DATAMATCH): several
+ * eventfds can share one address, as virtio-mmio's QueueNotify (one per queue index). Removal
+ * names the same addr, len and datamatch. */
+int kvm_ioeventfd_datamatch(struct kvm *kvm, uint64_t addr, unsigned len, uint64_t datamatch,
+                            int fd, bool assign);
 
 struct kvm_vcpu_fd {
     int fd;

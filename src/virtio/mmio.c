@@ -25,6 +25,12 @@ struct virtio_mmio {
     struct mmio_queue q[VIRTIO_MAX_QUEUES];
 
     uint32_t int_status; /* atomic: set by any thread, cleared by InterruptACK */
+
+    /* QueueNotify through KVM (virtio_mmio_set_ioeventfd); under vdev->lock. */
+    uint64_t base;
+    virtio_mmio_ioeventfd_fn ioeventfd_fn;
+    void *ioeventfd_ctx;
+    bool ioeventfd[VIRTIO_MAX_QUEUES]; /* registered for queue q */
 };
 
 /* ---- interrupts (any thread) ----------------------------------------------------------------- */
@@ -52,10 +58,31 @@ static const struct virtio_transport_ops mmio_transport_ops = {
     .notify_config = mmio_notify_config,
 };
 
+/* ---- ioeventfds (vdev->lock held) ------------------------------------------------------------ */
+
+/* Queue q's ioeventfd on or off. All queues share QueueNotify, so each matches its own index. */
+static void ioeventfd_set(struct virtio_mmio *vm, unsigned q, bool on)
+{
+    if (!vm->ioeventfd_fn || vm->ioeventfd[q] == on)
+        return;
+    int r = vm->ioeventfd_fn(vm->ioeventfd_ctx, vm->base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q,
+                             vm->vdev->kick_fd[q], on);
+    /* A failed registration leaves the queue on the trap path; a failed removal (the VM is
+     * being torn down) leaves nothing to track. */
+    vm->ioeventfd[q] = on && r == 0;
+}
+
+static void ioeventfd_clear_all(struct virtio_mmio *vm)
+{
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+        ioeventfd_set(vm, q, false);
+}
+
 /* ---- registers (vdev->lock held) ------------------------------------------------------------- */
 
 static void transport_reset(struct virtio_mmio *vm)
 {
+    ioeventfd_clear_all(vm);
     vm->dfsel = vm->gfsel = vm->queue_sel = vm->shm_sel = 0;
     memset(vm->q, 0, sizeof(vm->q));
     __atomic_store_n(&vm->int_status, 0, __ATOMIC_SEQ_CST);
@@ -91,6 +118,7 @@ static void queue_ready(struct virtio_mmio *vm, unsigned index, uint32_t val)
         return;
     }
     if (!val) {
+        ioeventfd_set(vm, index, false);
         vq_reset(vq); /* Linux writes 0 when it deletes a queue */
         if (vdev->status & VIRTIO_STATUS_FEATURES_OK)
             vq_set_features(vq, vdev->features); /* what FEATURES_OK gave every queue */
@@ -99,8 +127,11 @@ static void queue_ready(struct virtio_mmio *vm, unsigned index, uint32_t val)
     if (vq_is_enabled(vq))
         return;
     if (vq_set_size(vq, q->num, &err) < 0 ||
-        vq_set_addresses(vq, q->desc, q->driver, q->device, &err) < 0 || vq_enable(vq, &err) < 0)
+        vq_set_addresses(vq, q->desc, q->driver, q->device, &err) < 0 || vq_enable(vq, &err) < 0) {
         virtio_set_needs_reset(vdev, err.msg);
+        return;
+    }
+    ioeventfd_set(vm, index, true);
 }
 
 static uint32_t reg_read(struct virtio_mmio *vm, uint64_t off)
@@ -165,7 +196,8 @@ static void reg_write(struct virtio_mmio *vm, uint64_t off, uint32_t val)
         vm->queue_sel = val;
         return;
     case VIRTIO_MMIO_QUEUE_NOTIFY:
-        /* The value is the queue index (without VIRTIO_F_NOTIFICATION_DATA, never offered). */
+        /* The value is the queue index (without VIRTIO_F_NOTIFICATION_DATA, never offered).
+         * Reached for queues without an ioeventfd, and for other widths or values. */
         if (val < vdev->nqueues)
             virtio_kick(vdev, val);
         return;
@@ -173,6 +205,8 @@ static void reg_write(struct virtio_mmio *vm, uint64_t off, uint32_t val)
         __atomic_fetch_and(&vm->int_status, ~val, __ATOMIC_SEQ_CST);
         return;
     case VIRTIO_MMIO_STATUS:
+        if ((uint8_t)val == 0)
+            ioeventfd_clear_all(vm); /* before the reset, so no kick lands after it */
         virtio_set_status(vdev, (uint8_t)val);
         if ((uint8_t)val == 0)
             transport_reset(vm);
@@ -312,10 +346,26 @@ int virtio_mmio_create(struct virtio_device *vdev, struct irq_line irq, struct v
     return 0;
 }
 
+void virtio_mmio_set_ioeventfd(struct virtio_mmio *vm, uint64_t base, virtio_mmio_ioeventfd_fn fn,
+                               void *ctx)
+{
+    struct virtio_device *vdev = vm->vdev;
+    pthread_mutex_lock(&vdev->lock);
+    ioeventfd_clear_all(vm); /* registered at the old place, if any */
+    vm->base = base;
+    vm->ioeventfd_fn = fn;
+    vm->ioeventfd_ctx = ctx;
+    for (unsigned q = 0; q < vdev->nqueues; q++)
+        if (vq_is_enabled(&vdev->vq[q]))
+            ioeventfd_set(vm, q, true);
+    pthread_mutex_unlock(&vdev->lock);
+}
+
 void virtio_mmio_reset(struct virtio_mmio *vm)
 {
     struct virtio_device *vdev = vm->vdev;
     pthread_mutex_lock(&vdev->lock);
+    ioeventfd_clear_all(vm);
     virtio_reset(vdev);
     transport_reset(vm);
     pthread_mutex_unlock(&vdev->lock);
@@ -327,6 +377,7 @@ void virtio_mmio_destroy(struct virtio_mmio *vm)
         return;
     struct virtio_device *vdev = vm->vdev;
     pthread_mutex_lock(&vdev->lock);
+    ioeventfd_clear_all(vm);
     virtio_reset(vdev); /* the backend stops: no interrupt can come in any more */
     vdev->transport = NULL;
     vdev->transport_opaque = NULL;

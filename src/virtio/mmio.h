@@ -8,7 +8,10 @@
  * 32-bit accesses only (others read 0 and are ignored); the configuration any width.
  *
  * Notifications: a QueueNotify write kicks vdev->kick_fd[value] (a value naming no queue is
- * ignored); the backend never runs on the vCPU thread.
+ * ignored); the backend never runs on the vCPU thread. With the board's ioeventfd hook
+ * (virtio_mmio_set_ioeventfd) KVM does that itself: every enabled queue gets an ioeventfd on
+ * QueueNotify matching its index (4-byte writes), removed when the queue is disabled or the
+ * device reset; the trap path stays for queues whose registration failed.
  *
  * Interrupts: InterruptStatus bit 0 (used buffer) or 1 (configuration change) is set and the
  * line is pulsed (the board describes it as edge-triggered); the driver clears bits with
@@ -21,6 +24,7 @@
 #ifndef KEMU_VIRTIO_MMIO_H
 #define KEMU_VIRTIO_MMIO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/bus.h"
@@ -82,6 +86,14 @@ void virtio_mmio_reset(struct virtio_mmio *vm);
 /* Stops the backend (a device reset) and detaches from vdev; the board must not dispatch to it
  * any more. NULL is ignored. */
 void virtio_mmio_destroy(struct virtio_mmio *vm);
+/* The board's way to KVM's ioeventfds (kvm_ioeventfd_datamatch): signal fd on a len-byte
+ * write of datamatch at guest physical addr (assign), or stop (!assign). 0 or -1. */
+typedef int (*virtio_mmio_ioeventfd_fn)(void *ctx, uint64_t addr, unsigned len, uint64_t datamatch,
+                                        int fd, bool assign);
+/* Where the board put the window (base) and how to register ioeventfds; before the guest runs.
+ * Without it every QueueNotify write traps to the vCPU thread. */
+void virtio_mmio_set_ioeventfd(struct virtio_mmio *vm, uint64_t base, virtio_mmio_ioeventfd_fn fn,
+                               void *ctx);
 /* "virtio-blk-device", for messages. */
 const char *virtio_mmio_name(const struct virtio_mmio *vm);
 

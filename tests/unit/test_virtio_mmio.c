@@ -178,8 +178,8 @@ static void negotiate(struct tb *t)
     w32(t, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(f >> 32));
     w32(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
     w32(t, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)f);
-    w32(t, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-                                   VIRTIO_STATUS_FEATURES_OK);
+    w32(t, VIRTIO_MMIO_STATUS,
+        VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
     assert_true(r32(t, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK);
 }
 
@@ -201,8 +201,9 @@ static void setup_queue(struct tb *t, unsigned q, uint32_t n, uint64_t desc, uin
 
 static void driver_ok(struct tb *t)
 {
-    w32(t, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-                                   VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    w32(t, VIRTIO_MMIO_STATUS,
+        VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
+            VIRTIO_STATUS_DRIVER_OK);
 }
 
 static void test_registers(void **state)
@@ -339,14 +340,14 @@ static void test_hostile_queue_setup(void **state)
     struct tb *t = rng_board();
     uint32_t max = (w32(t, VIRTIO_MMIO_QUEUE_SEL, 0), r32(t, VIRTIO_MMIO_QUEUE_NUM_MAX));
     refused(t, 0, DESC, AVAIL, USED);
-    refused(t, 3, DESC, AVAIL, USED);             /* not a power of two */
-    refused(t, max * 2, DESC, AVAIL, USED);       /* above QueueNumMax */
-    refused(t, 0xffffffffu, DESC, AVAIL, USED);   /* truncation must not make it valid */
+    refused(t, 3, DESC, AVAIL, USED);           /* not a power of two */
+    refused(t, max * 2, DESC, AVAIL, USED);     /* above QueueNumMax */
+    refused(t, 0xffffffffu, DESC, AVAIL, USED); /* truncation must not make it valid */
     refused(t, 0x10000u | QSIZE, DESC, AVAIL, USED);
-    refused(t, QSIZE, RAM_SIZE, AVAIL, USED);     /* rings outside RAM */
+    refused(t, QSIZE, RAM_SIZE, AVAIL, USED); /* rings outside RAM */
     refused(t, QSIZE, DESC, 0xfffffffffffffff0ull, USED);
     refused(t, QSIZE, DESC, AVAIL, RAM_SIZE - 8);
-    refused(t, QSIZE, DESC + 1, AVAIL, USED);     /* misaligned descriptor table */
+    refused(t, QSIZE, DESC + 1, AVAIL, USED); /* misaligned descriptor table */
 
     /* After a reset, a good set-up works again. */
     w32(t, VIRTIO_MMIO_STATUS, 0);
@@ -379,9 +380,7 @@ static int cfg_start(struct virtio_device *vdev)
     return 0;
 }
 
-static void cfg_stop(struct virtio_device *vdev)
-{
-}
+static void cfg_stop(struct virtio_device *vdev) {}
 
 static void cfg_written(struct virtio_device *vdev, unsigned offset, unsigned size)
 {
@@ -443,13 +442,118 @@ static void test_config_space(void **state)
     board_free(t);
 }
 
+/* ---- QueueNotify through ioeventfds: a fake KVM that records what is registered ---- */
+
+struct fake_kvm {
+    bool fail;     /* refuse registrations, as a KVM without room would */
+    int active[4]; /* per datamatch (queue index): registered and not removed */
+    int fd[4];     /* the eventfd each was registered with */
+    unsigned calls;
+};
+
+static int fake_ioeventfd(void *ctx, uint64_t addr, unsigned len, uint64_t datamatch, int fd,
+                          bool assign)
+{
+    struct fake_kvm *k = ctx;
+    k->calls++;
+    assert_int_equal(addr, BASE + VIRTIO_MMIO_QUEUE_NOTIFY);
+    assert_int_equal(len, 4);
+    assert_true(datamatch < 4);
+    if (!assign) {
+        /* Removal names what was registered, once. */
+        assert_int_equal(k->active[datamatch], 1);
+        assert_int_equal(k->fd[datamatch], fd);
+        k->active[datamatch] = 0;
+        return 0;
+    }
+    if (k->fail)
+        return -1;
+    assert_int_equal(k->active[datamatch], 0);
+    k->active[datamatch] = 1;
+    k->fd[datamatch] = fd;
+    return 0;
+}
+
+/* Offer a buffer and have it used, the notification sent by kick(). */
+static void serve(struct tb *t, uint16_t *idx, void (*kick)(struct tb *t))
+{
+    *idx = offer(t, *idx, 64);
+    kick(t);
+    uint64_t end = now_ms() + TIMEOUT_MS;
+    while (used_idx(t) != *idx && now_ms() < end)
+        sleep_ms(1);
+    assert_int_equal(used_idx(t), *idx);
+}
+
+static void kick_as_kvm(struct tb *t)
+{
+    /* What KVM does on a matching QueueNotify write: the vCPU thread never sees it. */
+    uint64_t one = 1;
+    assert_int_equal(write(t->vdev->kick_fd[0], &one, sizeof(one)), (ssize_t)sizeof(one));
+}
+
+static void kick_by_trap(struct tb *t)
+{
+    w32(t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+}
+
+static void test_ioeventfd(void **state)
+{
+    struct tb *t = rng_board();
+    struct fake_kvm k = {0};
+    virtio_mmio_set_ioeventfd(t->vm, BASE, fake_ioeventfd, &k);
+    assert_int_equal(k.calls, 0); /* no queue enabled yet */
+    negotiate(t);
+    setup_queue(t, 0, QSIZE, DESC, AVAIL, USED);
+    assert_int_equal(k.active[0], 1);
+    assert_int_equal(k.fd[0], t->vdev->kick_fd[0]);
+    driver_ok(t);
+    uint16_t idx = 0;
+    serve(t, &idx, kick_as_kvm);
+    serve(t, &idx, kick_by_trap); /* the trap path still works beside it */
+
+    /* A device reset removes it before the device stops. */
+    w32(t, VIRTIO_MMIO_STATUS, 0);
+    assert_int_equal(k.active[0], 0);
+
+    /* Registration refused: notifications trap, and nothing is removed later. */
+    k.fail = true;
+    negotiate(t);
+    setup_queue(t, 0, QSIZE, DESC, AVAIL, USED);
+    assert_int_equal(k.active[0], 0);
+    driver_ok(t);
+    idx = 0;
+    serve(t, &idx, kick_by_trap);
+    unsigned calls = k.calls;
+    w32(t, VIRTIO_MMIO_STATUS, 0);
+    assert_int_equal(k.calls, calls);
+
+    /* QueueReady = 0 disables the queue and removes its ioeventfd; a machine reset too. */
+    k.fail = false;
+    negotiate(t);
+    setup_queue(t, 0, QSIZE, DESC, AVAIL, USED);
+    assert_int_equal(k.active[0], 1);
+    w32(t, VIRTIO_MMIO_QUEUE_READY, 0);
+    assert_int_equal(k.active[0], 0);
+    w32(t, VIRTIO_MMIO_QUEUE_READY, 1);
+    assert_int_equal(k.active[0], 1);
+    virtio_mmio_reset(t->vm);
+    assert_int_equal(k.active[0], 0);
+
+    /* Destroying the transport removes what is left. */
+    negotiate(t);
+    setup_queue(t, 0, QSIZE, DESC, AVAIL, USED);
+    assert_int_equal(k.active[0], 1);
+    board_free(t);
+    assert_int_equal(k.active[0], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registers),
-        cmocka_unit_test(test_rng_end_to_end),
-        cmocka_unit_test(test_hostile_queue_setup),
-        cmocka_unit_test(test_config_space),
+        cmocka_unit_test(test_registers),           cmocka_unit_test(test_rng_end_to_end),
+        cmocka_unit_test(test_hostile_queue_setup), cmocka_unit_test(test_config_space),
+        cmocka_unit_test(test_ioeventfd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
