@@ -14,6 +14,7 @@ libcmocka-dev
 libslirp-dev
 libglib2.0-dev
 liburing-dev
+libcapstone-dev
 zlib1g-dev
 libzstd-dev
 libjansson-dev

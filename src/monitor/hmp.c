@@ -13,6 +13,7 @@
 
 #include "kemu-config.h"
 #include "core/vm.h"
+#include "monitor/disas.h"
 #include "monitor/qmp_int.h"
 
 /* ---- the command table ---- */
@@ -37,6 +38,7 @@ static void cmd_help(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_info(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_stop(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_cont(struct hmp_ctx *c, char **argv, int argc);
+static void cmd_commit(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_reset(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_powerdown(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_quit(struct hmp_ctx *c, char **argv, int argc);
@@ -45,6 +47,8 @@ static void cmd_x(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_xp(struct hmp_ctx *c, char **argv, int argc);
 
 static const struct hmp_cmd commands[] = {
+    {"commit", "device|all",
+     "commit changes to the disk images (if -snapshot is used) or backing files", cmd_commit},
     {"cont|c", "", "resume emulation", cmd_cont},
     {"cpu", "index", "set the default CPU", cmd_cpu},
     {"help|?", "[cmd]", "show the help", cmd_help},
@@ -192,6 +196,36 @@ static void cmd_stop(struct hmp_ctx *c, char **argv, int argc)
 static void cmd_cont(struct hmp_ctx *c, char **argv, int argc)
 {
     run_action(c, c->ops->cont, "cont");
+}
+
+/* QEMU's messages: "Device 'x' not found", "'commit' error for 'x': <strerror>". */
+static void cmd_commit(struct hmp_ctx *c, char **argv, int argc)
+{
+    if (argc != 2) {
+        fprintf(c->f, "commit: usage: commit device|all\r\n");
+        return;
+    }
+    if (!c->ops->commit) {
+        fprintf(c->f, "Error: commit is not supported by this machine\r\n");
+        return;
+    }
+    struct error err = {0};
+    int r = c->ops->commit(c->ops->opaque, argv[1], &err);
+    if (r == 0)
+        return;
+    if (r == -ENODEV) {
+        fprintf(c->f, "Device '");
+        put_clean(c->f, argv[1]);
+        fprintf(c->f, "' not found\r\n");
+        return;
+    }
+    if (err.set && r != -ENOTSUP) { /* the detail QEMU's own error line would lack */
+        put_clean(c->f, err.msg);
+        fprintf(c->f, "\r\n");
+    }
+    fprintf(c->f, "'commit' error for '");
+    put_clean(c->f, argv[1]);
+    fprintf(c->f, "': %s\r\n", strerror(-r));
 }
 
 static void cmd_reset(struct hmp_ctx *c, char **argv, int argc)
@@ -526,8 +560,12 @@ int hmp_parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size
         }
     }
     if (f->format == 'i') {
-        snprintf(msg, msg_size, "format 'i' (disassembly) is not supported");
-        return -1;
+        /* The size letter means nothing to disassembly; the count bounds the output. */
+        f->size = 1;
+        if (f->count > HMP_MAX_INSNS) {
+            snprintf(msg, msg_size, "count too large (at most %u instructions)", HMP_MAX_INSNS);
+            return -1;
+        }
     }
     if (f->format == 'c' && !have_size)
         f->size = 1;
@@ -652,18 +690,150 @@ static int vm_read_phys(void *opaque, uint64_t gpa, void *buf, size_t len)
     return guest_mem_read(&vm->mem, gpa, buf, len) < 0 ? -1 : 0;
 }
 
-/* An address: a number in C syntax (0x hex, 0 octal, decimal), as QEMU's simplest expressions. */
-static int parse_addr(const char *s, uint64_t *out)
+/* The monitor CPU's registers, read once per command when an address or x /i needs them. */
+struct lazy_state {
+    struct hmp_ctx *c;
+    bool have;
+    struct hmp_cpu_state st;
+};
+
+static const struct hmp_cpu_state *lazy_get(struct lazy_state *ls)
 {
-    char *end;
-    errno = 0;
-    if (*s == '-' || !*s)
-        return -1;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end)
-        return -1;
-    *out = v;
+    if (ls->have)
+        return &ls->st;
+    struct vm *vm = ctx_vm(ls->c);
+    if (!vm || !vm->nr_vcpus) {
+        fprintf(ls->c->f, "Error: no machine\r\n");
+        return NULL;
+    }
+    struct error err = {0};
+    unsigned cpu = *ls->c->cpu < vm->nr_vcpus ? *ls->c->cpu : 0;
+    if (read_cpu_state(vm, cpu, &ls->st, &err) < 0) {
+        fprintf(ls->c->f, "Error: %s\r\n", err.msg);
+        return NULL;
+    }
+    ls->have = true;
+    return &ls->st;
+}
+
+/* QEMU's x86 monitor registers ($name, target/i386/monitor.c): full 64-bit values. Returns 0,
+ * or -1 for an unknown name. */
+static int reg_value(const struct hmp_cpu_state *st, const char *name, uint64_t *v)
+{
+    /* st->gpr is in RAX RBX RCX RDX RSI RDI RBP RSP order. */
+    static const struct {
+        const char *names;
+        int gpr;
+    } gprs[] = {{"eax", 0},    {"ebx", 1},    {"ecx", 2},  {"edx", 3}, {"esi", 4},  {"edi", 5},
+                {"ebp|fp", 6}, {"esp|sp", 7}, {"r8", 8},   {"r9", 9},  {"r10", 10}, {"r11", 11},
+                {"r12", 12},   {"r13", 13},   {"r14", 14}, {"r15", 15}};
+    for (size_t i = 0; i < ARRAY_SIZE(gprs); i++) {
+        if (name_matches(gprs[i].names, name)) {
+            *v = st->gpr[gprs[i].gpr];
+            return 0;
+        }
+    }
+    if (!strcmp(name, "eip")) {
+        *v = st->rip;
+        return 0;
+    }
+    if (!strcmp(name, "eflags")) {
+        *v = st->rflags;
+        return 0;
+    }
+    if (!strcmp(name, "pc")) { /* linear: CS base + EIP */
+        *v = st->cs.base + st->rip;
+        return 0;
+    }
+    static const char segs[][3] = {"cs", "ds", "es", "ss", "fs", "gs"};
+    const struct hmp_segment *sv[] = {&st->cs, &st->ds, &st->es, &st->ss, &st->fs, &st->gs};
+    for (size_t i = 0; i < ARRAY_SIZE(segs); i++) {
+        if (strncmp(name, segs[i], 2))
+            continue;
+        if (!name[2])
+            *v = sv[i]->selector;
+        else if (!strcmp(name + 2, ".base"))
+            *v = sv[i]->base;
+        else if (!strcmp(name + 2, ".limit"))
+            *v = sv[i]->limit;
+        else
+            return -1;
+        return 0;
+    }
+    return -1;
+}
+
+/*
+ * An address: terms joined by '+' or '-' without blanks, each a number in C syntax (0x hex,
+ * 0 octal, decimal) or a register as $name ($pc, $eip, $esp...), a subset of QEMU's
+ * expressions. Returns 0, or -1 after printing why.
+ */
+static int parse_addr(struct hmp_ctx *c, struct lazy_state *ls, const char *s, uint64_t *out)
+{
+    uint64_t sum = 0;
+    bool neg = false;
+    if (!*s || *s == '-' || *s == '+')
+        goto invalid;
+    for (;;) {
+        uint64_t v;
+        const char *end;
+        if (*s == '$') {
+            char name[16];
+            size_t n = strcspn(s + 1, "+-");
+            if (n == 0 || n >= sizeof(name))
+                goto unknown_reg;
+            memcpy(name, s + 1, n);
+            name[n] = '\0';
+            const struct hmp_cpu_state *st = lazy_get(ls);
+            if (!st)
+                return -1;
+            if (reg_value(st, name, &v) < 0)
+                goto unknown_reg;
+            end = s + 1 + n;
+        } else {
+            char *e;
+            errno = 0;
+            if (!isdigit((unsigned char)*s))
+                goto invalid;
+            v = strtoull(s, &e, 0);
+            if (errno)
+                goto invalid;
+            end = e;
+        }
+        sum = neg ? sum - v : sum + v;
+        if (!*end)
+            break;
+        if ((*end != '+' && *end != '-') || !end[1])
+            goto invalid;
+        neg = *end == '-';
+        s = end + 1;
+    }
+    *out = sum;
     return 0;
+unknown_reg:
+    /* QEMU's wording, both lines. */
+    fprintf(c->f, "unknown register\r\nTry \"help x\" for more information\r\n");
+    return -1;
+invalid:
+    return -2;
+}
+
+/* x /i reads: through the page tables (virt) from cr3, or physical. */
+struct disas_mem {
+    struct vm *vm;
+    bool virt;
+    uint64_t cr3;
+};
+
+static int disas_read(void *opaque, uint64_t addr, void *buf, size_t len)
+{
+    struct disas_mem *d = opaque;
+    uint64_t gpa = addr;
+    int level;
+    /* One translation: the disassembler never reads across a 1 KiB boundary. */
+    if (d->virt && hmp_translate(vm_read_phys, d->vm, d->cr3, addr, &gpa, &level) < 0)
+        return -1;
+    return vm_read_phys(d->vm, gpa, buf, len) < 0 ? -1 : (int)len;
 }
 
 static void memory_dump(struct hmp_ctx *c, char **argv, int argc, bool virt)
@@ -685,34 +855,44 @@ static void memory_dump(struct hmp_ctx *c, char **argv, int argc, bool virt)
         fprintf(c->f, "%s: %s\r\n", argv[0], msg);
         return;
     }
+    if (fmt.format == 'i' && !disas_available()) {
+        fprintf(c->f, "%s: /i needs kemu built with capstone\r\n", argv[0]);
+        return;
+    }
+    struct lazy_state ls = {.c = c};
     uint64_t addr;
-    if (parse_addr(addr_s, &addr) < 0) {
+    int r = parse_addr(c, &ls, addr_s, &addr);
+    if (r == -2) {
         fprintf(c->f, "%s: invalid address '", argv[0]);
         put_clean(c->f, addr_s);
         fprintf(c->f, "'\r\n");
-        return;
     }
+    if (r < 0)
+        return;
     struct vm *vm = ctx_vm(c);
     if (!vm) {
         fprintf(c->f, "Error: no machine\r\n");
         return;
     }
     uint64_t cr3 = 0;
-    if (virt) {
-        struct hmp_cpu_state st = {0};
-        struct error err = {0};
-        if (read_cpu_state(vm, *c->cpu < vm->nr_vcpus ? *c->cpu : 0, &st, &err) < 0) {
-            fprintf(c->f, "Error: %s\r\n", err.msg);
+    if (virt || fmt.format == 'i') {
+        const struct hmp_cpu_state *st = lazy_get(&ls);
+        if (!st)
             return;
-        }
         /* Without paging (CR0.PG clear) a virtual address is the physical one. */
-        if (!(st.cr0 & (1ULL << 31)))
+        if (!(st->cr0 & (1ULL << 31)))
             virt = false;
-        else if (!(st.efer & (1ULL << 10)) || !(st.cr4 & (1ULL << 5))) {
+        else if (virt && (!(st->efer & (1ULL << 10)) || !(st->cr4 & (1ULL << 5)))) {
             fprintf(c->f, "x: only 4-level (long mode) paging is supported; use xp\r\n");
             return;
         }
-        cr3 = st.cr3;
+        cr3 = st->cr3;
+    }
+    if (fmt.format == 'i') {
+        struct disas_mem d = {.vm = vm, .virt = virt, .cr3 = cr3};
+        disas_x86(c->f, addr, fmt.count, disas_x86_mode(ls.st.cs.db, ls.st.cs.l, ls.st.efer),
+                  disas_read, &d);
+        return;
     }
     hmp_dump(c->f, &fmt, addr, virt, cr3, vm_read_phys, vm);
 }

@@ -19,6 +19,8 @@
 #define HMP_MAX_LINE 1024
 /* Most bytes one x/xp dumps, so a typo cannot make the monitor print gigabytes. */
 #define HMP_MAX_DUMP (64u << 10)
+/* Most instructions one x /i disassembles. */
+#define HMP_MAX_INSNS 16384u
 
 /* Run one command line; returns malloc'd output (lines end in "\r\n"), NULL only when out of
  * memory. *quit is set when the command asked to end the emulator (the caller acts on it once
@@ -27,7 +29,8 @@ char *hmp_run(const struct qmp_vm_ops *ops, const char *line, bool *quit);
 /* The same with the monitor's current CPU (`cpu N` sets *cpu; it starts at 0). */
 char *hmp_run_cpu(const struct qmp_vm_ops *ops, unsigned *cpu, const char *line, bool *quit);
 
-/* x/xp's "/fmt": [count][format][size] with format one of x d u o t c i and size b h w g. */
+/* x/xp's "/fmt": [count][format][size] with format one of x d u o t c i and size b h w g
+ * (i: disassembly, size ignored). */
 struct hmp_xfmt {
     uint64_t count;
     char format;

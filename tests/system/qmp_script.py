@@ -8,6 +8,7 @@ Steps:
   wait-file:PATH:TEXT:N   wait until PATH holds TEXT at least N times (a guest serial port
                           written to a file tells the driver the guest got somewhere)
   cmd:NAME                run a command; prints its return value or error
+  hmp:COMMAND LINE        human-monitor-command; prints its output (the reply)
   event:NAME              wait for an event; prints it
   status                  query-status
 Every wait gives up after --timeout seconds; a failed step prints QMPS-FAIL and stops.
@@ -57,6 +58,8 @@ def main():
                 report(step)
             elif kind == "cmd":
                 report(step, reply=q.cmd_raw(arg))
+            elif kind == "hmp":
+                report(step, reply=q.cmd_raw("human-monitor-command", {"command-line": arg}))
             elif kind == "event":
                 report(step, event=q.wait_event(arg, timeout=a.timeout))
             elif kind == "status":

@@ -105,6 +105,27 @@ def test_unix_monitor(kernel, tmp_path):
         assert m.cmd(f"xp/4bx {ENTRY:#x}") == "%016x: 0xfa 0xf4 0xeb 0xfd\r\n" % ENTRY
         assert m.cmd(f"xp /1wx {ENTRY}") == "%016x: 0xfdebf4fa\r\n" % ENTRY
         assert m.cmd(f"xp /2bd {ENTRY}") == "%016x:  -6 -12\r\n" % ENTRY
+        # The same code disassembled (QEMU's layout: address, bytes, AT&T syntax), when kemu
+        # was built with capstone; otherwise one clear error line.
+        dis = m.cmd(f"x /2i {ENTRY:#x}")
+        if "needs kemu built with capstone" in dis:
+            assert dis == "x: /i needs kemu built with capstone\r\n", dis
+        else:
+            assert dis == ("0x%08x:  fa                       cli      \r\n"
+                           "0x%08x:  f4                       hlt      \r\n"
+                           % (ENTRY, ENTRY + 1)), dis
+            assert m.cmd(f"xp /2i {ENTRY:#x}") == dis
+            # $pc: the guest sits after its hlt, on the jmp back (or on the hlt itself).
+            here = m.cmd("x /1i $pc")
+            assert here in ("0x%08x:  eb fd                    jmp      0x%x\r\n"
+                            % (ENTRY + 2, ENTRY + 1),
+                            "0x%08x:  f4                       hlt      \r\n" % (ENTRY + 1),
+                            ), here
+            assert m.cmd("x /1i $nope") == ("unknown register\r\n"
+                                            "Try \"help x\" for more information\r\n")
+            assert "unable to read memory" in m.cmd("xp /1i 0x4000000")
+            assert m.cmd("x /1i 0xffff800000000000") == \
+                "0xffff800000000000: unable to read memory\r\n"
         # Out of RAM, not mapped, bad formats: an error line each, and the monitor goes on.
         out = m.cmd("xp /4gx 0x3fffff8")
         assert "0x0000000000000000 Cannot access memory" in out, out

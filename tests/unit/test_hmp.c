@@ -1,4 +1,5 @@
 /* HMP: x/xp format parsing, dumps, the page walk, register layout, commands, the line monitor. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "monitor/disas.h"
 #include "monitor/hmp.h"
 
 /* ---- x format ---- */
@@ -32,8 +34,12 @@ static void xfmt_parsing(void **state)
     assert_int_equal(hmp_parse_xfmt("/4q", &f, msg, sizeof(msg)), -1);
     assert_non_null(strstr(msg, "invalid char 'q'"));
     assert_int_equal(hmp_parse_xfmt("4x", &f, msg, sizeof(msg)), -1);
-    assert_int_equal(hmp_parse_xfmt("/10i", &f, msg, sizeof(msg)), -1);
-    assert_non_null(strstr(msg, "'i'"));
+    assert_int_equal(hmp_parse_xfmt("/10i", &f, msg, sizeof(msg)), 0);
+    assert_true(f.count == 10 && f.format == 'i');
+    assert_int_equal(hmp_parse_xfmt("/3ig", &f, msg, sizeof(msg)), 0); /* size ignored */
+    assert_true(f.count == 3 && f.format == 'i');
+    assert_int_equal(hmp_parse_xfmt("/16385i", &f, msg, sizeof(msg)), -1);
+    assert_non_null(strstr(msg, "count too large"));
     assert_int_equal(hmp_parse_xfmt("/99999999999999999999999x", &f, msg, sizeof(msg)), -1);
     assert_non_null(strstr(msg, "count too large"));
     assert_int_equal(hmp_parse_xfmt("/20000g", &f, msg, sizeof(msg)), -1); /* 160000 bytes */
@@ -150,6 +156,91 @@ static void page_walk(void **state)
     free(s);
 }
 
+/* ---- x /i ---- */
+
+static char *disas(const uint8_t *b, size_t len, uint64_t addr, uint64_t count, int mode)
+{
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    assert_int_equal(disas_x86_buf(f, b, len, addr, count, mode), 0);
+    fclose(f);
+    return out;
+}
+
+static void disassembly(void **state)
+{
+    /* The mode QEMU picks: CS.D, or CS.L under EFER.LMA (then 64 even for CS.L clear). */
+    assert_int_equal(disas_x86_mode(false, false, 0), 16);
+    assert_int_equal(disas_x86_mode(true, false, 0), 32);
+    assert_int_equal(disas_x86_mode(false, true, 0x500), 64);
+    assert_int_equal(disas_x86_mode(true, false, 0x500), 64);
+    assert_int_equal(disas_x86_mode(false, true, 0), 16);
+    if (!disas_available()) {
+        char *out = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&out, &n);
+        assert_int_equal(disas_x86_buf(f, (const uint8_t *)"\xc3", 1, 0, 1, 64), -1);
+        fclose(f);
+        assert_string_equal(out, "");
+        free(out);
+        print_message("x /i not tested: kemu was built without capstone (-Dcapstone)\n");
+        skip();
+        return;
+    }
+    /* The layout and wording of Debian's QEMU 7.2 (capstone 4, AT&T syntax). */
+    static const uint8_t code64[] = {0x48, 0x89, 0xe5, 0xc3};
+    char *s = disas(code64, sizeof(code64), 0x100200, 2, 64);
+    assert_string_equal(s, "0x00100200:  48 89 e5                 movq     %rsp, %rbp\r\n"
+                           "0x00100203:  c3                       retq     \r\n");
+    free(s);
+    /* The halt guest's code, and a 64-bit address printed whole. */
+    static const uint8_t halt[] = {0xfa, 0xf4, 0xeb, 0xfd};
+    s = disas(halt, sizeof(halt), 0xffffffff81000000ULL, 3, 64);
+    assert_string_equal(s, "0xffffffff81000000:  fa                       cli      \r\n"
+                           "0xffffffff81000001:  f4                       hlt      \r\n"
+                           "0xffffffff81000002:  eb fd                    jmp      "
+                           "0xffffffff81000001\r\n");
+    free(s);
+    /* 16-bit: more than 8 bytes go on a second line; unknown bytes are ".byte"; the end of
+     * readable memory ends the listing with QEMU's line. Checked against qemu-system-x86_64
+     * -device loader with the same bytes at 0x1000. */
+    static const uint8_t code16[] = {0x66, 0xc7, 0x06, 0x34, 0x12, 0x78, 0x56, 0x34,
+                                     0x12, 0x90, 0xf4, 0x0f, 0x0b, 0xff, 0xff};
+    uint8_t page[0x800];
+    memset(page, 0, sizeof(page));
+    memcpy(page, code16, sizeof(code16));
+    memcpy(page + 0x3fc, code16, sizeof(code16));
+    s = disas(page, sizeof(page), 0x1000, 5, 16);
+    assert_string_equal(s, "0x00001000:  66 c7 06 34 12 78 56 34  movl     $0x12345678, 0x1234\r\n"
+                           "0x00001008:  12\r\n"
+                           "0x00001009:  90                       nop      \r\n"
+                           "0x0000100a:  f4                       hlt      \r\n"
+                           "0x0000100b:  0f 0b                    ud2      \r\n"
+                           "0x0000100d:  ff                       .byte    0xff\r\n");
+    free(s);
+    /* QEMU never reads across a 1 KiB boundary at once: an instruction straddling one is cut. */
+    s = disas(page, sizeof(page), 0x1000 + 0x3fc, 3, 16);
+    assert_string_equal(s, "0x000013fc:  66                       .byte    0x66\r\n"
+                           "0x000013fd:  c7 06 34 12 78 56        movw     $0x5678, 0x1234\r\n"
+                           "0x00001403:  34 12                    xorb     $0x12, %al\r\n");
+    free(s);
+    /* 32-bit, then memory that ends. */
+    static const uint8_t code32[] = {0x55, 0x89, 0xe5, 0xc3};
+    s = disas(code32, sizeof(code32), 0x7c00, 4, 32);
+    assert_string_equal(s, "0x00007c00:  55                       pushl    %ebp\r\n"
+                           "0x00007c01:  89 e5                    movl     %esp, %ebp\r\n"
+                           "0x00007c03:  c3                       retl     \r\n"
+                           "0x00007c04: unable to read memory\r\n");
+    free(s);
+    s = disas(code32, sizeof(code32), 0x7c00, 0, 32); /* /0i shows one, as QEMU */
+    assert_string_equal(s, "0x00007c00:  55                       pushl    %ebp\r\n");
+    free(s);
+    s = disas(code32, 0, 0xf0000000000ULL, 2, 64);
+    assert_string_equal(s, "0xf0000000000: unable to read memory\r\n");
+    free(s);
+}
+
 static void register_layout(void **state)
 {
     struct hmp_cpu_state st = {0};
@@ -189,6 +280,7 @@ static void register_layout(void **state)
 struct fake {
     int stops, conts, quits;
     bool running;
+    char committed[64];
 };
 
 static const char *f_status(void *opaque, bool *running)
@@ -219,10 +311,32 @@ static void f_quit(void *opaque)
     ((struct fake *)opaque)->quits++;
 }
 
+/* One drive, "virtio0", over a backing file; "raw0" has none. */
+static int f_commit(void *opaque, const char *device, struct error *err)
+{
+    struct fake *f = opaque;
+    if (!strcmp(device, "raw0")) {
+        error_setf(err, "raw0.img: a raw image has no backing file");
+        return -ENOTSUP;
+    }
+    if (!strcmp(device, "locked0")) {
+        error_setf(err, "Failed to get \"write\" lock");
+        return -EBUSY;
+    }
+    if (strcmp(device, "virtio0") && strcmp(device, "all"))
+        return -ENODEV;
+    snprintf(f->committed, sizeof(f->committed), "%s", device);
+    return 0;
+}
+
 static struct qmp_vm_ops fake_ops(struct fake *f)
 {
-    return (struct qmp_vm_ops){
-        .status = f_status, .stop = f_stop, .cont = f_cont, .quit = f_quit, .opaque = f};
+    return (struct qmp_vm_ops){.status = f_status,
+                               .stop = f_stop,
+                               .cont = f_cont,
+                               .quit = f_quit,
+                               .commit = f_commit,
+                               .opaque = f};
 }
 
 static char *run(const struct qmp_vm_ops *ops, const char *line, bool *quit)
@@ -267,6 +381,27 @@ static void commands(void **state)
     s = run(&ops, "system_reset", &quit);
     assert_string_equal(s, "Error: system_reset is not supported by this machine\r\n");
     free(s);
+    /* commit: nothing printed when it works; QEMU's lines when not */
+    static const struct {
+        const char *line, *out, *committed;
+    } commits[] = {
+        {"commit virtio0", "", "virtio0"},
+        {"commit all", "", "all"},
+        {"commit raw0", "'commit' error for 'raw0': Operation not supported\r\n", NULL},
+        {"commit locked0",
+         "Failed to get \"write\" lock\r\n"
+         "'commit' error for 'locked0': Device or resource busy\r\n",
+         NULL},
+        {"commit no\x1bsuch", "Device 'no?such' not found\r\n", NULL},
+        {"commit", "commit: usage: commit device|all\r\n", NULL},
+    };
+    for (size_t i = 0; i < sizeof(commits) / sizeof(commits[0]); i++) {
+        fk.committed[0] = 0;
+        s = run(&ops, commits[i].line, &quit);
+        assert_string_equal(s, commits[i].out);
+        assert_string_equal(fk.committed, commits[i].committed ? commits[i].committed : "");
+        free(s);
+    }
     s = run(&ops, "frob\x1b[2J", &quit);
     assert_string_equal(s, "unknown command: 'frob?[2J'\r\n");
     free(s);
@@ -282,6 +417,13 @@ static void commands(void **state)
     free(s);
     s = run(&ops, "xp /4bx zz", &quit);
     assert_string_equal(s, "xp: invalid address 'zz'\r\n");
+    free(s);
+    s = run(&ops, "xp /4bx 0x10+", &quit);
+    assert_string_equal(s, "xp: invalid address '0x10+'\r\n");
+    free(s);
+    s = run(&ops, "x /2i $pc", &quit); /* a register needs a CPU */
+    assert_string_equal(s, disas_available() ? "Error: no machine\r\n"
+                                             : "x: /i needs kemu built with capstone\r\n");
     free(s);
     s = run(&ops, "xp", &quit);
     assert_string_equal(s, "xp: usage: xp /fmt addr\r\n");
@@ -393,6 +535,7 @@ int main(void)
         cmocka_unit_test(xfmt_parsing), cmocka_unit_test(physical_dumps),
         cmocka_unit_test(page_walk),    cmocka_unit_test(register_layout),
         cmocka_unit_test(commands),     cmocka_unit_test(line_monitor),
+        cmocka_unit_test(disassembly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
