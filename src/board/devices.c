@@ -281,9 +281,16 @@ static int add_blk(struct machine_devices *md, struct drive *dr, const struct op
     p.rerror = dr->o.rerror;
     p.on_error = blk_on_error;
     p.error_opaque = dr;
+    /* QEMU 7.2's num-queues default: one queue per vCPU on PCI (the vCPU that submits also
+     * takes the completion), one on virtio-mmio. */
+    unsigned ncpu = pc_vm(md->pc)->nr_vcpus;
+    uint64_t nq = pc_has_virtio_mmio(md->pc) ? 1
+                  : ncpu < VIRTIO_MAX_QUEUES ? ncpu
+                                             : VIRTIO_MAX_QUEUES;
+    p.num_queues = (unsigned)nq;
     const char *id = NULL;
     if (o) {
-        uint64_t nq = 1, qs = 256;
+        uint64_t qs = 256;
         bool scsi = false, discard = true, wz = true;
         if (opts_get_number(o, "num-queues", &nq, err) < 0 ||
             opts_get_number(o, "queue-size", &qs, err) < 0 ||
@@ -293,8 +300,9 @@ static int add_blk(struct machine_devices *md, struct drive *dr, const struct op
             return -1;
         if (scsi)
             return error_setf(err, "scsi=on: SCSI passthrough is not supported (use scsi=off)");
-        if (nq < 1 || nq > 16)
-            return error_setf(err, "num-queues=%llu: must be 1..16", (unsigned long long)nq);
+        if (nq < 1 || nq > VIRTIO_MAX_QUEUES)
+            return error_setf(err, "num-queues=%llu: must be 1..%u", (unsigned long long)nq,
+                              VIRTIO_MAX_QUEUES);
         if (qs < 4 || qs > 1024 || (qs & (qs - 1)))
             return error_setf(err, "queue-size=%llu: must be a power of two, 4..1024",
                               (unsigned long long)qs);

@@ -178,7 +178,7 @@ static const struct opt_desc virtio_blk_desc[] = {
     PCI_DEVICE_KEYS,
     {"drive", OPT_STRING, NULL, "the -drive id holding the disk"},
     {"serial", OPT_STRING, NULL, "disk serial number (up to 20 bytes)"},
-    {"num-queues", OPT_NUMBER, "1", "number of request queues"},
+    {"num-queues", OPT_NUMBER, NULL, "request queues (default: one per vCPU, 1 on virtio-mmio)"},
     {"queue-size", OPT_NUMBER, "256", "entries per queue (power of two, up to 1024)"},
     {"scsi", OPT_BOOL, "off", "SCSI passthrough (not supported: must be off)"},
     {"config-wce", OPT_BOOL, "on", "let the guest see and change the write cache mode"},
