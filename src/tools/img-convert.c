@@ -46,7 +46,7 @@ static int load_snapshot(struct img *im, const char *param)
         static const struct opt_desc keys[] = {
             {"snapshot.id", OPT_STRING, NULL, "snapshot ID"},
             {"snapshot.name", OPT_STRING, NULL, "snapshot name"},
-            {NULL},
+            {0},
         };
         static const struct opts_group group = {"snapshot", NULL, false, keys};
         if (opts_parse(&o, &group, param, &err) < 0) {
