@@ -12,6 +12,8 @@
 
 #ifdef CONFIG_CAPSTONE
 #include <capstone.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #endif
 
 #define EFER_LMA (1ULL << 10)
@@ -29,9 +31,51 @@ int disas_x86_mode(bool cs_db, bool cs_l, uint64_t efer)
 
 #ifdef CONFIG_CAPSTONE
 
+/* capstone, opened on first use (see meson.build: linking it costs every start 3 MiB). */
+static struct {
+    cs_err (*open)(cs_arch arch, cs_mode mode, csh *handle);
+    cs_err (*option)(csh handle, cs_opt_type type, size_t value);
+    cs_insn *(*malloc)(csh handle);
+    bool (*disasm_iter)(csh handle, const uint8_t **code, size_t *size, uint64_t *address,
+                        cs_insn *insn);
+    void (*free)(cs_insn *insn, size_t count);
+    cs_err (*close)(csh *handle);
+} cs;
+static bool cs_loaded;
+static char cs_error[256];
+static pthread_once_t cs_once = PTHREAD_ONCE_INIT;
+
+static void cs_load(void)
+{
+    void *h = dlopen(CAPSTONE_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(cs_error, sizeof(cs_error), "%s", dlerror());
+        return;
+    }
+    cs.open = (cs_err(*)(cs_arch, cs_mode, csh *))dlsym(h, "cs_open");
+    cs.option = (cs_err(*)(csh, cs_opt_type, size_t))dlsym(h, "cs_option");
+    cs.malloc = (cs_insn * (*)(csh)) dlsym(h, "cs_malloc");
+    cs.disasm_iter = (bool (*)(csh, const uint8_t **, size_t *, uint64_t *, cs_insn *))dlsym(
+        h, "cs_disasm_iter");
+    cs.free = (void (*)(cs_insn *, size_t))dlsym(h, "cs_free");
+    cs.close = (cs_err(*)(csh *))dlsym(h, "cs_close");
+    if (!cs.open || !cs.option || !cs.malloc || !cs.disasm_iter || !cs.free || !cs.close) {
+        snprintf(cs_error, sizeof(cs_error), "%s: a function is missing", CAPSTONE_SONAME);
+        dlclose(h);
+        return;
+    }
+    cs_loaded = true; /* kept open for the rest of the run */
+}
+
 bool disas_available(void)
 {
-    return true;
+    pthread_once(&cs_once, cs_load);
+    return cs_loaded;
+}
+
+const char *disas_missing(void)
+{
+    return disas_available() ? NULL : cs_error;
 }
 
 enum { INSN_SPLIT = 8 }; /* bytes shown on an instruction's first line, as QEMU for x86 */
@@ -55,17 +99,19 @@ static void dump_insn(FILE *f, const cs_insn *insn)
 
 int disas_x86(FILE *f, uint64_t addr, uint64_t count, int mode, disas_read_fn read, void *opaque)
 {
+    if (!disas_available())
+        return -1;
     csh h;
     cs_mode m = mode == 64 ? CS_MODE_64 : mode == 32 ? CS_MODE_32 : CS_MODE_16;
-    if (cs_open(CS_ARCH_X86, m, &h) != CS_ERR_OK) {
+    if (cs.open(CS_ARCH_X86, m, &h) != CS_ERR_OK) {
         fprintf(f, "0x%08" PRIx64 ": Asm output not supported on this arch\r\n", addr);
         return 0;
     }
-    cs_option(h, CS_OPT_SKIPDATA, CS_OPT_ON);
-    cs_option(h, CS_OPT_SYNTAX, CS_OPT_SYNTAX_ATT);
-    cs_insn *insn = cs_malloc(h);
+    cs.option(h, CS_OPT_SKIPDATA, CS_OPT_ON);
+    cs.option(h, CS_OPT_SYNTAX, CS_OPT_SYNTAX_ATT);
+    cs_insn *insn = cs.malloc(h);
     if (!insn) {
-        cs_close(&h);
+        cs.close(&h);
         fprintf(f, "Error: out of memory\r\n");
         return 0;
     }
@@ -91,14 +137,14 @@ int disas_x86(FILE *f, uint64_t addr, uint64_t count, int mode, disas_read_fn re
         }
         have += (size_t)got;
         const uint8_t *p = buf;
-        if (cs_disasm_iter(h, &p, &have, &pc, insn)) {
+        if (cs.disasm_iter(h, &p, &have, &pc, insn)) {
             dump_insn(f, insn);
             count--;
         }
         memmove(buf, p, have);
     }
-    cs_free(insn, 1);
-    cs_close(&h);
+    cs.free(insn, 1);
+    cs.close(&h);
     return 0;
 }
 
@@ -107,6 +153,11 @@ int disas_x86(FILE *f, uint64_t addr, uint64_t count, int mode, disas_read_fn re
 bool disas_available(void)
 {
     return false;
+}
+
+const char *disas_missing(void)
+{
+    return "kemu was built without capstone";
 }
 
 int disas_x86(FILE *f, uint64_t addr, uint64_t count, int mode, disas_read_fn read, void *opaque)

@@ -16,8 +16,11 @@
  * read never crosses a 1 KiB boundary, so one page translation covers it. */
 typedef int (*disas_read_fn)(void *opaque, uint64_t addr, void *buf, size_t len);
 
-/* Was kemu built with capstone? Without it disas_x86() prints nothing and returns -1. */
+/* Can x /i disassemble? capstone is opened (dlopen) on the first call. Without it disas_x86()
+ * prints nothing and returns -1. */
 bool disas_available(void);
+/* Why not, in words (NULL when it can). */
+const char *disas_missing(void);
 
 /* The decoding mode QEMU picks for a vCPU (16, 32 or 64): from CS.D, CS.L and EFER.LMA. */
 int disas_x86_mode(bool cs_db, bool cs_l, uint64_t efer);

@@ -856,7 +856,7 @@ static void memory_dump(struct hmp_ctx *c, char **argv, int argc, bool virt)
         return;
     }
     if (fmt.format == 'i' && !disas_available()) {
-        fprintf(c->f, "%s: /i needs kemu built with capstone\r\n", argv[0]);
+        fprintf(c->f, "%s: /i needs capstone (%s)\r\n", argv[0], disas_missing());
         return;
     }
     struct lazy_state ls = {.c = c};

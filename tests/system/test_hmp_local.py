@@ -108,8 +108,9 @@ def test_unix_monitor(kernel, tmp_path):
         # The same code disassembled (QEMU's layout: address, bytes, AT&T syntax), when kemu
         # was built with capstone; otherwise one clear error line.
         dis = m.cmd(f"x /2i {ENTRY:#x}")
-        if "needs kemu built with capstone" in dis:
-            assert dis == "x: /i needs kemu built with capstone\r\n", dis
+        if dis.startswith("x: /i needs capstone ("):
+            print(f"NOTE: x /i not checked: {dis.strip()}")
+            assert dis.endswith(")\r\n") and dis.count("\n") == 1, dis
         else:
             assert dis == ("0x%08x:  fa                       cli      \r\n"
                            "0x%08x:  f4                       hlt      \r\n"

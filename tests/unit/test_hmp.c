@@ -422,8 +422,10 @@ static void commands(void **state)
     assert_string_equal(s, "xp: invalid address '0x10+'\r\n");
     free(s);
     s = run(&ops, "x /2i $pc", &quit); /* a register needs a CPU */
-    assert_string_equal(s, disas_available() ? "Error: no machine\r\n"
-                                             : "x: /i needs kemu built with capstone\r\n");
+    if (disas_available())
+        assert_string_equal(s, "Error: no machine\r\n");
+    else
+        assert_non_null(strstr(s, "x: /i needs capstone ("));
     free(s);
     s = run(&ops, "xp", &quit);
     assert_string_equal(s, "xp: usage: xp /fmt addr\r\n");
