@@ -18,7 +18,7 @@
 #include "tools/img.h"
 
 const char *prog = "kemu-img";
-bool quiet, img_ignored;
+bool quiet, img_ignored, show_progress;
 /* cache=unsafe for images opened read-write from here on (convert's default target mode) */
 bool open_no_sync;
 
@@ -121,8 +121,11 @@ int img_getopt(const struct img_cmd *cmd, int argc, char **argv, int *status)
     }
     for (;;) {
         int c = getopt_long(argc, argv, shorts, longs, NULL);
-        if (c == -1)
+        if (c == -1) {
+            if (quiet)
+                show_progress = false;
             return 0;
+        }
         if (c == 'h') {
             cmd_help(cmd);
             *status = 0;

@@ -81,7 +81,7 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
 {
     const char *fmt = NULL, *ofmt = "raw", *base = NULL;
     char *options = NULL;
-    bool compress = false, show_progress = false, no_create = false;
+    bool compress = false, no_create = false;
     const char *cache = "unsafe"; /* qemu-img convert's default: no flush at the end */
     const char *snap = NULL;
     uint64_t min_sparse = 4096;
@@ -113,9 +113,6 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
                 return 1;
             }
             break;
-        case 'p':
-            show_progress = true;
-            break;
         case 'n':
             no_create = true;
             break;
@@ -132,8 +129,6 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
         free(options);
         return opt_ret;
     }
-    if (quiet)
-        show_progress = false;
     int nsrc = argc - optind - 1;
     if (nsrc < 1) {
         err_print("Must specify image file name");
@@ -373,7 +368,7 @@ static const struct img_opt compare_opts[] = {
 static int cmd_compare(const struct img_cmd *cmd, int argc, char **argv)
 {
     const char *fmt1 = NULL, *fmt2 = NULL;
-    bool strict = false, show_progress = false;
+    bool strict = false;
     int c, opt_ret;
     while ((c = img_getopt(cmd, argc, argv, &opt_ret)) > 0) {
         switch (c) {
@@ -386,15 +381,10 @@ static int cmd_compare(const struct img_cmd *cmd, int argc, char **argv)
         case 's':
             strict = true;
             break;
-        case 'p':
-            show_progress = true;
-            break;
         }
     }
     if (c < 0)
         return opt_ret;
-    if (quiet)
-        show_progress = false;
     if (optind != argc - 2) {
         err_print("Expecting two image file names");
         return 2;

@@ -234,7 +234,7 @@ static const struct img_opt commit_opts[] = {
 static int cmd_commit(const struct img_cmd *cmd, int argc, char **argv)
 {
     const char *fmt = NULL, *base = NULL;
-    bool drop = false, show_progress = false;
+    bool drop = false;
     int c, opt_ret;
     while ((c = img_getopt(cmd, argc, argv, &opt_ret)) > 0) {
         switch (c) {
@@ -248,15 +248,10 @@ static int cmd_commit(const struct img_cmd *cmd, int argc, char **argv)
         case 'd':
             drop = true;
             break;
-        case 'p':
-            show_progress = true;
-            break;
         }
     }
     if (c < 0)
         return opt_ret;
-    if (quiet)
-        show_progress = false;
     if (!img_one_file(argc))
         return 1;
     struct img top, b = {.fd = -1}, layer;
@@ -355,7 +350,7 @@ static const struct img_opt rebase_opts[] = {
 static int cmd_rebase(const struct img_cmd *cmd, int argc, char **argv)
 {
     const char *fmt = NULL, *bfmt = NULL, *nb = NULL;
-    bool unsafe = false, show_progress = false;
+    bool unsafe = false;
     int c, opt_ret;
     while ((c = img_getopt(cmd, argc, argv, &opt_ret)) > 0) {
         switch (c) {
@@ -371,15 +366,10 @@ static int cmd_rebase(const struct img_cmd *cmd, int argc, char **argv)
         case 'u':
             unsafe = true;
             break;
-        case 'p':
-            show_progress = true;
-            break;
         }
     }
     if (c < 0)
         return opt_ret;
-    if (quiet)
-        show_progress = false;
     if (!img_one_file(argc))
         return 1;
     if (!nb && !unsafe) {

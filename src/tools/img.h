@@ -18,6 +18,8 @@
 
 extern const char *prog;
 extern bool quiet;
+/* -p: show a progress bar; img_getopt() turns it off under -q, as qemu-img does */
+extern bool show_progress;
 /* set by the options accepted for qemu-img compatibility that have no effect here */
 extern bool img_ignored;
 /* cache=unsafe for images opened read-write from here on (convert's default target mode) */
@@ -63,7 +65,7 @@ struct img_cmd {
 /* clang-format off */
 #define OPTE_FMT {'f', NULL, "fmt", "image format: raw or qcow2 (default: probed)", NULL}
 #define OPTE_QUIET {'q', NULL, NULL, "quiet: print errors only", &quiet}
-#define OPTE_PROGRESS {'p', NULL, NULL, "show progress", NULL}
+#define OPTE_PROGRESS {'p', NULL, NULL, "show progress", &show_progress}
 #define OPTE_OUTPUT {LONG_OUTPUT, "output", "ofmt", "human (default) or json", NULL}
 #define OPTE_CACHE(l) {l, NULL, "cache", NULL, &img_ignored}
 #define OPTE_FORCE_SHARE {'U', "force-share", NULL, NULL, &img_ignored}
