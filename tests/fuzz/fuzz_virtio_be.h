@@ -1,9 +1,31 @@
-/* For the virtio transport harnesses: a device backend that services its queues when told to,
- * on the fuzzing thread (deterministic), echoing what it reads into what it may write. */
+/* For the virtio transport harnesses: guest memory seeded from the input, and a device backend that
+ * services its queues when told to, on the fuzzing thread (deterministic), echoing what it reads
+ * into what it may write. */
 #ifndef KEMU_FUZZ_VIRTIO_BE_H
 #define KEMU_FUZZ_VIRTIO_BE_H
 
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/memory.h"
 #include "virtio/device.h"
+
+#define RAM_SIZE 0x10000
+
+/* The first half of the input (up to RAM_SIZE bytes) seeds guest memory, rings and buffers;
+ * *data and *size are left with the rest, the register accesses. */
+static void seed_guest_mem(struct guest_mem *mem, const uint8_t **data, size_t *size)
+{
+    static uint8_t *ram;
+    if (!ram && !(ram = malloc(RAM_SIZE)))
+        abort();
+    size_t seed = *size / 2 < RAM_SIZE ? *size / 2 : RAM_SIZE;
+    memset(ram, 0, RAM_SIZE);
+    memcpy(ram, *data, seed);
+    *data += seed;
+    *size -= seed;
+    guest_mem_init_buffer(mem, ram, RAM_SIZE);
+}
 
 static int be_start(struct virtio_device *vdev)
 {

@@ -20,9 +20,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define RAM_SIZE 0x10000
-#define BASE     0xfeb00000u
-#define GSI      16
+#define BASE 0xfeb00000u
+#define GSI  16
 
 static void fz_irq(void *opaque, unsigned gsi, int level)
 {
@@ -36,17 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 16)
         return 0;
-    static uint8_t *ram;
-    if (!ram)
-        ram = malloc(RAM_SIZE);
-    size_t seed = size / 2 < RAM_SIZE ? size / 2 : RAM_SIZE;
-    memset(ram, 0, RAM_SIZE);
-    memcpy(ram, data, seed);
-    data += seed;
-    size -= seed;
-
     struct guest_mem mem;
-    guest_mem_init_buffer(&mem, ram, RAM_SIZE);
+    seed_guest_mem(&mem, &data, &size);
     struct bus mmio;
     bus_init(&mmio, "mmio");
     struct virtio_device vdev;

@@ -21,8 +21,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define RAM_SIZE 0x10000
-
 struct board {
     struct bus mmio, pio;
 };
@@ -52,18 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 16)
         return 0;
-    static uint8_t *ram;
-    if (!ram)
-        ram = malloc(RAM_SIZE);
-    /* The first part of the input seeds guest memory (rings and buffers). */
-    size_t seed = size / 2 < RAM_SIZE ? size / 2 : RAM_SIZE;
-    memset(ram, 0, RAM_SIZE);
-    memcpy(ram, data, seed);
-    data += seed;
-    size -= seed;
-
     struct guest_mem mem;
-    guest_mem_init_buffer(&mem, ram, RAM_SIZE);
+    seed_guest_mem(&mem, &data, &size);
     struct board b;
     bus_init(&b.mmio, "mmio");
     bus_init(&b.pio, "pio");
