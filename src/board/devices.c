@@ -41,11 +41,16 @@ struct dev {
     } u;
 };
 
+/* QEMU's BlockDeviceIoStatus: what the first failure that stopped the VM since the last cont
+ * was. Kept for a drive whose device supports it (virtio-blk) and whose werror/rerror can stop. */
+enum io_status { IO_STATUS_OK, IO_STATUS_FAILED, IO_STATUS_NOSPACE };
+
 struct drive {
     struct drive_opts o;
     struct block_backend *bb;
     const char *text;
-    bool used;
+    bool used; /* by a virtio-blk device */
+    enum io_status io_status;
     char node_name[32]; /* QEMU names a -drive's node "#blockNNN" */
     struct machine_devices *md;
 };
@@ -206,6 +211,10 @@ static void blk_on_error(void *opaque, const struct virtio_blk_error *e)
 
 static void report_error(struct machine_devices *md, const struct blk_error_ev *ev)
 {
+    /* Before the event and the pause, as QEMU's blk_error_action, so that a query-block after
+     * BLOCK_IO_ERROR sees it; the first failure wins until cont. */
+    if (ev->e.action == DRIVE_ERROR_TAKEN_STOP && ev->dr->io_status == IO_STATUS_OK)
+        ev->dr->io_status = drive_error_nospace(ev->e.error) ? IO_STATUS_NOSPACE : IO_STATUS_FAILED;
     if (!md->on_error)
         return;
     struct machine_block_error me = {
@@ -255,6 +264,9 @@ void machine_devices_resume(struct machine_devices *md)
 {
     if (!md)
         return;
+    /* cont clears the io-status (QEMU's qmp_cont), before the held requests fail again */
+    for (size_t i = 0; i < md->ndrives; i++)
+        md->drives[i].io_status = IO_STATUS_OK;
     for (size_t i = 0; i < md->ndevs; i++)
         if (md->devs[i].kind == KIND_BLK && md->devs[i].u.blk)
             virtio_blk_retry(md->devs[i].u.blk);
@@ -860,6 +872,17 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
     return 0;
 }
 
+/* QEMU's blk_iostatus_is_enabled: the device keeps one (virtio-blk) and an error can stop the
+ * VM (rerror=enospc cannot: QEMU leaves it out too). */
+static const char *io_status_name(const struct drive *dr)
+{
+    static const char *const names[] = {"ok", "failed", "nospace"};
+    if (!dr->used || (dr->o.werror != DRIVE_ERROR_ENOSPC && dr->o.werror != DRIVE_ERROR_STOP &&
+                      dr->o.rerror != DRIVE_ERROR_STOP))
+        return NULL;
+    return names[dr->io_status];
+}
+
 size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_info *out,
                                   size_t max)
 {
@@ -876,7 +899,8 @@ size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_i
                                          .direct = dr->o.cache == BLOCK_CACHE_NONE ||
                                                    dr->o.cache == BLOCK_CACHE_DIRECTSYNC,
                                          .no_flush = dr->o.cache == BLOCK_CACHE_UNSAFE,
-                                         .virtual_size = dr->bb ? block_backend_size(dr->bb) : 0};
+                                         .virtual_size = dr->bb ? block_backend_size(dr->bb) : 0,
+                                         .io_status = io_status_name(dr)};
     }
     return md->ndrives;
 }

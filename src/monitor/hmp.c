@@ -330,6 +330,8 @@ static void info_block(struct hmp_ctx *c)
     struct qmp_block_info *v = FETCH(c->ops, query_block, struct qmp_block_info, &n);
     for (size_t i = 0; i < n; i++) {
         const struct qmp_block_info *b = &v[i];
+        if (i) /* QEMU's blank line between drives */
+            fprintf(c->f, "\r\n");
         if (!b->inserted) {
             fprintf(c->f, "%s: [not inserted]\r\n", b->device ? b->device : "");
             continue;
@@ -339,6 +341,8 @@ static void info_block(struct hmp_ctx *c)
                 b->format ? b->format : "", b->read_only ? ", read-only" : "");
         if (b->qdev)
             fprintf(c->f, "    Attached to:      %s\r\n", b->qdev);
+        if (b->io_status && strcmp(b->io_status, "ok")) /* as QEMU: only a failure shows */
+            fprintf(c->f, "    I/O status:       %s\r\n", b->io_status);
         fprintf(c->f, "    Cache mode:       %s%s%s\r\n",
                 b->writeback ? "writeback" : "writethrough", b->direct ? ", direct" : "",
                 b->no_flush ? ", ignore flushes" : "");

@@ -54,6 +54,9 @@ struct qmp_block_info {
     const char *file, *format, *node_name;
     bool read_only, removable, writeback, direct, no_flush;
     uint64_t virtual_size;
+    /* "ok", "failed", "nospace"; NULL: the device keeps none (QEMU's io-status is only there
+     * for a device that supports it with werror=enospc|stop or rerror=stop) */
+    const char *io_status;
 };
 
 /*

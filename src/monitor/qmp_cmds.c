@@ -271,8 +271,10 @@ static json_t *cmd_query_block(struct qmp_client *c, json_t *args, struct qmp_er
     struct qmp_block_info *v = fetch_block(c->s, &n);
     json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++) {
-        json_t *j = json_pack("{s:o,s:b,s:b,s:s}", "device", qmp_jstr(v[i].device), "locked", 0,
-                              "removable", v[i].removable, "type", "unknown");
+        /* io-status first, where QEMU prints it; left out when NULL */
+        json_t *j = json_pack("{s:s*,s:o,s:b,s:b,s:s}", "io-status", v[i].io_status, "device",
+                              qmp_jstr(v[i].device), "locked", 0, "removable", v[i].removable,
+                              "type", "unknown");
         if (j && v[i].qdev)
             json_object_set_new(j, "qdev", qmp_jstr(v[i].qdev));
         if (j && v[i].inserted)

@@ -32,6 +32,20 @@ void err_print(const char *fmt, ...)
     va_end(ap);
 }
 
+/* "kemu-img: file: message", or "kemu-img: message" when file is NULL */
+static void err_file(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void err_file(const char *file, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    if (file)
+        fprintf(stderr, "%s: ", file);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 void qprintf(const char *fmt, ...)
 {
     if (quiet)
@@ -91,11 +105,6 @@ static void cmd_help(const struct img_cmd *cmd)
     }
 }
 
-/*
- * getopt_long over the command's table. Returns the id of the next option (optarg set when it
- * takes an argument), 0 when the options end (optind is the first operand), or -1 when the
- * command must return *status: help was printed (0) or an error (cmd->bad_status).
- */
 bool img_one_file(int argc)
 {
     if (optind == argc - 1)
@@ -104,6 +113,20 @@ bool img_one_file(int argc)
     return false;
 }
 
+bool parse_output(const char *output, bool *json)
+{
+    *json = !strcmp(output, "json");
+    if (*json || !strcmp(output, "human"))
+        return true;
+    err_print("--output must be used with human or json as argument.");
+    return false;
+}
+
+/*
+ * getopt_long over the command's table. Returns the id of the next option (optarg set when it
+ * takes an argument), 0 when the options end (optind is the first operand), or -1 when the
+ * command must return *status: help was printed (0) or an error (cmd->bad_status).
+ */
 int img_getopt(const struct img_cmd *cmd, int argc, char **argv, int *status)
 {
     char shorts[2 * MAX_OPTS + 3] = ":h"; /* ':' first: a missing argument returns ':' */
@@ -200,10 +223,7 @@ int parse_fmt(const char *name, const char *s, enum fmt *out)
     else if (!strcmp(s, "qcow2"))
         *out = FMT_QCOW2;
     else {
-        if (name)
-            err_print("%s: Unknown file format '%s'", name, s);
-        else
-            err_print("Unknown file format '%s'", s);
+        err_file(name, "Unknown file format '%s'", s);
         return -1;
     }
     return 0;
@@ -417,8 +437,9 @@ static const struct opt_desc raw_desc[] = {
 static const struct opts_group qcow2_group = {"qcow2", NULL, true, qcow2_desc};
 static const struct opts_group raw_group = {"raw", NULL, true, raw_desc};
 
-/* Parse the -o text for format f; unknown keys are "Invalid parameter". */
-int parse_create_opts(const char *file, enum fmt f, const char *text, struct opts *o)
+/* Parse the -o text for format f; unknown keys are "Invalid parameter". 0, 1 after "-o help"
+ * was printed, -1 on error. */
+static int parse_create_opts(const char *file, enum fmt f, const char *text, struct opts *o)
 {
     const struct opts_group *g = f == FMT_QCOW2 ? &qcow2_group : &raw_group;
     struct error err = {0};
@@ -427,7 +448,7 @@ int parse_create_opts(const char *file, enum fmt f, const char *text, struct opt
     if (!text)
         return 0;
     if (opts_parse(o, g, text, &err) < 0) {
-        err_print("%s: %s", file, err.msg);
+        err_file(file, "%s", err.msg);
         return -1;
     }
     if (o->help) {
@@ -438,7 +459,7 @@ int parse_create_opts(const char *file, enum fmt f, const char *text, struct opt
     }
     for (size_t i = 0; i < o->n; i++) {
         if (!opts_find_desc(g, o->kv[i].key)) {
-            err_print("%s: Invalid parameter '%s'", file, o->kv[i].key);
+            err_file(file, "Invalid parameter '%s'", o->kv[i].key);
             return -1;
         }
     }
@@ -456,20 +477,20 @@ static int prealloc_parse(const char *file, const char *s, enum qcow2_prealloc *
     else if (!strcmp(s, "full"))
         *out = QCOW2_PREALLOC_FULL;
     else {
-        err_print("%s: Parameter 'preallocation' does not accept value '%s'", file, s);
+        err_file(file, "Parameter 'preallocation' does not accept value '%s'", s);
         return -1;
     }
     return 0;
 }
 
-/* Fill spec from opts (-o) plus the explicit backing arguments. */
-int spec_from_opts(const char *file, struct create_spec *s, struct opts *o)
+/* Fill spec from opts (-o). */
+static int spec_from_opts(const char *file, struct create_spec *s, struct opts *o)
 {
     struct error err = {0};
     uint64_t v;
     if (opts_has(o, "size")) {
         if (opts_get_size(o, "size", &v, &err) < 0) {
-            err_print("%s: %s", file, err.msg);
+            err_file(file, "%s", err.msg);
             return -1;
         }
         s->size = v;
@@ -481,28 +502,28 @@ int spec_from_opts(const char *file, struct create_spec *s, struct opts *o)
     if (s->fmt == FMT_RAW)
         return 0;
     if (opts_get_size(o, "cluster_size", &v, &err) < 0) {
-        err_print("%s: %s", file, err.msg);
+        err_file(file, "%s", err.msg);
         return -1;
     }
     s->q.cluster_size = v;
     if (opts_get_number(o, "refcount_bits", &v, &err) < 0) {
-        err_print("%s: %s", file, err.msg);
+        err_file(file, "%s", err.msg);
         return -1;
     }
     s->q.refcount_bits = (unsigned)v;
     bool b = false;
     if (opts_get_bool(o, "lazy_refcounts", &b, &err) < 0) {
-        err_print("%s: %s", file, err.msg);
+        err_file(file, "%s", err.msg);
         return -1;
     }
     s->q.lazy_refcounts = b;
     b = false;
     if (opts_get_bool(o, "extended_l2", &b, &err) < 0) {
-        err_print("%s: %s", file, err.msg);
+        err_file(file, "%s", err.msg);
         return -1;
     }
     if (b) {
-        err_print("%s: extended_l2=on is not supported yet", file);
+        err_file(file, "extended_l2=on is not supported yet");
         return -1;
     }
     const char *c = opts_get_str(o, "compression_type");
@@ -511,7 +532,7 @@ int spec_from_opts(const char *file, struct create_spec *s, struct opts *o)
     else if (!strcmp(c, "zstd"))
         s->q.compression = QCOW2_COMPRESS_ZSTD;
     else {
-        err_print("%s: Parameter 'compression_type' does not accept value '%s'", file, c);
+        err_file(file, "Parameter 'compression_type' does not accept value '%s'", c);
         return -1;
     }
     s->compat_text = opts_get_str(o, "compat");
@@ -521,34 +542,52 @@ int spec_from_opts(const char *file, struct create_spec *s, struct opts *o)
         else if (!strcmp(s->compat_text, "1.1") || !strcmp(s->compat_text, "v3"))
             s->q.version = 3;
         else {
-            err_print("%s: Parameter 'compat' does not accept value '%s'", file, s->compat_text);
+            err_file(file, "Parameter 'compat' does not accept value '%s'", s->compat_text);
             return -1;
         }
     } else {
         s->q.version = 3;
     }
     if (s->q.version == 2 && s->q.refcount_bits != 16) {
-        err_print("%s: Different refcount widths than 16 bits require compatibility level 1.1 "
-                  "or above (use version=v3 or greater)",
-                  file);
+        err_file(file, "Different refcount widths than 16 bits require compatibility level 1.1 "
+                       "or above (use version=v3 or greater)");
         return -1;
     }
     if (s->q.version == 2 && s->q.lazy_refcounts) {
-        err_print("%s: Lazy refcounts only supported with compatibility level 1.1 and above "
-                  "(use version=v3 or greater)",
-                  file);
+        err_file(file, "Lazy refcounts only supported with compatibility level 1.1 and above "
+                       "(use version=v3 or greater)");
         return -1;
     }
     if (s->q.version == 2 && s->q.compression != QCOW2_COMPRESS_ZLIB) {
-        err_print("%s: Compression type selection is only supported with compatibility level "
-                  "1.1 and above (use compat=1.1 or greater)",
-                  file);
+        err_file(file, "Non-zlib compression type is only supported with compatibility level "
+                       "1.1 and above (use version=v3 or greater)");
         return -1;
     }
     if (!opts_has(o, "backing_file"))
         return 0;
     s->q.backing_file = opts_get_str(o, "backing_file");
     s->q.backing_fmt = opts_get_str(o, "backing_fmt");
+    return 0;
+}
+
+int create_spec_parse(struct create_spec *s, struct opts *o, const char *file, const char *fmt,
+                      const char *options, const char *backing)
+{
+    memset(o, 0, sizeof(*o));
+    if (parse_fmt(file, fmt, &s->fmt) < 0)
+        return -1;
+    int r = parse_create_opts(file, s->fmt, options, o);
+    if (r)
+        return r;
+    if (spec_from_opts(file, s, o) < 0)
+        return -1;
+    if (backing) { /* -b/-B win over -o backing_file */
+        if (s->fmt != FMT_QCOW2) {
+            err_file(file, "Backing file not supported for file format '%s'", fmt);
+            return -1;
+        }
+        s->q.backing_file = backing;
+    }
     return 0;
 }
 

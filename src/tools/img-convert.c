@@ -145,34 +145,25 @@ static int cmd_convert(const struct img_cmd *cmd, int argc, char **argv)
     int opened = 0;
     if (!src)
         goto out;
-    if (parse_fmt(out, ofmt, &s.fmt) < 0)
-        goto out;
-    if (compress && s.fmt != FMT_QCOW2) {
-        err_print("%s: Compression not supported for file format '%s'", out, ofmt);
-        goto out;
-    }
-    int pr = parse_create_opts(out, s.fmt, options, &o);
+    int pr = create_spec_parse(&s, &o, out, ofmt, options, base);
     if (pr) {
         ret = pr > 0 ? 0 : 1;
         goto out;
     }
-    if (spec_from_opts(out, &s, &o) < 0)
+    /* after the -o options, as qemu-img checks (-o help wins) */
+    if (compress && s.fmt != FMT_QCOW2) {
+        err_print("%s: Compression not supported for file format '%s'", out, ofmt);
         goto out;
-    if (base) {
-        if (s.fmt != FMT_QCOW2) {
-            err_print("%s: Backing file not supported for file format '%s'", out, ofmt);
-            goto out;
-        }
-        s.q.backing_file = base;
     }
     if (snap && nsrc > 1) {
         err_print("No support for concatenating multiple snapshot");
         goto out;
     }
     uint64_t total = 0;
-    for (int i = 0; i < nsrc; i++, opened++) {
+    for (int i = 0; i < nsrc; i++) {
         if (img_open(&src[i], argv[optind + i], fmt, false, false) < 0)
             goto out;
+        opened++; /* closed at out even when its snapshot fails to load */
         if (snap && load_snapshot(&src[i], snap) < 0)
             goto out;
         total += src[i].size;
@@ -491,20 +482,24 @@ static const struct img_opt measure_opts[] = {
     {'o', NULL, "options", "format options, repeatable", NULL},
     {LONG_SIZE, "size", "N", "measure a new image of N bytes instead of filename", NULL},
     OPTE_FMT,
-    {'l', NULL, "snapshot", NULL, &img_ignored},
+    {'l', NULL, "snapshot_param",
+     "measure an internal snapshot: snapshot.id=ID,snapshot.name=NAME or ID_OR_NAME", NULL},
     OPTE_FORCE_SHARE,
     {0},
 };
 
 static int cmd_measure(const struct img_cmd *cmd, int argc, char **argv)
 {
-    const char *fmt = NULL, *ofmt = "raw", *output = "human", *ssize = NULL;
+    const char *fmt = NULL, *ofmt = "raw", *output = "human", *ssize = NULL, *snap = NULL;
     char *options = NULL;
     int c, opt_ret;
     while ((c = img_getopt(cmd, argc, argv, &opt_ret)) > 0) {
         switch (c) {
         case 'f':
             fmt = optarg;
+            break;
+        case 'l':
+            snap = optarg;
             break;
         case 'O':
             ofmt = optarg;
@@ -527,11 +522,18 @@ static int cmd_measure(const struct img_cmd *cmd, int argc, char **argv)
     int ret = 1;
     struct create_spec s = {0};
     struct opts o = {0};
-    bool json = !strcmp(output, "json");
-    if (parse_fmt(NULL, ofmt, &s.fmt) < 0)
+    bool json;
+    if (!parse_output(output, &json) || create_spec_parse(&s, &o, NULL, ofmt, options, NULL))
         goto out;
-    if (parse_create_opts("measure", s.fmt, options, &o) || spec_from_opts("measure", &s, &o))
+    /* the operands, checked in qemu-img's order */
+    if (argc - optind > 1) {
+        err_print("At most one filename argument is allowed.");
         goto out;
+    }
+    if (optind == argc && (fmt || snap)) {
+        err_print("--image-opts, -f, and -l require a filename argument.");
+        goto out;
+    }
     uint64_t size = 0, used = 0;
     bool bitmaps = false;
     if (ssize) {
@@ -549,28 +551,22 @@ static int cmd_measure(const struct img_cmd *cmd, int argc, char **argv)
         struct img im;
         if (img_open(&im, argv[optind], fmt, false, false) < 0)
             goto out;
+        /* -l: measure the snapshot's clusters, as convert -l copies them */
+        if (snap && load_snapshot(&im, snap) < 0) {
+            img_close(&im);
+            goto out;
+        }
         size = im.size;
-        bitmaps = im.q && s.fmt == FMT_QCOW2;
+        /* qcow2_measure: a v3 target carries the source's persistent bitmaps */
+        bitmaps = im.q && s.fmt == FMT_QCOW2 && s.q.version >= 3;
         uint64_t cs = s.fmt == FMT_QCOW2 && s.q.cluster_size ? s.q.cluster_size : 65536;
-        uint8_t *buf = malloc(cs);
-        for (uint64_t off = 0; buf && off < size; off += cs) {
+        /* A target cluster is needed where the source holds anything but known zeros: data
+         * counts by allocation, not content, as qemu's block status does. */
+        for (uint64_t off = 0; off < size; off += cs) {
             size_t n = size - off < cs ? (size_t)(size - off) : (size_t)cs;
-            uint64_t hole = raw_hole_len(&im, off, n);
-            if (hole >= n)
-                continue;
-            if (!im.q && im.has_data_map) { /* raw: allocated extents count, as qemu's */
-                used += cs;
-                continue;
-            }
-            if (img_read(&im, off, buf, n) < 0) {
-                free(buf);
-                img_close(&im);
-                goto out;
-            }
-            if (!is_zero(buf, n))
+            if (raw_hole_len(&im, off, n) < n)
                 used += cs;
         }
-        free(buf);
         img_close(&im);
     }
     uint64_t required, full;
@@ -683,8 +679,8 @@ static int cmd_map(const struct img_cmd *cmd, int argc, char **argv)
     }
     if (c < 0)
         return opt_ret;
-    bool json = !strcmp(output, "json");
-    if (!img_one_file(argc))
+    bool json;
+    if (!parse_output(output, &json) || !img_one_file(argc))
         return 1;
     struct img im;
     if (img_open(&im, argv[optind], fmt, false, false) < 0)

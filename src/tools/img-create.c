@@ -57,33 +57,29 @@ static int cmd_create(const struct img_cmd *cmd, int argc, char **argv)
         return 1;
     }
     const char *file = argv[optind++];
+    /* the operands first, as qemu-img checks them */
+    const char *size_arg = optind < argc ? argv[optind++] : NULL;
+    uint64_t size = 0;
+    if (size_arg && parse_img_size(size_arg, &size) < 0) {
+        free(options);
+        return 1;
+    }
+    if (optind < argc) {
+        err_print("Unexpected argument: %s", argv[optind]);
+        free(options);
+        return 1;
+    }
     struct create_spec s = {0};
     struct opts o;
     int ret = 1;
-    if (parse_fmt(file, fmt, &s.fmt) < 0)
-        goto out_free;
-    int pr = parse_create_opts(file, s.fmt, options, &o);
+    int pr = create_spec_parse(&s, &o, file, fmt, options, base);
     if (pr) {
         ret = pr > 0 ? 0 : 1;
         goto out;
     }
-    if (spec_from_opts(file, &s, &o) < 0)
-        goto out;
-    if (optind < argc) {
-        if (parse_img_size(argv[optind++], &s.size) < 0)
-            goto out;
+    if (size_arg) { /* wins over -o size */
+        s.size = size;
         s.size_set = true;
-    }
-    if (optind < argc) {
-        err_print("Unexpected argument: %s", argv[optind]);
-        goto out;
-    }
-    if (base) {
-        if (s.fmt != FMT_QCOW2) {
-            err_print("%s: Backing file not supported for file format '%s'", file, fmt);
-            goto out;
-        }
-        s.q.backing_file = base;
     }
     if (base_fmt)
         s.q.backing_fmt = base_fmt;
@@ -91,7 +87,6 @@ static int cmd_create(const struct img_cmd *cmd, int argc, char **argv)
         ret = 0;
 out:
     opts_free(&o);
-out_free:
     free(options);
     return ret;
 }
@@ -282,11 +277,9 @@ static int cmd_info(const struct img_cmd *cmd, int argc, char **argv)
     }
     if (c < 0)
         return opt_ret;
-    bool json = !strcmp(output, "json");
-    if (!json && strcmp(output, "human")) {
-        err_print("--output must be used with human or json as argument.");
+    bool json;
+    if (!parse_output(output, &json))
         return 1;
-    }
     if (!img_one_file(argc))
         return 1;
     char *name = strdup(argv[optind]);
@@ -368,11 +361,9 @@ static int cmd_check(const struct img_cmd *cmd, int argc, char **argv)
     }
     if (c < 0)
         return opt_ret;
-    bool json = !strcmp(output, "json");
-    if (!json && strcmp(output, "human")) {
-        err_print("--output must be used with human or json as argument.");
+    bool json;
+    if (!parse_output(output, &json))
         return 1;
-    }
     unsigned fix = 0;
     if (repair) {
         if (!strcmp(repair, "leaks"))

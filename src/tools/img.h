@@ -76,6 +76,8 @@ struct img_cmd {
  * the options end (optind: first operand), -1 when the command must return *status (help was
  * printed, or an error). */
 int img_getopt(const struct img_cmd *cmd, int argc, char **argv, int *status);
+/* --output=ofmt: "human" or "json" (sets *json); false after qemu-img's message if neither. */
+bool parse_output(const char *output, bool *json);
 /* After img_getopt: exactly one file name must be left; false (message printed) if not. */
 bool img_one_file(int argc);
 /* "create [-q] [-f fmt] ... filename [size]" and a newline */
@@ -128,10 +130,12 @@ struct create_spec {
     const char *compat_text;
 };
 
-/* Parse the -o text for format f: 0, 1 after "-o help" was printed, -1 on error. */
-int parse_create_opts(const char *file, enum fmt f, const char *text, struct opts *o);
-/* Fill spec from opts (-o) plus the explicit backing arguments. */
-int spec_from_opts(const char *file, struct create_spec *s, struct opts *o);
+/* The target format fmt (create -f, convert and measure -O), its -o options (NULL: none) and a
+ * backing file (-b, -B; NULL: none) into s. file names the image in messages (NULL: none). s
+ * points into o, which the caller frees with opts_free() in every case. Returns 0, 1 after
+ * "-o help" was printed, -1 after an error message. */
+int create_spec_parse(struct create_spec *s, struct opts *o, const char *file, const char *fmt,
+                      const char *options, const char *backing);
 /* Create file per spec (size 0 with backing: the backing size). Prints "Formatting". */
 int create_image(const char *file, struct create_spec *s, bool unsafe, bool announce);
 /* old + "," + add (old freed; exits when out of memory): repeated -o options */

@@ -178,6 +178,12 @@ def test_create_backing(tmp_path):
     (["info", "-f", "vmdk", "missing-file"], ""),
     (["check", "missing-file"], "missing-file"),
     (["convert", "-O", "vhdx", "a", "b"], "Unknown file format"),
+    (["create", "-f", "raw", "-b", "y", "x", "1Q"], "Invalid image size"),  # size first, as qemu
+    (["create", "-f", "qcow2", "-o", "compat=0.10,compression_type=zstd", "x", "1M"],
+     "Non-zlib compression type"),
+    (["map", "--output=yaml", "x"], "--output must be used with human or json"),
+    (["measure", "--output=yaml", "--size", "1M"], "--output must be used with human or json"),
+    (["measure", "-O", "qcow2", "-o", "bogus=1", "--size", "1M"], "img: Invalid parameter"),
     (["convert", "missing-file", "out"], "missing-file"),
     (["bogus"], "Command not found"),
     ([], ""),
@@ -819,6 +825,35 @@ def test_measure_file(tmp_path):
         for fmt in ("raw", "qcow2"):
             rk, rq = kemu("measure", "-O", fmt, path), qemu("measure", "-O", fmt, path)
             assert rk.stdout == rq.stdout, (path, fmt)
+
+
+def test_measure_internal_snapshot(tmp_path):
+    """measure -l measures the snapshot's clusters (the figures differ from the image's own, so
+    an ignored -l fails), as qemu-img does; data clusters count by allocation, zeros or not."""
+    img = str(tmp_path / "a.qcow2")
+    assert qemu("create", "-q", "-f", "qcow2", img, "4M").returncode == 0
+    qio(img, "write -P 0x11 0 1M")
+    qio(img, "write -P 0 1M 512k")
+    assert qemu("snapshot", "-c", "s1", img).returncode == 0
+    qio(img, "write -P 0x22 512k 3M")
+    assert qemu("resize", "-q", img, "8M").returncode == 0
+    plain = kemu("measure", "-O", "qcow2", img)
+    assert plain.returncode == 0 and plain.stdout == qemu("measure", "-O", "qcow2", img).stdout
+    for param in ["s1", "1", "snapshot.name=s1", "snapshot.id=1,snapshot.name=s1"]:
+        for args in (["-O", "qcow2"], ["-O", "qcow2", "-o", "cluster_size=4k"], ["-O", "raw"],
+                     ["--output=json", "-O", "qcow2"]):
+            argv = ["measure", *args, "-l", param, img]
+            rk, rq = kemu(*argv), qemu(*argv)
+            assert rk.returncode == rq.returncode == 0, rk.stderr
+            assert rk.stdout == rq.stdout, argv
+        assert kemu("measure", "-O", "qcow2", "-l", param, img).stdout != plain.stdout
+    raw = str(tmp_path / "r.raw")
+    open(raw, "wb").truncate(MiB)
+    for argv in (["-l", "snapshot.id=2", img], ["-l", "nosuch", img], ["-l", "s1", raw],
+                 ["-l", "s1", "--size", "1M"], ["-l", "s1", img, img]):
+        rk, rq = kemu("measure", *argv), qemu("measure", *argv)
+        assert rk.returncode == rq.returncode == 1, argv
+        assert one_error_line(rk).split(": ", 1)[1] == rq.stderr.strip().split(": ", 1)[1]
 
 
 def test_map_raw_json(tmp_path):

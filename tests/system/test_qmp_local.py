@@ -154,3 +154,26 @@ def test_hmp_over_qmp(vm):
         q.cmd("human-monitor-command", {"bad-arg": 1})
     q.cmd("quit")
     assert p.wait(timeout=10) == 0
+
+
+def test_query_block_io_status(vm, tmp_path):
+    """io-status as QEMU shows it: on a virtio-blk drive whose werror/rerror can stop the VM
+    (werror=enospc is the default), "ok" until a failure stops it; absent otherwise."""
+    img = tmp_path / "d.raw"
+    img.write_bytes(bytes(1 << 20))
+    drives = [("d0", "if=virtio"), ("d1", "if=virtio,werror=report"),
+              ("d2", "if=virtio,werror=report,rerror=stop"), ("d3", "if=none")]
+    args = []
+    for name, extra in drives:
+        args += ["-drive", f"file={img},format=raw,id={name},file.locking=off,{extra}"]
+    p, q = vm(*args)
+    q.negotiate()
+    blocks = {b["device"]: b for b in q.cmd("query-block")}
+    assert blocks["d0"].get("io-status") == "ok" and list(blocks["d0"])[0] == "io-status"
+    assert "io-status" not in blocks["d1"]
+    assert blocks["d2"].get("io-status") == "ok"
+    assert "io-status" not in blocks["d3"]
+    out = q.cmd("human-monitor-command", {"command-line": "info block"})
+    assert "I/O status" not in out and "\r\n\r\nd1 (" in out, out
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0

@@ -329,6 +329,22 @@ static int f_commit(void *opaque, const char *device, struct error *err)
     return 0;
 }
 
+/* A drive whose device keeps no io-status, one that is fine, one that stopped on ENOSPC. */
+static size_t f_block(void *opaque, struct qmp_block_info *out, size_t max)
+{
+    static const char *const status[] = {NULL, "ok", "nospace"};
+    static const char *const names[] = {"d0", "d1", "d2"};
+    for (size_t i = 0; i < 3 && i < max; i++)
+        out[i] = (struct qmp_block_info){.device = names[i],
+                                         .inserted = true,
+                                         .file = "disk.img",
+                                         .format = "raw",
+                                         .node_name = "#block1",
+                                         .writeback = true,
+                                         .io_status = status[i]};
+    return 3;
+}
+
 static struct qmp_vm_ops fake_ops(struct fake *f)
 {
     return (struct qmp_vm_ops){.status = f_status,
@@ -336,6 +352,7 @@ static struct qmp_vm_ops fake_ops(struct fake *f)
                                .cont = f_cont,
                                .quit = f_quit,
                                .commit = f_commit,
+                               .query_block = f_block,
                                .opaque = f};
 }
 
@@ -377,6 +394,18 @@ static void commands(void **state)
     free(s);
     s = run(&ops, "c", &quit);
     assert_int_equal(fk.conts, 1);
+    free(s);
+    s = run(&ops, "info block", &quit);
+    /* QEMU's layout: a blank line between drives, "I/O status" only when not ok */
+    assert_string_equal(s, "d0 (#block1): disk.img (raw)\r\n"
+                           "    Cache mode:       writeback\r\n"
+                           "\r\n"
+                           "d1 (#block1): disk.img (raw)\r\n"
+                           "    Cache mode:       writeback\r\n"
+                           "\r\n"
+                           "d2 (#block1): disk.img (raw)\r\n"
+                           "    I/O status:       nospace\r\n"
+                           "    Cache mode:       writeback\r\n");
     free(s);
     s = run(&ops, "system_reset", &quit);
     assert_string_equal(s, "Error: system_reset is not supported by this machine\r\n");

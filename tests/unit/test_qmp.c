@@ -142,17 +142,21 @@ static size_t f_pci(void *opaque, struct qmp_pci_info *out, size_t max)
     return 2;
 }
 
+/* drive0 stopped the VM on ENOSPC; drive1's device keeps no io-status */
 static size_t f_block(void *opaque, struct qmp_block_info *out, size_t max)
 {
-    if (max >= 1)
+    if (max >= 2) {
         out[0] = (struct qmp_block_info){.device = "drive0",
                                          .inserted = true,
                                          .file = "/tmp/disk.img",
                                          .format = "raw",
                                          .node_name = "#block123",
                                          .writeback = true,
-                                         .virtual_size = 1 << 20};
-    return 1;
+                                         .virtual_size = 1 << 20,
+                                         .io_status = "nospace"};
+        out[1] = (struct qmp_block_info){.device = "drive1"};
+    }
+    return 2;
 }
 
 static char *f_hmp(void *opaque, const char *line)
@@ -523,7 +527,14 @@ static void test_queries(void **state)
     json_decref(h);
 
     ret = ret_of(x, &x->a, "{\"execute\": \"query-block\"}", &h);
-    assert_int_equal(json_array_size(ret), 1);
+    assert_int_equal(json_array_size(ret), 2);
+    /* io-status leads, as in QEMU's output; absent where the device keeps none */
+    assert_string_equal(json_object_iter_key(json_object_iter(json_array_get(ret, 0))),
+                        "io-status");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ret, 0), "io-status")),
+                        "nospace");
+    assert_null(json_object_get(json_array_get(ret, 1), "io-status"));
+    assert_null(json_object_get(json_array_get(ret, 1), "inserted"));
     json_t *ins = json_object_get(json_array_get(ret, 0), "inserted");
     assert_string_equal(json_string_value(json_object_get(ins, "file")), "/tmp/disk.img");
     assert_string_equal(json_string_value(json_object_get(ins, "drv")), "raw");
