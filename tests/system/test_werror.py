@@ -68,6 +68,18 @@ def test_enospc_pauses_then_cont_completes():
     assert st["status"] == "io-error" and st["running"] is False, st
     info = next(s["reply"] for s in steps if s["step"] == "info-status")
     assert "VM status: paused (io-error)" in info, info
+    qb = next(s["reply"] for s in steps if s["step"] == "query-block")
+    assert qb[0]["io-status"] == "nospace", qb
+    ib = next(s["reply"] for s in steps if s["step"] == "info-block")
+    assert "    I/O status:       nospace" in ib, ib
+    # cont cleared it: a query after cont says nospace only if a late failure stopped the VM
+    # again, which the driver then sees as another STOP.
+    names = [s["step"] for s in steps]
+    after = [i for i, n in enumerate(names) if n == "query-block-after-cont"]
+    assert after, steps
+    for i in after:
+        status = steps[i]["reply"][0]["io-status"]
+        assert status == "ok" or "stopped-again" in names[i:], (status, names)
     assert any(s["step"] == "stop-event" for s in steps), steps
     cont = next(s["reply"] for s in steps if s["step"] == "cont")
     assert cont.get("return") == {}, cont
@@ -94,6 +106,8 @@ def test_werror_report_fails_guest_write():
     assert ev["data"]["action"] == "report" and ev["data"]["nospace"] is True, ev
     st = next(s["reply"] for s in steps if s["step"] == "status")
     assert st["status"] == "running", st
+    qb = next(s["reply"] for s in steps if s["step"] == "query-block")
+    assert "io-status" not in qb[0], qb  # werror=report keeps none, as QEMU
 
 
 # ---- the QMP driver, run where kemu runs (python3 test_werror.py --driver MODE TIMEOUT) ----
@@ -110,11 +124,14 @@ def drive(mode, timeout):
     report("io-error", event=q.wait_event("BLOCK_IO_ERROR", timeout=timeout))
     if mode == "report":
         report("status", reply=q.cmd("query-status"))
+        report("query-block", reply=q.cmd("query-block"))
         return
     report("stop-event", event=q.wait_event("STOP", timeout=60))
     report("status", reply=q.cmd("query-status"))
     report("info-status",
            reply=q.cmd("human-monitor-command", {"command-line": "info status"}))
+    report("query-block", reply=q.cmd("query-block"))
+    report("info-block", reply=q.cmd("human-monitor-command", {"command-line": "info block"}))
     r = subprocess.run(["mount", "-o", "remount,size=64M", MNT], capture_output=True, text=True)
     report("remount", status=r.returncode, out=r.stdout + r.stderr)
     # A failure reported after the cont (a request in flight when the VM stopped) may stop the
@@ -122,6 +139,12 @@ def drive(mode, timeout):
     for _ in range(5):
         report("cont", reply=q.cmd_raw("cont"))
         report("resume-event", event=q.wait_event("RESUME", timeout=60))
+        # cont clears the io-status; the guest may still be running now, or about to exit.
+        try:
+            report("query-block-after-cont", reply=q.cmd("query-block"))
+        except (EOFError, ConnectionError):
+            report("exited")
+            break
         try:
             q.wait_event("STOP", timeout=timeout)
         except (EOFError, ConnectionError):
