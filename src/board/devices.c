@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "block/drive.h"
+#include "kemu-config.h"
 #include "monitor/qmp.h"
 #include "net/net.h"
 #include "pci/pci.h"

@@ -1173,8 +1173,14 @@ static int finish_serials(struct parse_state *st, struct error *err)
     for (size_t i = 0; i < cfg->nserials; i++)
         mon_serial =
             mon_serial || (cfg->serials[i].kind == KEMU_SERIAL_STDIO && cfg->serials[i].mux);
+    bool mon_stdio = false;
+    for (size_t i = 0; i < cfg->monitors.n; i++)
+        mon_stdio = mon_stdio || !strcmp(cfg->monitors.v[i], "stdio");
     if (!cfg->nserials && !cfg->nodefaults) {
-        cfg->serials[0].kind = KEMU_SERIAL_STDIO;
+        /* kemu has no graphical console: its default serial port is stdio, except when
+         * -monitor stdio (without -nographic) holds it; QEMU's serial then goes to a virtual
+         * console nobody sees, so here to null. */
+        cfg->serials[0].kind = mon_stdio && !cfg->nographic ? KEMU_SERIAL_NULL : KEMU_SERIAL_STDIO;
         cfg->serials[0].mux = cfg->nographic && !cfg->monitors.n;
         cfg->nserials = 1;
         cfg->serial_default = true;

@@ -354,3 +354,18 @@ def test_tcp_monitor(kernel):
         if p.poll() is None:
             p.kill()
         p.communicate(timeout=10)
+
+
+def test_default_nic(kernel):
+    # As QEMU: with no network option a user-mode virtio NIC is there; -nodefaults, -net none
+    # and -nic none leave it out.
+    def pci(extra):
+        rc, out, err = run_piped(base_args(kernel) + extra + ["-monitor", "stdio"],
+                                 [b"info pci\n", b"quit\n"])
+        assert rc == 0, err
+        return out
+    assert "virtio-net-pci: PCI device 1af4:1041" in pci([]), "no default NIC"
+    for extra in (["-nodefaults"], ["-net", "none"], ["-nic", "none"]):
+        out = pci(extra)
+        assert "Bus  0, device   0, function 0" in out, out
+        assert "1af4:1041" not in out, (extra, out)
