@@ -119,12 +119,11 @@ void kvm_close(struct kvm *kvm)
 
 int kvm_gsi_table_init(struct kvm_gsi_table *t, unsigned limit)
 {
+    /* The slots grow with use: all of KVM's 4096 up front were 96 KiB of memory calloc()
+     * cleared, resident in every run. */
     memset(t, 0, sizeof(*t));
     t->limit = limit;
-    if (limit <= KVM_MSI_GSI_BASE)
-        return 0; /* room for the irqchip routes only */
-    t->msi = calloc(limit - KVM_MSI_GSI_BASE, sizeof(*t->msi));
-    return t->msi ? 0 : -1;
+    return 0;
 }
 
 void kvm_gsi_table_destroy(struct kvm_gsi_table *t)
@@ -135,7 +134,7 @@ void kvm_gsi_table_destroy(struct kvm_gsi_table *t)
 
 static struct kvm_msi_route *msi_slot(struct kvm_gsi_table *t, int gsi)
 {
-    if (!t->msi || gsi < KVM_MSI_GSI_BASE || (unsigned)gsi >= t->limit)
+    if (gsi < KVM_MSI_GSI_BASE || (unsigned)(gsi - KVM_MSI_GSI_BASE) >= t->cap)
         return NULL;
     struct kvm_msi_route *m = &t->msi[gsi - KVM_MSI_GSI_BASE];
     return m->used ? m : NULL;
@@ -144,16 +143,27 @@ static struct kvm_msi_route *msi_slot(struct kvm_gsi_table *t, int gsi)
 int kvm_gsi_table_alloc(struct kvm_gsi_table *t, uint64_t addr, uint32_t data)
 {
     /* KVM bounds the number of entries as well as the GSI numbers. */
-    if (!t->msi || X86_PC_GSI_ROUTES + t->nr_msi + 1 > t->limit)
+    if (t->limit <= KVM_MSI_GSI_BASE || X86_PC_GSI_ROUTES + t->nr_msi + 1 > t->limit)
         return -1;
-    for (unsigned i = 0; i < t->limit - KVM_MSI_GSI_BASE; i++) {
-        if (!t->msi[i].used) {
-            t->msi[i] = (struct kvm_msi_route){.used = true, .addr = addr, .data = data};
-            t->nr_msi++;
-            return (int)(i + KVM_MSI_GSI_BASE);
-        }
+    unsigned i = 0;
+    while (i < t->cap && t->msi[i].used)
+        i++;
+    if (i == t->cap) {
+        unsigned max = t->limit - KVM_MSI_GSI_BASE;
+        if (t->cap == max)
+            return -1;
+        unsigned cap = t->cap ? t->cap * 2 : 64;
+        cap = cap < max ? cap : max;
+        struct kvm_msi_route *m = realloc(t->msi, cap * sizeof(*m));
+        if (!m)
+            return -1;
+        memset(m + t->cap, 0, (cap - t->cap) * sizeof(*m));
+        t->msi = m;
+        t->cap = cap;
     }
-    return -1;
+    t->msi[i] = (struct kvm_msi_route){.used = true, .addr = addr, .data = data};
+    t->nr_msi++;
+    return (int)(i + KVM_MSI_GSI_BASE);
 }
 
 int kvm_gsi_table_set(struct kvm_gsi_table *t, int gsi, uint64_t addr, uint32_t data)
@@ -181,7 +191,7 @@ unsigned kvm_gsi_table_entries(const struct kvm_gsi_table *t, struct kvm_irq_rou
     if (max < X86_PC_GSI_ROUTES + t->nr_msi)
         return 0;
     unsigned n = x86_pc_gsi_routing(out, max);
-    for (unsigned i = 0; t->msi && i < t->limit - KVM_MSI_GSI_BASE; i++) {
+    for (unsigned i = 0; i < t->cap; i++) {
         const struct kvm_msi_route *m = &t->msi[i];
         if (!m->used)
             continue;

@@ -29,7 +29,8 @@ struct kvm_msi_route {
 struct kvm_gsi_table {
     unsigned limit;            /* max routes (and GSIs) KVM takes: KVM_MAX_IRQ_ROUTES */
     unsigned nr_msi;           /* MSI routes in use */
-    struct kvm_msi_route *msi; /* one slot per GSI from KVM_MSI_GSI_BASE to limit - 1 */
+    unsigned cap;              /* slots in msi, grown on demand up to limit - KVM_MSI_GSI_BASE */
+    struct kvm_msi_route *msi; /* one slot per GSI from KVM_MSI_GSI_BASE on */
 };
 
 /* limit: what KVM_CHECK_EXTENSION(KVM_CAP_IRQ_ROUTING) returned. Returns 0 or -1 (memory). */

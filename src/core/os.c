@@ -1,5 +1,6 @@
 #include "core/os.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -190,4 +191,44 @@ int os_tcp_socket(const char *host, const char *port, bool server, int family, b
         return error_setf_errno(err, e, "Failed to %s %s:%s", server ? "listen on" : "connect to",
                                 host, port);
     return fd;
+}
+
+int os_lib_open(struct os_lib *lib, struct error *err)
+{
+    /* One lock for every library: opening happens a few times per run at most. */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    if (!lib->state) {
+        lib->state = -1;
+        /* RTLD_NOW: a missing function shows here, not as a crash at its first call. */
+        void *h = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            /* dlerror() starts with the name already ("libslirp.so.0: cannot open ..."). */
+            const char *why = dlerror();
+            size_t n = strlen(lib->soname);
+            if (why && !strncmp(why, lib->soname, n) && !strncmp(why + n, ": ", 2))
+                why += n + 2;
+            snprintf(lib->error, sizeof(lib->error), "%s needs %s: %s", lib->what, lib->soname,
+                     why ? why : "cannot open it");
+        } else {
+            size_t i = 0;
+            for (; i < lib->nfns; i++) {
+                *lib->fns[i].addr = dlsym(h, lib->fns[i].name);
+                if (!*lib->fns[i].addr)
+                    break;
+            }
+            if (i < lib->nfns) {
+                snprintf(lib->error, sizeof(lib->error), "%s needs %s: it has no function %s",
+                         lib->what, lib->soname, lib->fns[i].name);
+                for (size_t j = 0; j < lib->nfns; j++)
+                    *lib->fns[j].addr = NULL;
+                dlclose(h);
+            } else {
+                lib->state = 1; /* open for the rest of the run: its functions are in use */
+            }
+        }
+    }
+    int r = lib->state > 0 ? 0 : error_setf(err, "%s", lib->error);
+    pthread_mutex_unlock(&lock);
+    return r;
 }

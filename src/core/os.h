@@ -1,8 +1,10 @@
-/* Process-level services: pid file, daemonizing, termination signals, TCP sockets. */
+/* Process-level services: pid file, daemonizing, termination signals, TCP sockets, shared
+ * libraries opened at first use. */
 #ifndef KEMU_CORE_OS_H
 #define KEMU_CORE_OS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/socket.h>
 
 #include "core/error.h"
@@ -34,5 +36,26 @@ int os_signals_init(struct os_signals *s, struct error *err);
 int os_signals_read(struct os_signals *s, int *pid);
 /* Restore the terminal before dying from a crash signal. */
 void os_install_crash_handlers(void);
+
+/*
+ * A shared library opened with dlopen() when a feature first needs it, rather than linked: a
+ * linked library is mapped, relocated and initialised at every start, and its pages count in
+ * the resident memory of runs that never use it (libslirp brings glib with it: 1.4 MiB).
+ */
+struct os_lib_fn {
+    const char *name;
+    void **addr; /* where the function's address goes: (void **)&table.fn, as POSIX's dlsym */
+};
+struct os_lib {
+    const char *soname; /* "libslirp.so.0" */
+    const char *what;   /* the feature, for the error: "user-mode networking (-netdev user)" */
+    const struct os_lib_fn *fns;
+    size_t nfns;
+    int state;       /* private: 0 not tried yet, 1 open, -1 failed */
+    char error[256]; /* private: the failure, repeated to later callers */
+};
+/* Open the library and fill every fn, once per struct os_lib (thread-safe); later calls return
+ * the first outcome. 0, or -1 with "WHAT needs SONAME: <dlerror>". The library stays open. */
+int os_lib_open(struct os_lib *lib, struct error *err);
 
 #endif

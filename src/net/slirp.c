@@ -1,4 +1,7 @@
-/* -netdev user: user-mode networking through libslirp, driven by the netdev thread. */
+/*
+ * -netdev user: user-mode networking through libslirp, driven by the netdev thread. libslirp is
+ * opened when the first one starts (os_lib_open): linked, it and glib cost every run 1.4 MiB.
+ */
 #include "kemu-config.h"
 
 #ifdef CONFIG_SLIRP
@@ -11,7 +14,36 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/os.h"
 #include "net/netdev_int.h"
+
+/* The libslirp functions kemu calls, typed by the library's own header. */
+static struct {
+    __typeof__(slirp_new) *new_;
+    __typeof__(slirp_cleanup) *cleanup;
+    __typeof__(slirp_input) *input;
+    __typeof__(slirp_pollfds_fill) *pollfds_fill;
+    __typeof__(slirp_pollfds_poll) *pollfds_poll;
+    __typeof__(slirp_add_hostfwd) *add_hostfwd;
+    __typeof__(slirp_add_exec) *add_exec;
+} sl;
+
+static const struct os_lib_fn sl_fns[] = {
+    {"slirp_new", (void **)&sl.new_},
+    {"slirp_cleanup", (void **)&sl.cleanup},
+    {"slirp_input", (void **)&sl.input},
+    {"slirp_pollfds_fill", (void **)&sl.pollfds_fill},
+    {"slirp_pollfds_poll", (void **)&sl.pollfds_poll},
+    {"slirp_add_hostfwd", (void **)&sl.add_hostfwd},
+    {"slirp_add_exec", (void **)&sl.add_exec},
+};
+
+static struct os_lib libslirp = {
+    .soname = SLIRP_SONAME,
+    .what = "user-mode networking (-netdev user)",
+    .fns = sl_fns,
+    .nfns = sizeof(sl_fns) / sizeof(sl_fns[0]),
+};
 
 struct slirp_timer {
     SlirpTimerCb cb;
@@ -119,7 +151,7 @@ static int slirp_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
     if (iovcnt == 1) {
         if (iov[0].iov_len > NETDEV_MAX_FRAME)
             return -1;
-        slirp_input(s->slirp, iov[0].iov_base, (int)iov[0].iov_len);
+        sl.input(s->slirp, iov[0].iov_base, (int)iov[0].iov_len);
         return 0;
     }
     /* slirp takes one contiguous frame. */
@@ -130,7 +162,7 @@ static int slirp_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
         memcpy(s->buf + off, iov[i].iov_base, iov[i].iov_len);
         off += iov[i].iov_len;
     }
-    slirp_input(s->slirp, s->buf, (int)off);
+    sl.input(s->slirp, s->buf, (int)off);
     return 0;
 }
 
@@ -181,14 +213,14 @@ static void slirp_poll_fill(struct netdev *nd, int *timeout_ms)
         if ((uint64_t)d < t)
             t = (uint32_t)d;
     }
-    slirp_pollfds_fill(s->slirp, &t, add_poll, nd);
+    sl.pollfds_fill(s->slirp, &t, add_poll, nd);
     *timeout_ms = t == UINT32_MAX ? -1 : (t > 1000000 ? 1000000 : (int)t);
 }
 
 static void slirp_poll_done(struct netdev *nd, bool poll_error)
 {
     struct nd_slirp *s = nd->be;
-    slirp_pollfds_poll(s->slirp, poll_error, get_revents, nd);
+    sl.pollfds_poll(s->slirp, poll_error, get_revents, nd);
     /* Expired timers; a callback may re-arm or free timers, so look again from the start after
      * each one (bounded, in case one re-arms itself in the past). */
     for (int round = 0; round < 64; round++) {
@@ -209,7 +241,7 @@ static void slirp_destroy(struct netdev *nd)
     if (!s)
         return;
     if (s->slirp)
-        slirp_cleanup(s->slirp);
+        sl.cleanup(s->slirp);
     while (s->timers) {
         struct slirp_timer *t = s->timers;
         s->timers = t->next;
@@ -229,6 +261,8 @@ static const struct netdev_backend_ops slirp_ops = {
 
 int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error *err)
 {
+    if (os_lib_open(&libslirp, err) < 0)
+        return -1;
     struct nd_slirp *s = calloc(1, sizeof(*s));
     if (!s)
         return error_setf(err, "out of memory");
@@ -259,13 +293,13 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error
     cfg.vdhcp_start = c->dhcp;
     cfg.vnameserver = c->dns;
     cfg.vdomainname = c->domainname;
-    s->slirp = slirp_new(&cfg, &slirp_cbs, nd);
+    s->slirp = sl.new_(&cfg, &slirp_cbs, nd);
     if (!s->slirp)
         return error_setf(err, "libslirp refused the configuration");
 
     for (size_t i = 0; i < c->nfwd; i++) {
         const struct net_hostfwd *f = &c->fwd[i];
-        if (slirp_add_hostfwd(s->slirp, f->udp, f->haddr, f->hport, f->gaddr, f->gport) < 0) {
+        if (sl.add_hostfwd(s->slirp, f->udp, f->haddr, f->hport, f->gaddr, f->gport) < 0) {
             char ha[INET_ADDRSTRLEN];
             inet_ntop(AF_INET, &f->haddr, ha, sizeof(ha));
             return error_setf(err, "could not set up host forwarding rule %s:%s:%d",
@@ -274,7 +308,7 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error
     }
     for (size_t i = 0; i < c->ngfwd; i++) {
         struct in_addr server = c->gfwd[i].server;
-        if (slirp_add_exec(s->slirp, c->gfwd[i].cmd, &server, c->gfwd[i].port) < 0)
+        if (sl.add_exec(s->slirp, c->gfwd[i].cmd, &server, c->gfwd[i].port) < 0)
             return error_setf(err, "could not set up guest forwarding rule for port %d",
                               c->gfwd[i].port);
     }
