@@ -96,6 +96,9 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
             # On a fresh test host: a stuck process would keep this one slow.
             testhost._stop_shared()
             continue
+        # Shown by pytest only when the test fails: the whole tail, where an assertion's message
+        # may be shortened (a vCPU's register dump after a triple fault is one long line).
+        print(f"--- guest output (attempt {attempt}) ---\n{res.output[-8000:]}")
         return res
     return res
 
