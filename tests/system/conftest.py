@@ -28,6 +28,25 @@ def pytest_report_header(config):
     return f"kemu system tests: guests run {where} ({why}); kemu = {KEMU}"
 
 
+# Retries of this session, listed at the end of the run: a retried test passes, and pytest
+# shows a passing test's output to nobody.
+RETRIES = []
+
+
+def announce_retry(text):
+    """Print a retry ("RETRY: why...") and list its first line in the run's summary."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    RETRIES.append(f"{test}: {text.splitlines()[0]}")
+    print(text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
+    tr.write_sep("=", f"retries announced: {len(RETRIES)}")
+    for line in RETRIES:
+        tr.write_line(line)
+
+
 def asset(name):
     path = os.path.join(testhost.assets_dir(), name)
     if not os.path.isfile(path):
@@ -74,7 +93,7 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
             # next call): once, announced; a second time fails the test.
             if attempt == 2:
                 raise
-            print(f"RETRY: the test host stopped answering: {str(e)[-2000:]}")
+            announce_retry(f"RETRY: the test host stopped answering: {str(e)[-2000:]}")
             continue
         res = None
         for line in out.splitlines():
@@ -83,16 +102,19 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
                 res.host_output = out
         if res is None:
             pytest.fail(f"guestrun did not report (status {status}):\n{out[-3000:]}")
-        # The nested test host (KVM on QEMU's emulated SVM) now and then triple-faults a guest
-        # during early boot; one retry, announced, keeps that from failing unrelated tests.
-        # A guest that got as far as our init and then failed is never retried.
-        if (attempt == 1 and INIT_MARKER not in res.output and "triple fault" in res.output):
-            print(f"RETRY: guest triple-faulted before init; first output:\n{res.output[-2000:]}")
+        # The nested test host (KVM on QEMU's emulated SVM) now and then triple-faults a guest,
+        # under QEMU too (earlier sessions), mostly in early boot. One retry,
+        # announced with the vCPU's registers, keeps that from failing unrelated tests; a guest
+        # that triple-faults twice fails the test.
+        if attempt == 1 and "triple fault" in res.output:
+            when = "after" if INIT_MARKER in res.output else "before"
+            announce_retry(f"RETRY: guest triple-faulted {when} init; first output:\n"
+                           f"{res.output[-4000:]}")
             continue
         # A guest that stalls past its timeout: the nested test host (KVM on QEMU's software
         # emulation) sometimes locks up a vCPU under load. Retried once, announced.
         if attempt == 1 and res.timed_out:
-            print(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}")
+            announce_retry(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}")
             # On a fresh test host: a stuck process would keep this one slow.
             testhost._stop_shared()
             continue

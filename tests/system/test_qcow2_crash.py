@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import KEMU, ROOT, asset, testhost
+from conftest import KEMU, RETRIES, ROOT, announce_retry, asset, testhost
 
 DRIVER = os.path.join(ROOT, "tests", "system", "crashtrial.py")
 BATCH = 5  # trials per test-host command
@@ -61,9 +61,13 @@ def test_qcow2_survives_sigkill():
             except testhost.TestHostTimeout as e:
                 if attempt == 2:
                     raise
-                print(f"RETRY: trials {only[0]}-{only[-1]}: the test host stopped answering:\n"
-                      f"{str(e)[-3000:]}")
+                announce_retry(f"RETRY: trials {only[0]}-{only[-1]}: the test host stopped "
+                               f"answering:\n{str(e)[-3000:]}")
         print(out)
+        for line in out.splitlines():  # the driver's own retries, inside the test host
+            if line.startswith("RETRY: "):
+                RETRIES.append(f"{os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}: "
+                               f"{line}")
         outs.append(out)
         status = status or st
         res = [l for l in out.splitlines() if l.startswith("CRASH-RESULT ")]
