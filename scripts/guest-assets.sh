@@ -186,7 +186,7 @@ crc32c_generic ext4 button evdev"
 
 TESTHOST_MODULES="irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev
 virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p virtio_blk crc16
-crc32c_generic mbcache jbd2 ext4 tun"
+crc32c_generic mbcache jbd2 ext4 tun vhost_net"
 
 # ---------------------------------------------------------------------------------------------
 # The guest's /init.
