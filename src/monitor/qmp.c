@@ -387,6 +387,12 @@ static void on_client(void *opaque, uint32_t events)
 
 struct qmp_client *qmp_client_new(struct qmp_server *s, int fd, bool pretty, struct error *err)
 {
+    /* Every JSON value is made for a client: one exists only once jansson is open, and the
+     * event helpers build nothing without one. */
+    if (jansson_dl_open(err) < 0) {
+        close(fd);
+        return NULL;
+    }
     if (s->nr_clients >= QMP_MAX_CLIENTS) {
         close(fd);
         error_setf(err, "too many QMP clients");
@@ -475,7 +481,8 @@ void qmp_server_destroy(struct qmp_server *s)
 
 void qmp_server_event(struct qmp_server *s, const char *name, json_t *data)
 {
-    if (!s) {
+    if (!s || !s->clients) {
+        /* No one to tell. Without a client jansson may not be open, and then no data exists. */
         json_decref(data);
         return;
     }
@@ -526,14 +533,14 @@ static bool cause_is_guest(enum qmp_shutdown_cause cause)
 
 void qmp_event_shutdown_reason(struct qmp_server *s, bool guest, const char *reason)
 {
-    if (s)
+    if (s && s->clients)
         qmp_server_event(s, "SHUTDOWN",
                          json_pack("{s:b,s:o}", "guest", guest, "reason", qmp_jstr(reason)));
 }
 
 void qmp_event_reset_reason(struct qmp_server *s, bool guest, const char *reason)
 {
-    if (s)
+    if (s && s->clients)
         qmp_server_event(s, "RESET",
                          json_pack("{s:b,s:o}", "guest", guest, "reason", qmp_jstr(reason)));
 }
@@ -566,7 +573,7 @@ void qmp_event_resume(struct qmp_server *s)
 void qmp_event_block_io_error(struct qmp_server *s, const char *device, const char *node_name,
                               bool is_read, const char *action, bool nospace, const char *reason)
 {
-    if (!s)
+    if (!s || !s->clients)
         return;
     /* QEMU's member order: device, node-name, operation, action, nospace, reason. */
     json_t *d = json_object();
@@ -727,6 +734,9 @@ int qmp_server_listen(struct qmp_server *s, const char *spec, bool pretty, struc
 {
     struct qmp_sock_spec o;
     if (qmp_parse_sock_spec(spec, &o, err) < 0)
+        return -1;
+    /* Now rather than at the first client: a wait=off server must fail at start-up, too. */
+    if (jansson_dl_open(err) < 0)
         return -1;
     int fd = open_socket(&o, err);
     if (fd < 0)

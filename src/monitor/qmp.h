@@ -10,10 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 #include "core/error.h"
 #include "core/eventloop.h"
+#include "monitor/jansson_dl.h"
 
 /* Strings in these records are borrowed: they must stay valid until the callback returns. */
 struct qmp_cpu_info {
@@ -102,6 +101,7 @@ int qmp_server_new(struct eventloop *loop, const struct qmp_vm_ops *ops, struct 
  * Parse a -qmp style socket spec and serve it: "unix:PATH" or "tcp:[HOST]:PORT", then options
  * server[=on|off], wait[=on|off], nowait, nodelay, ipv4, ipv6. server=on listens for any number of
  * clients (wait=on, QEMU's default, blocks until the first one connects); server=off connects out.
+ * This and the first client open libjansson (monitor/jansson_dl.h), failing if it is missing.
  */
 int qmp_server_listen(struct qmp_server *s, const char *spec, bool pretty, struct error *err);
 /* A parsed socket spec as qmp_server_listen takes it (also used for -monitor unix:/tcp:). */
