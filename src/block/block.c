@@ -165,13 +165,17 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
         return error_setf(err, "aio=native was specified, but it requires cache.direct=on, "
                                "which was not specified.");
 
-    /* qcow2 and snapshot=on go through the qcow2 library on its worker thread: the file is
-     * opened without O_DIRECT (the library does unaligned metadata I/O) and without an aio
-     * engine; O_DSYNC stays for writethrough and directsync. The overlay of snapshot=on is
-     * temporary: the image under it is only read. */
+    /* qcow2 and snapshot=on go through the qcow2 library (qcow2_driver.c). With cache=none and
+     * directsync the file is opened as for raw, O_DIRECT with its aio engine, for the guest data
+     * the driver sends there itself; the library reopens it buffered for its unaligned metadata
+     * I/O. Otherwise the file is opened without O_DIRECT and without an aio engine; O_DSYNC
+     * stays for writethrough and directsync. The overlay of snapshot=on is temporary: the
+     * image under it is only read. */
     struct block_open_opts fo = *o;
     bool lib = fmt == &block_format_qcow2 || o->snapshot;
-    if (lib) {
+    bool lib_direct =
+        lib && !o->snapshot && (o->cache == BLOCK_CACHE_NONE || o->cache == BLOCK_CACHE_DIRECTSYNC);
+    if (lib && !lib_direct) {
         fo.aio = BLOCK_AIO_THREADS;
         bool sync = o->cache == BLOCK_CACHE_WRITETHROUGH || o->cache == BLOCK_CACHE_DIRECTSYNC;
         fo.cache = sync && !o->snapshot ? BLOCK_CACHE_WRITETHROUGH : BLOCK_CACHE_WRITEBACK;
@@ -195,6 +199,7 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
     bb->dz = o->dz;
     bb->readonly = o->readonly;
     bb->discard_unmap = o->discard_unmap;
+    bb->direct_optional = lib_direct;
     bb->done_tail = &bb->done_head;
     pthread_mutex_init(&bb->done_lock, NULL);
     bb->filename = strdup(o->file ? o->file : "");
@@ -286,6 +291,7 @@ void block_backend_submit(struct block_backend *bb, struct block_request *req)
     req->bounce = NULL;
     req->eop = req->op;
     req->eunmap = req->may_unmap;
+    req->fmt_io = false;
     req->eiov = req->iov;
     req->eiovcnt = req->iovcnt;
     req->eoff = req->offset;
@@ -335,12 +341,17 @@ void block_complete_later(struct block_backend *bb, struct block_request *req, i
     req->ret = ret;
     req->next = NULL;
     pthread_mutex_lock(&bb->done_lock);
+    bool first = !bb->done_head;
     *bb->done_tail = req;
     bb->done_tail = &req->next;
     pthread_mutex_unlock(&bb->done_lock);
-    uint64_t one = 1;
-    ssize_t r = write(bb->efd, &one, sizeof(one));
-    (void)r; /* only fails when the counter is saturated: it is readable anyway */
+    /* Only the first completion of a batch signals: until block_backend_process takes the list
+     * (after reading the eventfd), the signal the first one gave is still pending. */
+    if (first) {
+        uint64_t one = 1;
+        ssize_t r = write(bb->efd, &one, sizeof(one));
+        (void)r; /* only fails when the counter is saturated: it is readable anyway */
+    }
 }
 
 void block_complete_now(struct block_backend *bb, struct block_request *req, int ret)
@@ -357,6 +368,8 @@ void block_complete_now(struct block_backend *bb, struct block_request *req, int
         req->bounce = NULL;
         bb->bounce_inflight -= req->bounce_len;
     }
+    if (req->fmt_io)
+        ret = bb->fmt->complete(bb, req, ret);
     bb->inflight--;
     req->cb(req, ret);
 }

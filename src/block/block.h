@@ -66,6 +66,8 @@ struct block_request {
     uint64_t eoff, elen;
     enum block_op eop; /* what the engine runs (a zero WRITE becomes WRITE_ZEROES) */
     bool eunmap;
+    bool fmt_io;    /* the format driver sent it to the protocol itself: fmt->complete runs first */
+    void *fmt_priv; /* the format driver's, with fmt_io */
     int ret;
     uint64_t engine[8]; /* engine state (the Linux AIO control block) */
 };

@@ -16,6 +16,9 @@ struct block_format_ops {
     void (*close)(struct block_backend *bb);
     /* Optional: block_backend_commit(). */
     int (*commit)(struct block_backend *bb, struct error *err);
+    /* Optional: a request the driver marked fmt_io completes (owner thread, before its
+     * callback); returns the request's result. */
+    int (*complete)(struct block_backend *bb, struct block_request *req, int ret);
 };
 
 extern const struct block_format_ops block_format_raw;
@@ -49,8 +52,9 @@ struct block_backend {
     int fd;
     int open_flags;
     bool is_blockdev;
-    bool direct;    /* O_DIRECT: aligned buffers, offsets and lengths */
-    unsigned align; /* logical block size for O_DIRECT, else 512 */
+    bool direct;          /* O_DIRECT: aligned buffers, offsets and lengths */
+    bool direct_optional; /* a file system without O_DIRECT gets buffered I/O (qcow2) */
+    unsigned align;       /* logical block size for O_DIRECT, else 512 */
     uint64_t file_size;
 
     enum block_cache cache;
@@ -85,6 +89,8 @@ int file_open(struct block_backend *bb, const struct block_open_opts *o, struct 
 void file_close(struct block_backend *bb);
 void file_submit(struct block_backend *bb, struct block_request *req);
 void file_unplug(struct block_backend *bb);
+/* The alignment O_DIRECT I/O on fd needs: logical block size, 512 or more. */
+unsigned file_probe_alignment(int fd);
 /* Requests are stuck in the kernel and the backend is being given up (close at exit): cancel
  * what can be cancelled and close nothing that would wait for them. */
 void file_abandon(struct block_backend *bb);

@@ -9,15 +9,16 @@
  * raw, with QEMU's warning on stderr when the image is writable (readonly=off, snapshot=off);
  * kemu does not restrict writes to block 0.
  *
- * qcow2 images (and every image under snapshot=on) run through the qcow2 library on a worker
- * thread per image (block/qcow2_driver.c):
+ * qcow2 images (and every image under snapshot=on) run through the qcow2 library and a few
+ * worker threads per image (block/qcow2_driver.c):
  *   - aio=threads, native and io_uring are all accepted (aio=native still needs cache=none or
- *     directsync, as QEMU); the engine is not used, qcow2 I/O always goes through the worker.
- *   - cache=none and directsync do not open the image with O_DIRECT: the library does
- *     unaligned metadata I/O, so the host page cache is used. Their flush semantics are kept:
- *     none is a writeback cache whose guest flushes run qcow2_flush (fdatasync), directsync is
- *     writethrough (O_DSYNC). writeback: flushes run qcow2_flush; writethrough: O_DSYNC, every
- *     write is durable when it completes; unsafe: flushes are ignored.
+ *     directsync, as QEMU); the engine carries the reads and in-place writes of allocated
+ *     clusters with cache=none and directsync, the workers everything else.
+ *   - cache=none and directsync send guest data O_DIRECT; the library's metadata I/O is
+ *     buffered (a second descriptor). none is a writeback cache whose guest flushes run
+ *     qcow2_flush (fdatasync), directsync is writethrough (O_DSYNC). writeback: flushes run
+ *     qcow2_flush; writethrough: O_DSYNC, every write is durable when it completes; unsafe:
+ *     flushes are ignored.
  *   - snapshot=on (raw or qcow2 images): the image is opened read-only (and read-locked) under a
  *     temporary qcow2 overlay in $TMPDIR (else /var/tmp), unlinked at once; writes go to the
  *     overlay and vanish at exit; the overlay's flushes are skipped, as QEMU's cache=unsafe

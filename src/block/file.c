@@ -562,11 +562,12 @@ static void uring_destroy(struct block_backend *bb)
 /* ---- open ---- */
 
 /* The smallest O_DIRECT transfer the file accepts (what QEMU probes too). */
-static unsigned probe_alignment(struct block_backend *bb)
+unsigned file_probe_alignment(int fd)
 {
-    if (bb->is_blockdev) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) {
         int ss = 0;
-        if (ioctl(bb->fd, BLKSSZGET, &ss) == 0 && ss >= 512 && ss <= 65536)
+        if (ioctl(fd, BLKSSZGET, &ss) == 0 && ss >= 512 && ss <= 65536)
             return (unsigned)ss;
         return 512;
     }
@@ -575,7 +576,7 @@ static unsigned probe_alignment(struct block_backend *bb)
         return 4096;
     unsigned a = 4096;
     for (unsigned s = 512; s <= 4096; s *= 2) {
-        if (pread(bb->fd, buf, s, 0) >= 0 || errno != EINVAL) {
+        if (pread(fd, buf, s, 0) >= 0 || errno != EINVAL) {
             a = s;
             break;
         }
@@ -611,7 +612,15 @@ int file_open(struct block_backend *bb, const struct block_open_opts *o, struct 
 #endif
     if (!name[0])
         return error_setf(err, "Device needs media, but drive is empty");
+    enum block_aio aio = o->aio;
     int fd = open(name, flags);
+    if (fd < 0 && errno == EINVAL && (flags & O_DIRECT) && bb->direct_optional) {
+        /* qcow2 on a file system without O_DIRECT (tmpfs before Linux 6.6): the page cache,
+         * and the thread pool (native AIO would block without O_DIRECT). */
+        flags &= ~O_DIRECT;
+        aio = BLOCK_AIO_THREADS;
+        fd = open(name, flags);
+    }
     if (fd < 0) {
         int e = errno;
         if (e == EINVAL && (flags & O_DIRECT)) {
@@ -647,12 +656,12 @@ int file_open(struct block_backend *bb, const struct block_open_opts *o, struct 
         error_setf(err, "'%s' is not a regular file or a block device", name);
         goto fail;
     }
-    bb->align = bb->direct ? probe_alignment(bb) : 512;
+    bb->align = bb->direct ? file_probe_alignment(bb->fd) : 512;
     pool_init(&bb->pool);
-    if (o->aio == BLOCK_AIO_NATIVE && native_init(bb, err) < 0)
+    if (aio == BLOCK_AIO_NATIVE && native_init(bb, err) < 0)
         goto fail_pool;
 #ifdef CONFIG_IO_URING
-    if (o->aio == BLOCK_AIO_IO_URING && uring_init(bb, err) < 0)
+    if (aio == BLOCK_AIO_IO_URING && uring_init(bb, err) < 0)
         goto fail_pool;
 #endif
     return 0;

@@ -1613,6 +1613,245 @@ int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, s
     return done_write(q, r, err);
 }
 
+/* ---- split guest I/O: mapping under the caller's lock, transfers outside it ---- */
+
+int qcow2_fd(const struct qcow2 *q)
+{
+    return q->fd;
+}
+
+int qcow2_read_backing(struct qcow2 *q, uint64_t off, void *buf, size_t len, struct error *err)
+{
+    return read_backing(q, off, buf, len, err);
+}
+
+int qcow2_write_inplace(struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *host,
+                        struct error *err)
+{
+    if (!q->rw || check_range(q, off, len, err) < 0)
+        return q->rw ? -1 : 0;
+    uint64_t next = 0;
+    while (len) {
+        uint64_t in = off & (q->cluster_size - 1);
+        uint64_t k = q->cluster_size - in < len ? q->cluster_size - in : len;
+        struct loc l;
+        if (lookup(q, off, &l, err) < 0)
+            return -1;
+        if (l.type != C_NORMAL || !(l.entry & OFLAG_COPIED) || (next && l.host + in != next) ||
+            meta_overlap(q, l.host, q->cluster_size))
+            return 0; /* qcow2_write_begin sorts it out (or finds the corruption) */
+        if (!next)
+            *host = l.host + in;
+        next = l.host + in + k;
+        off += k;
+        len -= k;
+    }
+    return 1;
+}
+
+int qcow2_read_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_extent *ext,
+                   unsigned max, struct error *err)
+{
+    if (check_range(q, off, len, err) < 0)
+        return -1;
+    unsigned n = 0;
+    while (len) {
+        uint64_t in = off & (q->cluster_size - 1);
+        uint64_t k = q->cluster_size - in < len ? q->cluster_size - in : len;
+        struct loc l;
+        if (lookup(q, off, &l, err) < 0)
+            return -1;
+        struct qcow2_extent e = {off, k, 0, QCOW2_EXT_ZERO, QCOW2_FILL_NONE};
+        if (l.type == C_NORMAL) {
+            e.type = QCOW2_EXT_DATA;
+            e.host = l.host + in;
+        } else if (l.type == C_COMPRESSED) {
+            e.type = QCOW2_EXT_LIB;
+        } else if (l.type == C_UNALLOC && q->has_backing) {
+            e.type = QCOW2_EXT_BACKING;
+        }
+        struct qcow2_extent *last = n ? &ext[n - 1] : NULL;
+        if (last && last->type == e.type &&
+            (e.type != QCOW2_EXT_DATA || last->host + last->len == e.host))
+            last->len += k; /* clusters that follow each other in the file: one transfer */
+        else if (n == max)
+            break;
+        else
+            ext[n++] = e;
+        off += k;
+        len -= k;
+    }
+    return (int)n;
+}
+
+/* Give back the clusters a plan allocated: no L2 entry ever pointed at them, so their
+ * refcounts drop at once (the space at the end of the file is not taken again). */
+static void plan_abort(struct qcow2 *q, struct qcow2_write_plan *p)
+{
+    struct error ignored = {0};
+    for (unsigned i = 0; i < p->npend; i++)
+        if (p->pend[i].fresh)
+            update_refcount(q, (p->pend[i].entry & L2E_OFFSET_MASK) >> q->cluster_bits, -1,
+                            &ignored);
+    p->npend = 0;
+}
+
+int qcow2_write_begin(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_write_plan *p,
+                      struct error *err)
+{
+    p->off = off;
+    p->len = 0;
+    p->n = 0;
+    p->npend = 0;
+    p->allocates = false;
+    if (check_writable(q, err) < 0 || check_range(q, off, len, err) < 0)
+        return -1;
+    uint64_t cs = q->cluster_size;
+    struct {
+        struct loc l;
+        uint64_t off, len, host;
+        bool fresh; /* needs a new cluster */
+        enum qcow2_fill fill;
+    } c[QCOW2_PLAN_MAX];
+    unsigned nc = 0;
+    struct batch b = {.n = 0};
+    for (; len && nc < QCOW2_PLAN_MAX; nc++) {
+        uint64_t in = off & (cs - 1), k = cs - in < len ? cs - in : len;
+        struct loc *l = &c[nc].l;
+        if (lookup(q, off, l, err) < 0)
+            return -1;
+        if (p->only_fresh) {
+            bool zero = l->type == C_ZERO_PLAIN ||
+                        (l->type == C_UNALLOC && !(q->has_backing && off - in < q->backing.size));
+            if ((l->type != C_UNALLOC && l->type != C_ZERO_PLAIN) || (k < cs && !zero) ||
+                (nc && l->l1i != c[0].l.l1i))
+                return 0;
+        }
+        bool has = l->type == C_NORMAL || l->type == C_ZERO_ALLOC;
+        bool owned = l->entry & OFLAG_COPIED;
+        if (!owned && has) {
+            uint64_t rc;
+            if (get_refcount(q, l->host >> q->cluster_bits, &rc, err) < 0)
+                return -1;
+            if (rc == 0)
+                return mark_corrupt(q, "data cluster with refcount 0", err);
+            owned = rc == 1;
+        }
+        if (has && owned && meta_overlap(q, l->host, cs))
+            return mark_corrupt(q, "data cluster overlaps metadata", err);
+        c[nc].off = off;
+        c[nc].len = k;
+        c[nc].host = l->host + in;
+        c[nc].fresh = !(has && owned);
+        if (!c[nc].fresh) {
+            /* in place; a preallocated zero cluster is written whole, zeros around the data */
+            c[nc].fill = l->type == C_ZERO_ALLOC && k < cs ? QCOW2_FILL_ZERO : QCOW2_FILL_NONE;
+            if (l->type == C_NORMAL && !(l->entry & OFLAG_COPIED) &&
+                (ensure_l2(q, l, err) < 0 ||
+                 add_pending(q, &b, l, l->entry | OFLAG_COPIED, false, err) < 0))
+                return -1;
+            if (l->type == C_ZERO_ALLOC)
+                p->pend[p->npend++] = (struct qcow2_plan_pend){off - in, l->host | OFLAG_COPIED,
+                                                               l->entry, false, false};
+        } else if (k == cs || l->type == C_ZERO_PLAIN || l->type == C_ZERO_ALLOC) {
+            /* New clusters come from the end of the file, never written: they read as zeros,
+             * so a partial write over zeros needs nothing around it. */
+            c[nc].fill = QCOW2_FILL_NONE;
+        } else if (l->type == C_UNALLOC) {
+            c[nc].fill =
+                q->has_backing && off - in < q->backing.size ? QCOW2_FILL_BACKING : QCOW2_FILL_NONE;
+        } else {
+            c[nc].fill = QCOW2_FILL_OLD; /* compressed, or shared with a snapshot */
+        }
+        off += k;
+        len -= k;
+    }
+    if (p->only_fresh && len)
+        return 0;
+    if (commit(q, &b, err) < 0) /* only COPIED flags of clusters kept in place */
+        return -1;
+    /* Runs of clusters that need new ones get contiguous clusters (one per L2 table). */
+    for (unsigned i = 0; i < nc;) {
+        if (!c[i].fresh) {
+            i++;
+            continue;
+        }
+        unsigned j = i + 1;
+        while (j < nc && c[j].fresh && c[j].l.l1i == c[i].l.l1i)
+            j++;
+        struct loc l2 = c[i].l;
+        int64_t host = -1;
+        if (ensure_l2(q, &l2, err) < 0 || (host = alloc_clusters(q, j - i, err)) < 0) {
+            plan_abort(q, p);
+            return -1;
+        }
+        for (unsigned m = i; m < j; m++) {
+            const struct loc *l = &c[m].l;
+            uint64_t h = (uint64_t)host + ((uint64_t)(m - i) << q->cluster_bits);
+            c[m].host = h + (c[m].off & (cs - 1));
+            bool free_old =
+                l->type == C_NORMAL || l->type == C_ZERO_ALLOC || l->type == C_COMPRESSED;
+            p->pend[p->npend++] = (struct qcow2_plan_pend){c[m].off & ~(cs - 1), h | OFLAG_COPIED,
+                                                           l->entry, free_old, true};
+        }
+        i = j;
+    }
+    for (unsigned i = 0; i < nc; i++) {
+        struct qcow2_extent *last = p->n ? &p->ext[p->n - 1] : NULL;
+        if (last && !last->fill && !c[i].fill && last->host + last->len == c[i].host) {
+            last->len += c[i].len; /* contiguous in the file: one transfer */
+        } else {
+            p->ext[p->n++] =
+                (struct qcow2_extent){c[i].off, c[i].len, c[i].host, QCOW2_EXT_DATA, c[i].fill};
+        }
+        p->len += c[i].len;
+    }
+    p->allocates = p->npend > 0;
+    return 0;
+}
+
+int qcow2_plan_fill(struct qcow2 *q, const struct qcow2_extent *e, void *buf, struct error *err)
+{
+    uint64_t cs = q->cluster_size, cstart = e->off & ~(cs - 1);
+    uint64_t avail = q->size - cstart < cs ? q->size - cstart : cs;
+    int r = 0;
+    if (e->fill == QCOW2_FILL_BACKING)
+        r = read_backing(q, cstart, buf, (size_t)avail, err);
+    else if (e->fill == QCOW2_FILL_OLD)
+        r = qcow2_read(q, cstart, buf, (size_t)avail, err);
+    else
+        avail = 0;
+    memset((uint8_t *)buf + avail, 0, cs - avail);
+    return r;
+}
+
+int qcow2_write_end(struct qcow2 *q, struct qcow2_write_plan *p, bool ok, struct error *err)
+{
+    if (!ok) {
+        plan_abort(q, p);
+        return 0;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        const struct qcow2_extent *e = &p->ext[i];
+        uint64_t end = e->fill ? (e->host | (q->cluster_size - 1)) + 1 : e->host + e->len;
+        if (end > q->file_size)
+            q->file_size = end;
+    }
+    struct batch b = {.n = 0};
+    int r = 0;
+    for (unsigned i = 0; i < p->npend && r == 0; i++) {
+        struct loc l;
+        if ((r = lookup(q, p->pend[i].guest, &l, err)) == 0 && (r = ensure_l2(q, &l, err)) == 0)
+            r = add_pending(q, &b, &l, p->pend[i].entry,
+                            p->pend[i].free_old && l.entry == p->pend[i].old, err);
+    }
+    p->npend = 0;
+    struct error e2 = {0};
+    if (commit(q, &b, r < 0 ? &e2 : err) < 0)
+        r = -1;
+    return done_write(q, r, err);
+}
+
 /* ---- compressed writes ---- */
 
 /* Compress one cluster into out (room for cluster_size - 1 bytes, so a result that does not

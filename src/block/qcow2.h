@@ -57,6 +57,68 @@ bool qcow2_is_read_only(const struct qcow2 *q);
 /* Guest I/O. Ranges must lie within the virtual size. */
 int qcow2_read(struct qcow2 *q, uint64_t offset, void *buf, size_t len, struct error *err);
 int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, struct error *err);
+/* Split guest I/O, for a caller that runs the data transfers itself: the mapping (and, for
+ * writes, the allocation and the L2 updates) goes through the library under the caller's lock,
+ * the transfers to and from the file need no lock. A write plan allocates its clusters at
+ * begin and makes them visible at end, after the data is on the file, so the crash ordering of
+ * qcow2_write holds. The caller keeps overlapping writes (and zero/discard) out of a range
+ * while a plan that allocates in it runs (qcow2_write_plan.allocates). */
+enum qcow2_ext_type {
+    QCOW2_EXT_DATA,    /* in the file at host */
+    QCOW2_EXT_ZERO,    /* reads as zeros */
+    QCOW2_EXT_BACKING, /* from the backing image: qcow2_read_backing */
+    QCOW2_EXT_LIB,     /* compressed: qcow2_read */
+};
+/* What a partially written new cluster holds outside the written bytes. */
+enum qcow2_fill {
+    QCOW2_FILL_NONE,    /* nothing to write there: zeros already, or the cluster is in place */
+    QCOW2_FILL_ZERO,    /* zeros must be written */
+    QCOW2_FILL_BACKING, /* the backing image's bytes (read without the image's lock) */
+    QCOW2_FILL_OLD,     /* the cluster's current contents (read under the lock, before end) */
+};
+struct qcow2_extent {
+    uint64_t off, len; /* guest bytes */
+    uint64_t host;     /* DATA: file offset of off */
+    enum qcow2_ext_type type;
+    /* writes: not NONE on a partial cluster only (an extent of its own); the caller writes the
+     * whole cluster, qcow2_plan_fill's bytes with the guest's over them */
+    enum qcow2_fill fill;
+};
+#define QCOW2_PLAN_MAX 64 /* clusters per plan */
+struct qcow2_write_plan {
+    /* in: plan only a write that goes whole, in one piece, to new clusters needing no fill
+     * (else n is 0 and nothing changed) */
+    bool only_fresh;
+    uint64_t off, len; /* the guest range planned: a prefix of what was asked */
+    unsigned n;
+    struct qcow2_extent ext[QCOW2_PLAN_MAX]; /* all DATA, in guest order */
+    bool allocates;                          /* L2 entries change at end */
+    /* private */
+    unsigned npend;
+    struct qcow2_plan_pend {
+        uint64_t guest, entry, old;
+        bool free_old, fresh;
+    } pend[QCOW2_PLAN_MAX];
+};
+/* Map a prefix of [off, off+len) into at most max extents; returns how many (>= 1). */
+int qcow2_read_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_extent *ext,
+                   unsigned max, struct error *err);
+/* Read from the backing image (zeros where there is none): QCOW2_EXT_BACKING extents. */
+int qcow2_read_backing(struct qcow2 *q, uint64_t off, void *buf, size_t len, struct error *err);
+int qcow2_write_begin(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_write_plan *p,
+                      struct error *err);
+/* The cluster an extent with a fill lies in, as it must be written before the guest's bytes go
+ * over it (buf: cluster size bytes). */
+int qcow2_plan_fill(struct qcow2 *q, const struct qcow2_extent *e, void *buf, struct error *err);
+/* ok: the data transfers succeeded, the new clusters go live; else they are given back. */
+int qcow2_write_end(struct qcow2 *q, struct qcow2_write_plan *p, bool ok, struct error *err);
+/* 1 if [off, off+len) lies in clusters of the image's own, written in place, one after another
+ * in the file (*host: the file offset of off); 0 if not, -1 on error. */
+int qcow2_write_inplace(struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *host,
+                        struct error *err);
+/* The descriptor the library does its I/O on (buffered unless the caller's was O_DIRECT). */
+int qcow2_fd(const struct qcow2 *q);
+
 /* Write whole clusters compressed (zlib or zstd, the image's type) where that makes them
  * smaller; off is cluster aligned and len a multiple of the cluster size or reaching the end of
  * the image. Only unallocated clusters are compressed; allocated ones are overwritten. */

@@ -801,6 +801,56 @@ static void test_l2_cache_small(void **state)
     compare_with_qemu("l.qcow2");
 }
 
+/* The split write (qcow2_write_begin/end): new clusters for a run are one piece of the file; the
+ * mapping changes only at end; an aborted plan gives its clusters back (no leak); only_fresh
+ * plans nothing over allocated clusters; read_map merges clusters that follow in the file. */
+static void test_write_plan(void **state)
+{
+    SH_OK("qemu-img create -q -f qcow2 a.qcow2 4M && qemu-io -c 'write -P 0x7 3M 64k' a.qcow2");
+    struct qcow2 *q = open_img("a.qcow2", true);
+    struct error err = {0};
+    struct qcow2_write_plan pl = {.only_fresh = false};
+    uint8_t *buf = malloc(1 << 20), *r = malloc(1 << 20);
+    assert_true(buf && r);
+    memset(buf, 0x42, 1 << 20);
+    /* 4 KiB into the first of four clusters: nothing to fill (new clusters read as zeros) */
+    assert_int_equal(qcow2_write_begin(q, 65536 + 4096, 4 * 65536 - 4096, &pl, &err), 0);
+    assert_true(pl.allocates);
+    assert_int_equal(pl.len, 4 * 65536 - 4096);
+    assert_int_equal(pl.n, 1);
+    assert_int_equal(pl.ext[0].fill, QCOW2_FILL_NONE);
+    struct qcow2_extent e[4];
+    assert_int_equal(qcow2_read_map(q, 65536, 4 * 65536, e, 4, &err), 1);
+    assert_int_equal(e[0].type, QCOW2_EXT_ZERO); /* not yet */
+    assert_int_equal(pwrite(qcow2_fd(q), buf, pl.ext[0].len, (off_t)pl.ext[0].host),
+                     (ssize_t)pl.ext[0].len);
+    assert_int_equal(qcow2_write_end(q, &pl, true, &err), 0);
+    assert_int_equal(qcow2_read_map(q, 65536, 4 * 65536, e, 4, &err), 1);
+    assert_int_equal(e[0].type, QCOW2_EXT_DATA);
+    assert_int_equal(e[0].len, 4 * 65536);
+    assert_int_equal(qcow2_read(q, 65536, r, 4 * 65536, &err), 0);
+    for (int i = 0; i < 4 * 65536; i++)
+        assert_int_equal(r[i], i < 4096 ? 0 : 0x42);
+    /* allocated clusters: only_fresh plans nothing */
+    pl.only_fresh = true;
+    assert_int_equal(qcow2_write_begin(q, 3 << 20, 65536, &pl, &err), 0);
+    assert_int_equal(pl.n, 0);
+    assert_int_equal(pl.len, 0);
+    /* an aborted plan leaves the disk as it was and leaks nothing */
+    pl.only_fresh = false;
+    assert_int_equal(qcow2_write_begin(q, 2 << 20, 2 * 65536, &pl, &err), 0);
+    assert_true(pl.allocates);
+    assert_int_equal(qcow2_write_end(q, &pl, false, &err), 0);
+    close_img(q);
+    SH_OK("qemu-img check a.qcow2");
+    SH_OK("qemu-io -c 'read -P 0 64k 4k' -c 'read -P 0x42 68k 252k' -c 'read -P 0 2M 128k' "
+          "-c 'read -P 0x7 3M 64k' a.qcow2 | grep -q '^read 65536'");
+    SH_OK("! qemu-io -c 'read -P 0 64k 4k' -c 'read -P 0x42 68k 252k' -c 'read -P 0 2M 128k' "
+          "-c 'read -P 0x7 3M 64k' a.qcow2 | grep -q 'Pattern verification failed'");
+    free(buf);
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -822,6 +872,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirty_and_corrupt_bits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_l2_cache_small, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_plan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
