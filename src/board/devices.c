@@ -417,7 +417,7 @@ static int parse_mac(const char *s, uint8_t mac[6])
 
 /* mac NULL: QEMU's default 52:54:00:12:34:56, the last byte counting up per NIC. */
 static int add_nic(struct machine_devices *md, struct netdev_slot *ns, const char *mac_text,
-                   const char *id, int slot, int func, struct error *err)
+                   bool mq, const char *id, int slot, int func, struct error *err)
 {
     uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + md->nics)};
     if (mac_text && parse_mac(mac_text, mac) < 0)
@@ -427,7 +427,7 @@ static int add_nic(struct machine_devices *md, struct netdev_slot *ns, const cha
     struct dev *d = new_dev(md, KIND_NET, id, err);
     if (!d)
         return -1;
-    if (virtio_net_create(md->mem, ns->nd, mac, &d->u.net, err) < 0)
+    if (virtio_net_create(md->mem, ns->nd, mac, mq, &d->u.net, err) < 0)
         return -1;
     ns->used = true;
     md->nics++;
@@ -567,7 +567,7 @@ static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, b
         if (r == 0)
             r = add_netdev(md, nd_text, keep(md, strdup(what)), &nd, err);
         if (r == 0)
-            r = add_nic(md, find_netdev(md, netdev_id(nd)), s.mac, NULL, -1, 0, err);
+            r = add_nic(md, find_netdev(md, netdev_id(nd)), s.mac, false, NULL, -1, 0, err);
         free(nd_text);
         split_free(&s);
         if (r < 0) {
@@ -633,7 +633,7 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
             }
         }
         if (r == 0)
-            r = add_nic(md, ns, s.mac, NULL, -1, 0, err);
+            r = add_nic(md, ns, s.mac, false, NULL, -1, 0, err);
         split_free(&s);
         if (r < 0) {
             error_prefix(err, "-net %s: ", text);
@@ -735,15 +735,13 @@ static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
         bool mq = false;
         if (opts_get_bool(o, "mq", &mq, err) < 0)
             return -1;
-        if (mq)
-            return error_setf(err, "mq=on: multiqueue is not supported yet");
         if (!ndid)
             return error_setf(err, "netdev property not set (add -netdev user,id=n0 and "
                                    "netdev=n0)");
         struct netdev_slot *ns = find_netdev(md, ndid);
         if (!ns)
             return error_setf(err, "Property 'netdev': can't find value '%s'", ndid);
-        return add_nic(md, ns, opts_get_str(o, "mac"), id, slot, func, err);
+        return add_nic(md, ns, opts_get_str(o, "mac"), mq, id, slot, func, err);
     }
     if (!strncmp(driver, "virtio-serial", 13)) {
         uint64_t ports = VIRTIO_SERIAL_DEFAULT_PORTS;
@@ -863,7 +861,7 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
     if (!net_given && !cfg->nodefaults && (md->bus || pc_has_virtio_mmio(md->pc))) {
         struct netdev *nd = NULL;
         if (add_netdev(md, "user,id=__default_net", "default NIC", &nd, err) < 0 ||
-            add_nic(md, find_netdev(md, netdev_id(nd)), NULL, NULL, -1, 0, err) < 0)
+            add_nic(md, find_netdev(md, netdev_id(nd)), NULL, false, NULL, -1, 0, err) < 0)
             return -1;
     }
 #endif

@@ -195,7 +195,7 @@ static const struct opt_desc virtio_net_desc[] = {
     PCI_DEVICE_KEYS,
     {"netdev", OPT_STRING, NULL, "the -netdev id to connect to"},
     {"mac", OPT_STRING, NULL, "MAC address (default 52:54:00:12:34:56 + device number)"},
-    {"mq", OPT_BOOL, "off", "multiqueue (not supported yet: must be off)"},
+    {"mq", OPT_BOOL, "off", "multiqueue: a queue pair per netdev queue (VIRTIO_NET_F_MQ)"},
     {"mrg_rxbuf", OPT_BOOL, "on", "offer VIRTIO_NET_F_MRG_RXBUF"},
     {NULL, 0, NULL, NULL},
 };

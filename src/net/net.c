@@ -47,6 +47,8 @@ static const struct opt_desc tap_desc[] = {
     {"script", OPT_STRING, "/etc/qemu-ifup", "run with the interface name after creation; no"},
     {"downscript", OPT_STRING, "/etc/qemu-ifdown", "run with the interface name at exit; no"},
     {"fd", OPT_NUMBER, NULL, "an already open tap file descriptor"},
+    {"fds", OPT_STRING, NULL, "already open queues of one multiqueue tap: fd:fd:..."},
+    {"queues", OPT_NUMBER, NULL, "queues to open (IFF_MULTI_QUEUE when more than 1)"},
     {"vnet_hdr", OPT_BOOL, NULL, "use the virtio-net header (offloads); default on if possible"},
     {"sndbuf", OPT_SIZE, "0", "send buffer limit in bytes (0: unlimited)"},
     {"vhost", OPT_BOOL, "off", "vhost-net datapath"},
@@ -368,6 +370,33 @@ out:
     return ret;
 }
 
+/* fds=a:b:c, as QEMU: decimal descriptors separated by colons. */
+static int parse_fds(const char *text, struct net_tap_cfg *c, struct error *err)
+{
+    const char *p = text;
+    c->nfds = 0;
+    for (;;) {
+        char num[16];
+        size_t l = strcspn(p, ":");
+        uint64_t v;
+        if (l == 0 || l >= sizeof(num))
+            return error_setf(err, "invalid fds '%s': expected fd:fd:...", text);
+        memcpy(num, p, l);
+        num[l] = 0;
+        if (opts_parse_number(num, &v) < 0 || v > 0x7fffffff)
+            return error_setf(err, "invalid fds '%s': '%s' is not a descriptor", text, num);
+        if (c->nfds == NETDEV_MAX_QUEUES)
+            return error_setf(err, "fds= has more than %d descriptors", NETDEV_MAX_QUEUES);
+        for (unsigned i = 0; i < c->nfds; i++)
+            if (c->fds[i] == (int)v)
+                return error_setf(err, "invalid fds '%s': fd %s is given twice", text, num);
+        c->fds[c->nfds++] = (int)v;
+        if (!p[l])
+            return 0;
+        p += l + 1;
+    }
+}
+
 static int create_tap(const struct opts *o, struct netdev *nd, struct error *err)
 {
     struct net_tap_cfg c = {.fd = -1};
@@ -397,9 +426,30 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
         if (v > 0x7fffffff)
             return error_setf(err, "invalid fd '%s'", opts_get_str(o, "fd"));
         c.fd = (int)v;
-        if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript"))
-            return error_setf(err, "fd= cannot be combined with ifname=, script= or downscript=");
+        if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript") ||
+            opts_has(o, "queues") || opts_has(o, "fds"))
+            return error_setf(err, "fd= cannot be combined with ifname=, script=, downscript=, "
+                                   "queues= or fds=");
         c.script = c.downscript = NULL;
+    }
+    c.queues = 1;
+    if (opts_has(o, "fds")) {
+        if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript") ||
+            opts_has(o, "queues") || opts_has(o, "vnet_hdr"))
+            return error_setf(err, "fds= cannot be combined with ifname=, script=, downscript=, "
+                                   "vnet_hdr= or queues=");
+        if (parse_fds(opts_get_str(o, "fds"), &c, err) < 0)
+            return -1;
+        c.queues = c.nfds;
+        c.script = c.downscript = NULL;
+    } else if (opts_has(o, "queues")) {
+        uint64_t v;
+        if (opts_get_number(o, "queues", &v, err) < 0)
+            return -1;
+        if (v < 1 || v > NETDEV_MAX_QUEUES)
+            return error_setf(err, "queues=%s: must be 1..%d", opts_get_str(o, "queues"),
+                              NETDEV_MAX_QUEUES);
+        c.queues = (unsigned)v;
     }
     if (opts_has(o, "sndbuf")) {
         uint64_t v;
@@ -465,16 +515,16 @@ static int add_handler(struct netdev *nd, int fd, uint32_t events, netdev_fd_cb 
     return error_setf(err, "netdev '%s': too many watched descriptors", nd->id);
 }
 
-/* Slots [0, 2) are the core's and the backend's, the rest the frontend's. */
+/* Slots [0, ND_INTERNAL_HANDLERS) are the core's and the backend's, the rest the frontend's. */
 int netdev_add_internal_fd(struct netdev *nd, int fd, uint32_t events, netdev_fd_cb cb,
                            void *opaque, struct error *err)
 {
-    return add_handler(nd, fd, events, cb, opaque, 0, 2, err);
+    return add_handler(nd, fd, events, cb, opaque, 0, ND_INTERNAL_HANDLERS, err);
 }
 
 int netdev_add_fd(struct netdev *nd, int fd, netdev_fd_cb cb, void *opaque, struct error *err)
 {
-    return add_handler(nd, fd, EPOLLIN, cb, opaque, 2, ND_HANDLERS, err);
+    return add_handler(nd, fd, EPOLLIN, cb, opaque, ND_INTERNAL_HANDLERS, ND_HANDLERS, err);
 }
 
 static struct nd_handler *find_handler(struct netdev *nd, int fd)
@@ -518,12 +568,17 @@ int netdev_poll_add(struct netdev *nd, int fd, short events)
     return nd->npfds++;
 }
 
-void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len)
+void netdev_deliver_queue(struct netdev *nd, unsigned queue, const uint8_t *frame, size_t len)
 {
     if (!nd->fe)
         return; /* no guest driver: drop, as a cable plugged into nothing */
     nd->received = true;
-    nd->fe->receive(nd->fe_opaque, frame, len);
+    nd->fe->receive(nd->fe_opaque, queue, frame, len);
+}
+
+void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len)
+{
+    netdev_deliver_queue(nd, 0, frame, len);
 }
 
 /* One round of the I/O loop: wait (at most timeout_ms, -1 forever, lowered by the backend's
@@ -628,6 +683,11 @@ unsigned netdev_offload_caps(const struct netdev *nd)
     return nd->caps;
 }
 
+unsigned netdev_queues(const struct netdev *nd)
+{
+    return nd->nqueues;
+}
+
 void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, void *opaque)
 {
     nd->fe = fe;
@@ -635,18 +695,36 @@ void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, vo
     nd->received = false;
 }
 
-void netdev_set_rx_enabled(struct netdev *nd, bool on)
+void netdev_set_rx_enabled(struct netdev *nd, unsigned queue, bool on)
 {
-    if (nd->rx_enabled == on)
+    if (queue >= nd->nqueues || nd->rx_on[queue] == on)
         return;
-    nd->rx_enabled = on;
+    nd->rx_on[queue] = on;
+    if (queue == 0)
+        nd->rx_enabled = on;
     if (nd->ops->set_rx_enabled)
-        nd->ops->set_rx_enabled(nd, on);
+        nd->ops->set_rx_enabled(nd, queue, on);
 }
 
-int netdev_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
+int netdev_send(struct netdev *nd, unsigned queue, const struct iovec *iov, int iovcnt)
 {
+    if (queue >= nd->nqueues)
+        return -1;
+    if (nd->ops->send_queue)
+        return nd->ops->send_queue(nd, queue, iov, iovcnt);
     return nd->ops->send(nd, iov, iovcnt);
+}
+
+int netdev_set_active_queues(struct netdev *nd, unsigned n, struct error *err)
+{
+    if (n < 1 || n > nd->nqueues)
+        return error_setf(err, "netdev '%s': %u queues in use, it has %u", nd->id, n, nd->nqueues);
+    if (n == nd->active_queues)
+        return 0;
+    if (nd->ops->set_active_queues && nd->ops->set_active_queues(nd, n, err) < 0)
+        return -1;
+    nd->active_queues = n;
+    return 0;
 }
 
 int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err)
@@ -669,6 +747,9 @@ static struct netdev *netdev_alloc(const char *id, struct error *err)
     }
     nd->epfd = nd->wake_fd = -1;
     nd->rx_enabled = true;
+    nd->nqueues = nd->active_queues = 1;
+    for (unsigned i = 0; i < NETDEV_MAX_QUEUES; i++)
+        nd->rx_on[i] = true;
     pthread_mutex_init(&nd->lock, NULL);
     pthread_mutex_init(&nd->sync_lock, NULL);
     pthread_cond_init(&nd->cond, NULL);
@@ -721,22 +802,37 @@ void netdev_destroy(struct netdev *nd)
     free(nd);
 }
 
-int netdev_create_fd(const char *id, int fd, bool vnet_hdr, bool own_thread, struct netdev **out,
-                     struct error *err)
+int netdev_create_fds(const char *id, const int *fds, unsigned n, bool vnet_hdr, bool own_thread,
+                      struct netdev **out, struct error *err)
 {
     *out = NULL;
-    struct netdev *nd = netdev_alloc(id, err);
+    struct netdev *nd = n >= 1 && n <= NETDEV_MAX_QUEUES ? netdev_alloc(id, err) : NULL;
     if (!nd) {
-        close(fd);
+        for (unsigned i = 0; i < n; i++)
+            close(fds[i]);
+        if (!err->set)
+            error_setf(err, "%u queues (1..%d)", n, NETDEV_MAX_QUEUES);
         return -1;
     }
-    if (err->set || nd_fd_backend_init(nd, fd, vnet_hdr, false, err) < 0 ||
+    if (err->set) {
+        for (unsigned i = 0; i < n; i++)
+            close(fds[i]);
+        netdev_destroy(nd);
+        return -1;
+    }
+    if (nd_fd_backend_init(nd, fds, n, vnet_hdr, false, err) < 0 ||
         (own_thread && netdev_start(nd, err) < 0)) {
         netdev_destroy(nd);
         return -1;
     }
     *out = nd;
     return 0;
+}
+
+int netdev_create_fd(const char *id, int fd, bool vnet_hdr, bool own_thread, struct netdev **out,
+                     struct error *err)
+{
+    return netdev_create_fds(id, &fd, 1, vnet_hdr, own_thread, out, err);
 }
 
 int netdev_create(const char *text, struct netdev **out, struct error *err)

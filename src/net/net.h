@@ -14,14 +14,20 @@
  *      take with netdev_set_offloads().
  *   3. Frames for the guest arrive in frontend->receive() on the netdev thread. When the guest
  *      has no buffer the frontend keeps the frame in a bounded queue of its own and calls
- *      netdev_set_rx_enabled(nd, false): the tap fd is then no longer read (the kernel queues),
- *      slirp stops reading its sockets. After a batch of receive() calls, frontend->flush() runs
- *      once (one interrupt per batch, not per frame).
+ *      netdev_set_rx_enabled(nd, q, false): that queue's fd is then no longer read (the
+ *      kernel queues), slirp stops reading its sockets. After a batch of receive() calls,
+ * frontend->flush() runs once (one interrupt per batch, not per frame).
  *   4. The TX path (a kick callback on the thread) hands frames to netdev_send(), which takes an
  *      iovec pointing straight into guest memory: tap writes it with one writev(), slirp copies
  *      it once into its own buffers.
  *   5. To stop, netdev_run_sync() again: netdev_remove_fd() the kicks, netdev_set_frontend(nd,
  *      NULL, NULL). When it returns no frontend code runs on the netdev thread any more.
+ *
+ * Queues: a tap opened with queues=N (or fds=a:b:...) has N queues, one fd each (IFF_MULTI_QUEUE);
+ * every other backend has one. Frames arrive with the index of the queue they came from and are
+ * sent on the queue the frontend names; netdev_set_active_queues() limits the backend to the
+ * first n (a tap detaches the others, so the kernel steers nothing to them). All queues are
+ * served by the netdev's one I/O thread.
  *
  * Frame format: with netdev_vnet_hdr_len(nd) == 12 (a tap opened with IFF_VNET_HDR) every frame
  * in both directions begins with a 12-byte struct virtio_net_hdr_v1 (the tap carries checksum
@@ -50,6 +56,10 @@ struct netdev;
 /* The most bytes of one frame, vnet header included (64 KiB GSO frame + header). */
 #define NETDEV_MAX_FRAME (65536 + 12 + 14 + 4)
 
+/* The most queues of one backend: a virtio-net device has at most 31 queue pairs (63 queues
+ * with the control queue, under VIRTIO_MAX_QUEUES). */
+#define NETDEV_MAX_QUEUES 31
+
 /*
  * Create a backend from the argument of -netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22",
  * "tap,id=t0,ifname=tap0,script=no,downscript=no". Starts its I/O thread. Returns 0 with *out
@@ -64,6 +74,9 @@ int netdev_create(const char *text, struct netdev **out, struct error *err);
  * function directly), which makes fuzzing deterministic. */
 int netdev_create_fd(const char *id, int fd, bool vnet_hdr, bool own_thread, struct netdev **out,
                      struct error *err);
+/* The same with n (1..NETDEV_MAX_QUEUES) fds, one per queue; takes ownership of all of them. */
+int netdev_create_fds(const char *id, const int *fds, unsigned n, bool vnet_hdr, bool own_thread,
+                      struct netdev **out, struct error *err);
 /* One round of the I/O loop on the calling thread, waiting at most timeout_ms (0: no wait):
  * only for a netdev without its own thread; does nothing otherwise. */
 void netdev_poll(struct netdev *nd, int timeout_ms);
@@ -83,6 +96,8 @@ void netdev_release(struct netdev *nd);
 unsigned netdev_vnet_hdr_len(const struct netdev *nd);
 /* NETDEV_OFFLOAD_* the backend handles (0 without a vnet header). */
 unsigned netdev_offload_caps(const struct netdev *nd);
+/* Number of queues (fixed at creation): 1, or N for a multiqueue tap. */
+unsigned netdev_queues(const struct netdev *nd);
 
 /* Run fn(opaque) on the netdev thread and wait for it (directly if already on it). */
 void netdev_run_sync(struct netdev *nd, void (*fn)(void *opaque), void *opaque);
@@ -90,32 +105,37 @@ void netdev_run_sync(struct netdev *nd, void (*fn)(void *opaque), void *opaque);
 /* The functions below run on the netdev thread only (callbacks, netdev_run_sync). */
 
 struct netdev_frontend {
-    /* A frame for the guest (len bytes, vnet header included if the backend has one). The
-     * memory is the backend's: copy what must outlive the call. */
-    void (*receive)(void *opaque, const uint8_t *frame, size_t len);
+    /* A frame for the guest from backend queue `queue` (len bytes, vnet header included if the
+     * backend has one). The memory is the backend's: copy what must outlive the call. */
+    void (*receive)(void *opaque, unsigned queue, const uint8_t *frame, size_t len);
     /* Optional: a batch of receive() calls ended. */
     void (*flush)(void *opaque);
-    /* Optional: the backend can take frames again after netdev_send() returned NETDEV_BUSY. */
-    void (*writable)(void *opaque);
+    /* Optional: queue `queue` can take frames again after netdev_send() returned NETDEV_BUSY. */
+    void (*writable)(void *opaque, unsigned queue);
 };
 
 typedef void (*netdev_fd_cb)(void *opaque);
 
 void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, void *opaque);
 /* Watch fd (readable) on the netdev thread: cb(opaque) runs when it is. At most
- * NETDEV_MAX_FDS frontend fds. */
-#define NETDEV_MAX_FDS 8
+ * NETDEV_MAX_FDS frontend fds (a kick per queue of the largest virtio-net device). */
+#define NETDEV_MAX_FDS (2 * NETDEV_MAX_QUEUES + 1)
 int netdev_add_fd(struct netdev *nd, int fd, netdev_fd_cb cb, void *opaque, struct error *err);
 /* After it returns, cb does not run again (even for an event already collected this round). */
 void netdev_remove_fd(struct netdev *nd, int fd);
-/* Flow control towards the guest: false stops reading the backend (frames wait in the kernel or
- * in slirp's sockets); true resumes. */
-void netdev_set_rx_enabled(struct netdev *nd, bool on);
-/* Send one frame from the guest (vnet header first if the backend has one). Returns 0 (sent),
- * -1 (dropped: the backend refused it), or NETDEV_BUSY: the backend's queue is full and the
- * frame was not taken; the frontend keeps it and the writable() hook says when to retry. */
+/* Flow control towards the guest, per queue: false stops reading that queue of the backend
+ * (frames wait in the kernel or in slirp's sockets); true resumes. */
+void netdev_set_rx_enabled(struct netdev *nd, unsigned queue, bool on);
+/* Send one frame from the guest on `queue` (vnet header first if the backend has one). Returns
+ * 0 (sent), -1 (dropped: the backend refused it, or no such queue), or NETDEV_BUSY: the queue is
+ * full and the frame was not taken; the frontend keeps it and the writable() hook says when to
+ * retry. */
 #define NETDEV_BUSY 1
-int netdev_send(struct netdev *nd, const struct iovec *iov, int iovcnt);
+int netdev_send(struct netdev *nd, unsigned queue, const struct iovec *iov, int iovcnt);
+/* Use queues [0, n) only (1 <= n <= netdev_queues()): the others are neither read nor, for a
+ * tap, attached (TUNSETQUEUE), so the kernel steers no frames to them. All are active at
+ * creation. */
+int netdev_set_active_queues(struct netdev *nd, unsigned n, struct error *err);
 /* Offloads the guest accepts in received frames (subset of netdev_offload_caps()). */
 int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err);
 

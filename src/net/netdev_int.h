@@ -11,8 +11,14 @@
 struct netdev;
 
 struct netdev_backend_ops {
+    /* Send on queue 0 (backends with one queue)... */
     int (*send)(struct netdev *nd, const struct iovec *iov, int iovcnt);
-    void (*set_rx_enabled)(struct netdev *nd, bool on);
+    /* ...or on any queue (multiqueue backends; used instead of send when set). */
+    int (*send_queue)(struct netdev *nd, unsigned queue, const struct iovec *iov, int iovcnt);
+    /* Optional: reading queue `queue` was switched (nd->rx_on[queue]). */
+    void (*set_rx_enabled)(struct netdev *nd, unsigned queue, bool on);
+    /* Optional: only queues [0, n) are in use from now on (nd->active_queues). */
+    int (*set_active_queues)(struct netdev *nd, unsigned n, struct error *err);
     int (*set_offloads)(struct netdev *nd, unsigned offloads, struct error *err);
     /* Optional, for backends with a changing fd set (slirp): append pollfds with
      * netdev_poll_add() and lower *timeout_ms (-1 = none) before the thread sleeps... */
@@ -32,8 +38,9 @@ struct nd_handler {
     void *opaque;
 };
 
-/* Frontend handlers plus the wake-up eventfd and one backend fd. */
-#define ND_HANDLERS (NETDEV_MAX_FDS + 2)
+/* The wake-up eventfd and one backend fd per queue, then the frontend handlers. */
+#define ND_INTERNAL_HANDLERS (NETDEV_MAX_QUEUES + 1)
+#define ND_HANDLERS          (ND_INTERNAL_HANDLERS + NETDEV_MAX_FDS)
 
 struct netdev {
     char *id;
@@ -41,7 +48,10 @@ struct netdev {
     void *be; /* backend state */
     unsigned vnet_hdr_len;
     unsigned caps;
-    bool rx_enabled;
+    unsigned nqueues;       /* 1, or N for a multiqueue tap */
+    unsigned active_queues; /* netdev_set_active_queues() */
+    bool rx_enabled;        /* queue 0's rx_on (slirp reads it) */
+    bool rx_on[NETDEV_MAX_QUEUES];
 
     int epfd;
     int wake_fd;
@@ -72,20 +82,31 @@ int netdev_add_internal_fd(struct netdev *nd, int fd, uint32_t events, netdev_fd
 int netdev_modify_fd(struct netdev *nd, int fd, uint32_t events);
 /* poll_fill: add a pollfd, returns its index. */
 int netdev_poll_add(struct netdev *nd, int fd, short events);
-/* Deliver one frame to the frontend (dropped without one). */
+/* Deliver one frame to the frontend (dropped without one): from queue 0, or from `queue`. */
 void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len);
+void netdev_deliver_queue(struct netdev *nd, unsigned queue, const uint8_t *frame, size_t len);
 
 /* ---- packet fd datapath (tap and netdev_create_fd) ---- */
-struct nd_fd_backend {
+struct nd_fd_queue {
+    struct netdev *nd;
+    unsigned index;
     int fd;
-    bool is_tap;
-    char ifname[16];
-    char *downscript;
-    uint8_t *buf;
-    bool read_error_logged;
+    bool watched;    /* in the epoll set (an inactive queue is not) */
     bool tx_blocked; /* a send hit a full queue: watching for POLLOUT */
 };
-int nd_fd_backend_init(struct netdev *nd, int fd, bool vnet_hdr, bool is_tap, struct error *err);
+struct nd_fd_backend {
+    struct nd_fd_queue q[NETDEV_MAX_QUEUES];
+    unsigned nqueues;
+    bool is_tap;
+    bool queue_error_logged;
+    char ifname[16];
+    char *downscript;
+    uint8_t *buf; /* one read buffer: all queues are read on the one thread */
+    bool read_error_logged;
+};
+/* Takes ownership of the n fds (also on failure). */
+int nd_fd_backend_init(struct netdev *nd, const int *fds, unsigned n, bool vnet_hdr, bool is_tap,
+                       struct error *err);
 
 /* ---- -netdev user ---- */
 struct net_hostfwd {
@@ -113,7 +134,10 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *cfg, struct err
 struct net_tap_cfg {
     const char *ifname;
     const char *script, *downscript; /* NULL: "no" */
-    int fd;                          /* -1: open /dev/net/tun */
+    int fd;                          /* -1: open /dev/net/tun (or take fds) */
+    int fds[NETDEV_MAX_QUEUES];      /* fds=a:b:c (nfds of them), else none */
+    unsigned nfds;
+    unsigned queues; /* to open: 1..NETDEV_MAX_QUEUES; >1 opens with IFF_MULTI_QUEUE */
     bool vnet_hdr;
     bool vnet_hdr_given;
     int sndbuf; /* TUNSETSNDBUF value; 0 = unlimited (QEMU's default) */

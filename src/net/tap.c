@@ -18,33 +18,33 @@
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1: modern virtio always has num_buffers */
 #define RX_BATCH     64 /* frames read per wake-up, so TX kicks are not starved */
 
-static uint32_t fd_events(struct netdev *nd)
+static uint32_t fd_events(struct nd_fd_queue *q)
 {
-    struct nd_fd_backend *b = nd->be;
-    return (nd->rx_enabled ? EPOLLIN : 0) | (b->tx_blocked ? EPOLLOUT : 0);
+    return (q->nd->rx_on[q->index] ? EPOLLIN : 0) | (q->tx_blocked ? EPOLLOUT : 0);
 }
 
 /* A send found the queue full: the frame stays with the frontend until the fd is writable. */
-static void fd_tx_unblock(struct netdev *nd)
+static void fd_tx_unblock(struct nd_fd_queue *q)
 {
-    struct nd_fd_backend *b = nd->be;
-    struct pollfd p = {.fd = b->fd, .events = POLLOUT};
+    struct netdev *nd = q->nd;
+    struct pollfd p = {.fd = q->fd, .events = POLLOUT};
     if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLOUT | POLLERR | POLLHUP)))
         return;
-    b->tx_blocked = false;
-    netdev_modify_fd(nd, b->fd, fd_events(nd));
+    q->tx_blocked = false;
+    netdev_modify_fd(nd, q->fd, fd_events(q));
     if (nd->fe && nd->fe->writable)
-        nd->fe->writable(nd->fe_opaque);
+        nd->fe->writable(nd->fe_opaque, q->index);
 }
 
 static void fd_rx(void *opaque)
 {
-    struct netdev *nd = opaque;
+    struct nd_fd_queue *q = opaque;
+    struct netdev *nd = q->nd;
     struct nd_fd_backend *b = nd->be;
-    if (b->tx_blocked)
-        fd_tx_unblock(nd);
-    for (int i = 0; i < RX_BATCH && nd->rx_enabled; i++) {
-        ssize_t n = read(b->fd, b->buf, NETDEV_MAX_FRAME);
+    if (q->tx_blocked)
+        fd_tx_unblock(q);
+    for (int i = 0; i < RX_BATCH && nd->rx_on[q->index]; i++) {
+        ssize_t n = read(q->fd, b->buf, NETDEV_MAX_FRAME);
         if (n < 0) {
             if (errno != EAGAIN && errno != EINTR && !b->read_error_logged) {
                 b->read_error_logged = true;
@@ -54,36 +54,75 @@ static void fd_rx(void *opaque)
         }
         if (n == 0) {
             /* The peer of a socket went away: stop watching, or we would spin. */
-            netdev_modify_fd(nd, b->fd, 0);
+            netdev_modify_fd(nd, q->fd, 0);
             return;
         }
         if ((size_t)n <= nd->vnet_hdr_len)
             continue; /* a header alone is no frame */
-        netdev_deliver(nd, b->buf, (size_t)n);
+        netdev_deliver_queue(nd, q->index, b->buf, (size_t)n);
     }
 }
 
-static int fd_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
+static int fd_send_queue(struct netdev *nd, unsigned queue, const struct iovec *iov, int iovcnt)
 {
     struct nd_fd_backend *b = nd->be;
+    struct nd_fd_queue *q = &b->q[queue];
     ssize_t n;
     do {
-        n = writev(b->fd, iov, iovcnt);
+        n = writev(q->fd, iov, iovcnt);
     } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && q->watched) {
         /* Dropping here would cost the guest's TCP a retransmit timeout: hold the frame. */
-        b->tx_blocked = true;
-        netdev_modify_fd(nd, b->fd, fd_events(nd));
+        q->tx_blocked = true;
+        netdev_modify_fd(nd, q->fd, fd_events(q));
         return NETDEV_BUSY;
     }
     /* Any other error: the frame is lost, as on a wire. */
     return n < 0 ? -1 : 0;
 }
 
-static void fd_set_rx_enabled(struct netdev *nd, bool on)
+static int fd_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
 {
-    (void)on; /* nd->rx_enabled already says it */
-    netdev_modify_fd(nd, ((struct nd_fd_backend *)nd->be)->fd, fd_events(nd));
+    return fd_send_queue(nd, 0, iov, iovcnt);
+}
+
+static void fd_set_rx_enabled(struct netdev *nd, unsigned queue, bool on)
+{
+    (void)on; /* nd->rx_on[] already says it */
+    struct nd_fd_queue *q = &((struct nd_fd_backend *)nd->be)->q[queue];
+    if (q->watched)
+        netdev_modify_fd(nd, q->fd, fd_events(q));
+}
+
+/* Queues [0, n) are read and, for a multiqueue tap, attached; the others are detached (the
+ * kernel then steers every flow to the attached ones) and out of the epoll set (a socket
+ * backend's frames wait in the socket until the queue is used again). */
+static int fd_set_active_queues(struct netdev *nd, unsigned n, struct error *err)
+{
+    struct nd_fd_backend *b = nd->be;
+    for (unsigned i = 0; i < b->nqueues; i++) {
+        struct nd_fd_queue *q = &b->q[i];
+        bool want = i < n;
+        if (want == q->watched)
+            continue;
+        if (b->is_tap && b->nqueues > 1) {
+            struct ifreq ifr;
+            memset(&ifr, 0, sizeof(ifr));
+            ifr.ifr_flags = want ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+            if (ioctl(q->fd, TUNSETQUEUE, &ifr) < 0)
+                return error_setf_errno(err, errno, "netdev '%s': TUNSETQUEUE (queue %u)", nd->id,
+                                        i);
+        }
+        if (want) {
+            if (netdev_add_internal_fd(nd, q->fd, fd_events(q), fd_rx, q, err) < 0)
+                return -1;
+        } else {
+            netdev_remove_fd(nd, q->fd);
+            q->tx_blocked = false; /* its frames are dropped from now on */
+        }
+        q->watched = want;
+    }
+    return 0;
 }
 
 static int tap_set_offloads(struct netdev *nd, unsigned offloads, struct error *err)
@@ -91,6 +130,7 @@ static int tap_set_offloads(struct netdev *nd, unsigned offloads, struct error *
     struct nd_fd_backend *b = nd->be;
     if (!b->is_tap)
         return 0; /* a socket carries whatever header it is given */
+    /* The offloads belong to the tap device, whichever queue sets them. */
     unsigned f = 0;
     if (offloads & NETDEV_OFFLOAD_CSUM)
         f |= TUN_F_CSUM;
@@ -100,7 +140,7 @@ static int tap_set_offloads(struct netdev *nd, unsigned offloads, struct error *
         f |= TUN_F_TSO6;
     if (offloads & NETDEV_OFFLOAD_ECN)
         f |= TUN_F_TSO_ECN;
-    if (ioctl(b->fd, TUNSETOFFLOAD, (unsigned long)f) < 0)
+    if (ioctl(b->q[0].fd, TUNSETOFFLOAD, (unsigned long)f) < 0)
         return error_setf_errno(err, errno, "netdev '%s': TUNSETOFFLOAD", nd->id);
     return 0;
 }
@@ -139,8 +179,9 @@ static void fd_destroy(struct netdev *nd)
         if (run_script(b->downscript, b->ifname, &e) < 0)
             fprintf(stderr, "kemu: netdev '%s': %s\n", nd->id, e.msg);
     }
-    if (b->fd >= 0)
-        close(b->fd);
+    for (unsigned i = 0; i < b->nqueues; i++)
+        if (b->q[i].fd >= 0)
+            close(b->q[i].fd);
     free(b->downscript);
     free(b->buf);
     free(b);
@@ -149,34 +190,48 @@ static void fd_destroy(struct netdev *nd)
 
 static const struct netdev_backend_ops fd_ops = {
     .send = fd_send,
+    .send_queue = fd_send_queue,
     .set_rx_enabled = fd_set_rx_enabled,
+    .set_active_queues = fd_set_active_queues,
     .set_offloads = tap_set_offloads,
     .destroy = fd_destroy,
 };
 
-int nd_fd_backend_init(struct netdev *nd, int fd, bool vnet_hdr, bool is_tap, struct error *err)
+int nd_fd_backend_init(struct netdev *nd, const int *fds, unsigned n, bool vnet_hdr, bool is_tap,
+                       struct error *err)
 {
-    struct nd_fd_backend *b = calloc(1, sizeof(*b));
+    struct nd_fd_backend *b = n >= 1 && n <= NETDEV_MAX_QUEUES ? calloc(1, sizeof(*b)) : NULL;
     if (!b) {
-        close(fd);
-        return error_setf(err, "out of memory");
+        for (unsigned i = 0; i < n; i++)
+            close(fds[i]);
+        return error_setf(err, n >= 1 && n <= NETDEV_MAX_QUEUES ? "out of memory"
+                                                                : "bad number of queues");
     }
-    b->fd = fd;
     b->is_tap = is_tap;
+    b->nqueues = n;
+    for (unsigned i = 0; i < n; i++)
+        b->q[i] = (struct nd_fd_queue){.nd = nd, .index = i, .fd = fds[i]};
     nd->be = b;
     nd->ops = &fd_ops;
+    nd->nqueues = nd->active_queues = n;
     b->buf = malloc(NETDEV_MAX_FRAME);
     if (!b->buf)
         return error_setf(err, "out of memory");
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return error_setf_errno(err, errno, "netdev '%s': fd %d", nd->id, fd);
     if (vnet_hdr) {
         nd->vnet_hdr_len = VNET_HDR_LEN;
         nd->caps =
             NETDEV_OFFLOAD_CSUM | NETDEV_OFFLOAD_TSO4 | NETDEV_OFFLOAD_TSO6 | NETDEV_OFFLOAD_ECN;
     }
-    return netdev_add_internal_fd(nd, fd, EPOLLIN, fd_rx, nd, err);
+    for (unsigned i = 0; i < n; i++) {
+        struct nd_fd_queue *q = &b->q[i];
+        int fl = fcntl(q->fd, F_GETFL);
+        if (fl < 0 || fcntl(q->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+            return error_setf_errno(err, errno, "netdev '%s': fd %d", nd->id, q->fd);
+        if (netdev_add_internal_fd(nd, q->fd, EPOLLIN, fd_rx, q, err) < 0)
+            return -1;
+        q->watched = true;
+    }
+    return 0;
 }
 
 /* Which offloads this tap accepts (old kernels lack some): try them, then clear them again. */
@@ -194,79 +249,137 @@ static unsigned probe_offloads(int fd)
     return caps;
 }
 
-int net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *err)
+/* An inherited tap fd: take its mode as it is; *vnet says whether it has a vnet header. The fd
+ * is replaced by a close-on-exec duplicate (the netdev owns it from now on, as with QEMU). */
+static int take_tap_fd(int *fd, const struct net_tap_cfg *c, bool *vnet, char *ifname,
+                       struct error *err)
 {
-    int fd = c->fd;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
-    bool vnet = c->vnet_hdr;
-    if (fd >= 0) {
-        /* An inherited tap: take its mode as it is. */
-        if (ioctl(fd, TUNGETIFF, &ifr) < 0)
-            return error_setf_errno(err, errno, "fd=%d is not a tap device", fd);
-        if (!(ifr.ifr_flags & IFF_TAP))
-            return error_setf(err, "fd=%d is a tun device, not a tap device", fd);
-        bool has = (ifr.ifr_flags & IFF_VNET_HDR) != 0;
-        if (c->vnet_hdr_given && c->vnet_hdr && !has)
-            return error_setf(err, "vnet_hdr=on but fd=%d was opened without IFF_VNET_HDR", fd);
-        vnet = has;
-        int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (dup < 0)
-            return error_setf_errno(err, errno, "fd=%d", fd);
-        close(fd); /* the netdev owns the descriptor from now on, as with QEMU */
-        fd = dup;
-    } else {
-        fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-            return error_setf_errno(err, errno, "cannot open /dev/net/tun");
-        unsigned features = 0;
-        if (ioctl(fd, TUNGETFEATURES, &features) < 0)
-            features = 0;
-        if (vnet && !(features & IFF_VNET_HDR)) {
-            if (c->vnet_hdr_given) {
-                close(fd);
-                return error_setf(err, "vnet_hdr=on but the kernel's tap lacks IFF_VNET_HDR");
-            }
-            vnet = false;
-        }
-        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
-        if (c->ifname)
-            snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", c->ifname);
-        else
-            snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "tap%%d");
-        if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-            int e = errno;
+    if (ioctl(*fd, TUNGETIFF, &ifr) < 0)
+        return error_setf_errno(err, errno, "fd=%d is not a tap device", *fd);
+    if (!(ifr.ifr_flags & IFF_TAP))
+        return error_setf(err, "fd=%d is a tun device, not a tap device", *fd);
+    bool has = (ifr.ifr_flags & IFF_VNET_HDR) != 0;
+    if (c->vnet_hdr_given && c->vnet_hdr && !has)
+        return error_setf(err, "vnet_hdr=on but fd=%d was opened without IFF_VNET_HDR", *fd);
+    *vnet = has;
+    snprintf(ifname, IFNAMSIZ, "%s", ifr.ifr_name);
+    int dup = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return error_setf_errno(err, errno, "fd=%d", *fd);
+    close(*fd);
+    *fd = dup;
+    return 0;
+}
+
+/* Open queue `i` of the tap: the first names (or creates) the interface, the others attach to
+ * the name the kernel gave it. */
+static int open_tap_queue(const struct net_tap_cfg *c, unsigned i, bool *vnet, char *ifname,
+                          struct error *err)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "cannot open /dev/net/tun");
+    unsigned features = 0;
+    if (ioctl(fd, TUNGETFEATURES, &features) < 0)
+        features = 0;
+    if (i == 0 && *vnet && !(features & IFF_VNET_HDR)) {
+        if (c->vnet_hdr_given) {
             close(fd);
-            return error_setf_errno(err, e, "could not configure tap '%s' (TUNSETIFF)",
-                                    c->ifname ? c->ifname : "tap%d");
+            return error_setf(err, "vnet_hdr=on but the kernel's tap lacks IFF_VNET_HDR");
         }
+        *vnet = false;
     }
-    unsigned caps = 0;
+    if (c->queues > 1 && !(features & IFF_MULTI_QUEUE)) {
+        close(fd);
+        return error_setf(err, "queues=%u but the kernel's tap lacks IFF_MULTI_QUEUE", c->queues);
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = (short)(IFF_TAP | IFF_NO_PI | (*vnet ? IFF_VNET_HDR : 0) |
+                            (c->queues > 1 ? IFF_MULTI_QUEUE : 0));
+    const char *name = i > 0 ? ifname : c->ifname ? c->ifname : "tap%d";
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int e = errno;
+        close(fd);
+        if (i > 0)
+            return error_setf_errno(err, e, "could not open queue %u of tap '%s' (TUNSETIFF)", i,
+                                    name);
+        return error_setf_errno(err, e, "could not configure tap '%s' (TUNSETIFF)", name);
+    }
+    snprintf(ifname, IFNAMSIZ, "%s", ifr.ifr_name);
+    return fd;
+}
+
+/* Per queue: vnet header size and send buffer. */
+static int setup_tap_fd(int fd, const struct net_tap_cfg *c, bool vnet, const char *ifname,
+                        struct error *err)
+{
     if (vnet) {
         int sz = VNET_HDR_LEN;
-        if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
-            int e = errno;
-            close(fd);
-            return error_setf_errno(err, e, "tap %s: TUNSETVNETHDRSZ", ifr.ifr_name);
-        }
-        caps = probe_offloads(fd);
+        if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0)
+            return error_setf_errno(err, errno, "tap %s: TUNSETVNETHDRSZ", ifname);
     }
     /* The kernel's default send buffer (wmem_default) fills with a few 64 KiB GSO frames;
      * like QEMU, lift the limit unless sndbuf= sets one. */
     int sndbuf = c->sndbuf ? c->sndbuf : INT_MAX;
-    if (ioctl(fd, TUNSETSNDBUF, &sndbuf) < 0 && c->sndbuf_given) {
-        int e = errno;
-        close(fd);
-        return error_setf_errno(err, e, "tap %s: cannot set sndbuf=%d", ifr.ifr_name, c->sndbuf);
+    if (ioctl(fd, TUNSETSNDBUF, &sndbuf) < 0 && c->sndbuf_given)
+        return error_setf_errno(err, errno, "tap %s: cannot set sndbuf=%d", ifname, c->sndbuf);
+    return 0;
+}
+
+int net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *err)
+{
+    int fds[NETDEV_MAX_QUEUES];
+    unsigned n = 0;
+    char ifname[IFNAMSIZ] = "";
+    bool vnet = c->vnet_hdr;
+    int ret = -1;
+    if (c->fd >= 0 || c->nfds) {
+        unsigned want = c->fd >= 0 ? 1 : c->nfds;
+        for (; n < want; n++) {
+            fds[n] = c->fd >= 0 ? c->fd : c->fds[n];
+            bool v = false;
+            char name[IFNAMSIZ];
+            if (take_tap_fd(&fds[n], c, &v, name, err) < 0)
+                goto fail;
+            if (n == 0) {
+                vnet = v;
+                snprintf(ifname, sizeof(ifname), "%s", name);
+            } else if (v != vnet || strcmp(name, ifname)) {
+                n++;
+                error_setf(err, "fds= are not queues of one tap with the same vnet_hdr mode");
+                goto fail;
+            }
+        }
+    } else {
+        for (; n < c->queues; n++) {
+            int fd = open_tap_queue(c, n, &vnet, ifname, err);
+            if (fd < 0)
+                goto fail;
+            fds[n] = fd;
+        }
     }
-    if (nd_fd_backend_init(nd, fd, vnet, true, err) < 0)
+    for (unsigned i = 0; i < n; i++)
+        if (setup_tap_fd(fds[i], c, vnet, ifname, err) < 0)
+            goto fail;
+    unsigned caps = vnet ? probe_offloads(fds[0]) : 0;
+    ret = nd_fd_backend_init(nd, fds, n, vnet, true, err);
+    n = 0; /* the backend owns them now, also on failure */
+    if (ret < 0)
         return -1;
     struct nd_fd_backend *b = nd->be;
     nd->caps = caps;
-    snprintf(b->ifname, sizeof(b->ifname), "%s", ifr.ifr_name);
+    snprintf(b->ifname, sizeof(b->ifname), "%s", ifname);
     if (c->script && run_script(c->script, b->ifname, err) < 0)
         return -1;
     if (c->downscript && !(b->downscript = strdup(c->downscript)))
         return error_setf(err, "out of memory");
     return 0;
+fail:
+    for (unsigned i = 0; i < n; i++)
+        close(fds[i]);
+    return -1;
 }

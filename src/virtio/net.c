@@ -1,15 +1,18 @@
 /*
- * virtio-net: one RX/TX queue pair serviced on the netdev's I/O thread.
+ * virtio-net: RX/TX queue pairs and the control queue, serviced on the netdev's I/O thread.
  *
  * RX: a frame from the backend is written into the guest's receive buffers (12-byte header,
  * then the frame; with MRG_RXBUF spread over as many buffers as needed, num_buffers in the first
  * header). Without enough buffers the chains taken so far are given back (rewound) and the frame
  * waits in a bounded queue until the next RX kick; the backend is paused meanwhile.
  * TX: the chain's header is copied and checked, the rest goes to the backend as an iovec that
- * points into guest memory (no copy for tap).
+ * points into guest memory (no copy for tap). Pair i uses backend queue i.
+ * Control: each command is read piecewise from the chain (never more than its own length) and
+ * checked against the negotiated features; a bad one is answered VIRTIO_NET_ERR.
  */
 #include "virtio/net.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,25 +29,59 @@ struct held_frame {
     size_t len;
 };
 
+struct virtio_net;
+
+/* One RX/TX queue pair (netdev thread). */
+struct net_pair {
+    struct virtio_net *n;
+    unsigned index;
+    bool rx_pushed; /* used RX buffers not yet notified */
+    struct held_frame held[VIRTIO_NET_RX_HELD_MAX];
+    unsigned held_head, held_count;
+};
+
+/* The guest offloads GUEST_OFFLOADS_SET may switch (QEMU's guest_offloads_mask). */
+#define GUEST_OFFLOADS_MASK                                                                        \
+    (VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO4) |                   \
+     VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO6) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_ECN) |                    \
+     VIRTIO_BIT(VIRTIO_NET_F_GUEST_UFO))
+
 struct virtio_net {
     struct virtio_device vdev;
     struct netdev *nd;
+    uint8_t perm_mac[6]; /* from the command line; back after a reset */
+    unsigned be_hdr;     /* the backend's vnet header length: 0 or 12 */
+    unsigned max_pairs;  /* 1, or the netdev's queues with mq */
+
+    /* The primary address: written by MAC_ADDR_SET and reset (mac_lock held), read by the
+     * netdev thread's filter and by config reads (mac_lock held). */
+    pthread_mutex_t mac_lock;
     uint8_t mac[6];
-    unsigned be_hdr; /* the backend's vnet header length: 0 or 12 */
 
     /* State of the netdev thread (set up and torn down through netdev_run_sync). */
     bool running;
     bool broken; /* DEVICE_NEEDS_RESET was set: leave the queues alone until reset */
     bool mrg;
-    bool rx_pushed; /* used RX buffers not yet notified */
     int start_err;
-    struct vq_chain rx_first, rx_cur, tx;
+    unsigned used_pairs; /* pairs whose kicks are watched: max_pairs with MQ, else 1 */
+    unsigned curr_pairs; /* pairs the driver enabled (VQ_PAIRS_SET) */
+    int ctrl_q;          /* control queue index, -1 without CTRL_VQ */
+    uint64_t guest_offloads;
+    /* Scratch for one request at a time: the thread serves one queue at a time. */
+    struct vq_chain rx_first, rx_cur, tx, ctrl;
     uint16_t rx_heads[VIRTIO_NET_QUEUE_SIZE];
     uint32_t rx_lens[VIRTIO_NET_QUEUE_SIZE];
     uint8_t tx_hdr[VIRTIO_NET_HDR_LEN];
     struct iovec tx_iov[VQ_CHAIN_MAX_SEGS + 1];
-    struct held_frame held[VIRTIO_NET_RX_HELD_MAX];
-    unsigned held_head, held_count;
+    struct net_pair pairs[VIRTIO_NET_MAX_PAIRS];
+
+    /* Receive filter (netdev thread; reset while stopped). */
+    bool promisc, allmulti, alluni, nomulti, nouni, nobcast;
+    uint8_t macs[VIRTIO_NET_MAC_TABLE_ENTRIES][6];
+    unsigned in_use, first_multi; /* macs[0, first_multi) unicast, then multicast */
+    bool uni_overflow, multi_overflow;
+    uint32_t vlans[VIRTIO_NET_MAX_VLAN / 32];
+
     struct virtio_net_stats stats;
 };
 
@@ -54,31 +91,94 @@ static void net_broken(struct virtio_net *n, const char *msg)
     virtio_set_needs_reset(&n->vdev, msg);
 }
 
+static unsigned rxq(const struct net_pair *p)
+{
+    return 2 * p->index;
+}
+
+static unsigned txq(const struct net_pair *p)
+{
+    return 2 * p->index + 1;
+}
+
+/* ---- receive filter (QEMU's receive_filter) ---- */
+
+static bool rx_filter(struct virtio_net *n, const uint8_t *p, size_t len)
+{
+    static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    if (n->promisc)
+        return true;
+    if (len < 14)
+        return false; /* not even an Ethernet header: no address to accept */
+    if (p[12] == 0x81 && p[13] == 0x00) {
+        if (len < 16)
+            return false;
+        unsigned vid = ((unsigned)p[14] << 8 | p[15]) & 0xfff;
+        if (!(n->vlans[vid >> 5] & (1u << (vid & 31))))
+            return false;
+    }
+    if (p[0] & 1) {
+        if (!memcmp(p, bcast, 6))
+            return !n->nobcast;
+        if (n->nomulti)
+            return false;
+        if (n->allmulti || n->multi_overflow)
+            return true;
+        for (unsigned i = n->first_multi; i < n->in_use; i++)
+            if (!memcmp(p, n->macs[i], 6))
+                return true;
+        return false;
+    }
+    if (n->nouni)
+        return false;
+    if (n->alluni || n->uni_overflow || !memcmp(p, n->mac, 6))
+        return true;
+    for (unsigned i = 0; i < n->first_multi; i++)
+        if (!memcmp(p, n->macs[i], 6))
+            return true;
+    return false;
+}
+
+/* The power-on filter: promiscuous (QEMU's reset state), empty table, primary address back. */
+static void filter_reset(struct virtio_net *n)
+{
+    n->promisc = true;
+    n->allmulti = n->alluni = n->nomulti = n->nouni = n->nobcast = false;
+    n->in_use = n->first_multi = 0;
+    n->uni_overflow = n->multi_overflow = false;
+    memset(n->vlans, 0, sizeof(n->vlans));
+    pthread_mutex_lock(&n->mac_lock);
+    memcpy(n->mac, n->perm_mac, 6);
+    pthread_mutex_unlock(&n->mac_lock);
+}
+
 /* ---- receive ---- */
 
-/* Check a header from the backend against what the guest negotiated. */
+/* Check a header from the backend against the offloads the guest takes now. */
 static bool rx_hdr_ok(struct virtio_net *n, const uint8_t *hdr)
 {
-    struct virtio_device *v = &n->vdev;
-    if ((hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !virtio_has_feature(v, VIRTIO_NET_F_GUEST_CSUM))
+#define TAKES(b) ((n->guest_offloads >> (b)) & 1)
+    if ((hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !TAKES(VIRTIO_NET_F_GUEST_CSUM))
         return false;
     uint8_t gso = hdr[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-    if (gso == VIRTIO_NET_HDR_GSO_TCPV4 && !virtio_has_feature(v, VIRTIO_NET_F_GUEST_TSO4))
+    if (gso == VIRTIO_NET_HDR_GSO_TCPV4 && !TAKES(VIRTIO_NET_F_GUEST_TSO4))
         return false;
-    if (gso == VIRTIO_NET_HDR_GSO_TCPV6 && !virtio_has_feature(v, VIRTIO_NET_F_GUEST_TSO6))
+    if (gso == VIRTIO_NET_HDR_GSO_TCPV6 && !TAKES(VIRTIO_NET_F_GUEST_TSO6))
         return false;
     if (gso != VIRTIO_NET_HDR_GSO_NONE && gso != VIRTIO_NET_HDR_GSO_TCPV4 &&
         gso != VIRTIO_NET_HDR_GSO_TCPV6)
         return false;
-    if ((hdr[1] & VIRTIO_NET_HDR_GSO_ECN) && !virtio_has_feature(v, VIRTIO_NET_F_GUEST_ECN))
+    if ((hdr[1] & VIRTIO_NET_HDR_GSO_ECN) && !TAKES(VIRTIO_NET_F_GUEST_ECN))
         return false;
     return true;
+#undef TAKES
 }
 
 /* 1 delivered, 0 no buffer available (nothing consumed), -1 dropped or device broken. */
-static int rx_try(struct virtio_net *n, const uint8_t *frame, size_t len)
+static int rx_try(struct net_pair *p, const uint8_t *frame, size_t len)
 {
-    struct virtqueue *vq = &n->vdev.vq[VIRTIO_NET_RXQ];
+    struct virtio_net *n = p->n;
+    struct virtqueue *vq = &n->vdev.vq[rxq(p)];
     uint8_t hdr[VIRTIO_NET_HDR_LEN] = {0};
     const uint8_t *payload = frame;
     size_t plen = len;
@@ -88,7 +188,7 @@ static int rx_try(struct virtio_net *n, const uint8_t *frame, size_t len)
         memcpy(hdr, frame, VIRTIO_NET_HDR_LEN);
         if (!rx_hdr_ok(n, hdr))
             goto drop;
-        if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_GUEST_CSUM))
+        if (!((n->guest_offloads >> VIRTIO_NET_F_GUEST_CSUM) & 1))
             hdr[0] = 0; /* DATA_VALID needs GUEST_CSUM too */
         payload += n->be_hdr;
         plen -= n->be_hdr;
@@ -135,7 +235,7 @@ static int rx_try(struct virtio_net *n, const uint8_t *frame, size_t len)
     }
     for (unsigned i = 0; i < k; i++)
         vq_push(vq, n->rx_heads[i], n->rx_lens[i]);
-    n->rx_pushed = true;
+    p->rx_pushed = true;
     n->stats.rx_frames++;
     return 1;
 drop:
@@ -143,87 +243,99 @@ drop:
     return -1;
 }
 
-static void held_pop_front(struct virtio_net *n)
+static void held_pop_front(struct net_pair *p)
 {
-    free(n->held[n->held_head].data);
-    n->held[n->held_head].data = NULL;
-    n->held_head = (n->held_head + 1) % VIRTIO_NET_RX_HELD_MAX;
-    n->held_count--;
+    free(p->held[p->held_head].data);
+    p->held[p->held_head].data = NULL;
+    p->held_head = (p->held_head + 1) % VIRTIO_NET_RX_HELD_MAX;
+    p->held_count--;
 }
 
-static void held_drop_all(struct virtio_net *n)
+static void held_drop_all(struct net_pair *p)
 {
-    while (n->held_count)
-        held_pop_front(n);
-    n->held_head = 0;
+    while (p->held_count)
+        held_pop_front(p);
+    p->held_head = 0;
 }
 
-static void held_push(struct virtio_net *n, const uint8_t *frame, size_t len)
+static void held_push(struct net_pair *p, const uint8_t *frame, size_t len)
 {
-    uint8_t *copy = n->held_count < VIRTIO_NET_RX_HELD_MAX ? malloc(len) : NULL;
+    uint8_t *copy = p->held_count < VIRTIO_NET_RX_HELD_MAX ? malloc(len) : NULL;
     if (!copy) {
-        n->stats.rx_dropped++;
+        p->n->stats.rx_dropped++;
         return;
     }
     memcpy(copy, frame, len);
-    unsigned slot = (n->held_head + n->held_count) % VIRTIO_NET_RX_HELD_MAX;
-    n->held[slot] = (struct held_frame){copy, len};
-    n->held_count++;
+    unsigned slot = (p->held_head + p->held_count) % VIRTIO_NET_RX_HELD_MAX;
+    p->held[slot] = (struct held_frame){copy, len};
+    p->held_count++;
 }
 
-static void rx_notify(struct virtio_net *n)
+static void rx_notify(struct net_pair *p)
 {
-    if (n->rx_pushed) {
-        n->rx_pushed = false;
-        virtio_notify_queue(&n->vdev, VIRTIO_NET_RXQ);
+    if (p->rx_pushed) {
+        p->rx_pushed = false;
+        virtio_notify_queue(&p->n->vdev, rxq(p));
     }
 }
 
-/* The netdev thread: a frame for the guest. */
-static void net_receive(void *opaque, const uint8_t *frame, size_t len)
+/* The netdev thread: a frame for the guest from backend queue `queue`. */
+static void net_receive(void *opaque, unsigned queue, const uint8_t *frame, size_t len)
 {
     struct virtio_net *n = opaque;
     if (!n->running || n->broken)
         return;
-    if (n->held_count) { /* keep the order: behind the frames already waiting */
-        held_push(n, frame, len);
+    if (queue >= n->curr_pairs) {
+        n->stats.rx_dropped++; /* a queue the driver has not enabled (the backend lags) */
         return;
     }
-    int r = rx_try(n, frame, len);
+    if (len < n->be_hdr || !rx_filter(n, frame + n->be_hdr, len - n->be_hdr)) {
+        n->stats.rx_filtered++;
+        return;
+    }
+    struct net_pair *p = &n->pairs[queue];
+    if (p->held_count) { /* keep the order: behind the frames already waiting */
+        held_push(p, frame, len);
+        return;
+    }
+    int r = rx_try(p, frame, len);
     if (r == 0) {
-        held_push(n, frame, len);
-        netdev_set_rx_enabled(n->nd, false);
+        held_push(p, frame, len);
+        netdev_set_rx_enabled(n->nd, queue, false);
     } else if (r > 0) {
         /* Per frame, not per batch: the guest starts on the first frame while we copy the next;
          * its used_event (NAPI) keeps the interrupts few. */
-        rx_notify(n);
+        rx_notify(p);
     }
 }
 
 static void net_flush(void *opaque)
 {
-    rx_notify(opaque);
+    struct virtio_net *n = opaque;
+    for (unsigned i = 0; i < n->used_pairs; i++)
+        rx_notify(&n->pairs[i]);
 }
 
 /* The guest added receive buffers: deliver what waits. */
 static void rx_kick(void *opaque)
 {
-    struct virtio_net *n = opaque;
-    virtio_kick_drain(n->vdev.kick_fd[VIRTIO_NET_RXQ]);
+    struct net_pair *p = opaque;
+    struct virtio_net *n = p->n;
+    virtio_kick_drain(n->vdev.kick_fd[rxq(p)]);
     if (n->broken)
         return;
-    while (n->held_count) {
-        struct held_frame *h = &n->held[n->held_head];
-        int r = rx_try(n, h->data, h->len);
+    while (p->held_count) {
+        struct held_frame *h = &p->held[p->held_head];
+        int r = rx_try(p, h->data, h->len);
         if (r == 0)
             break;
-        held_pop_front(n);
+        held_pop_front(p);
         if (n->broken)
             return;
     }
-    if (!n->held_count)
-        netdev_set_rx_enabled(n->nd, true);
-    rx_notify(n);
+    if (!p->held_count)
+        netdev_set_rx_enabled(n->nd, p->index, true);
+    rx_notify(p);
 }
 
 /* ---- transmit ---- */
@@ -249,9 +361,10 @@ static bool tx_hdr_ok(struct virtio_net *n, const uint8_t *hdr)
 
 /* One popped chain: 0 handled (sent or dropped), 1 the backend is full (chain not consumed),
  * -1 malformed (device broken). */
-static int tx_one(struct virtio_net *n)
+static int tx_one(struct net_pair *p)
 {
-    struct virtqueue *vq = &n->vdev.vq[VIRTIO_NET_TXQ];
+    struct virtio_net *n = p->n;
+    struct virtqueue *vq = &n->vdev.vq[txq(p)];
     const struct vq_chain *c = &n->tx;
     if (c->nr_readable != c->nr_segs) {
         net_broken(n, "transmit chain has device-writable buffers");
@@ -283,15 +396,15 @@ static int tx_one(struct virtio_net *n)
             skip -= s->len;
             continue;
         }
-        uint8_t *p = vq_segment_ptr(vq, s);
-        if (!p) {
+        uint8_t *ptr = vq_segment_ptr(vq, s);
+        if (!ptr) {
             net_broken(n, "transmit buffer is not inside guest RAM");
             return -1;
         }
-        n->tx_iov[cnt++] = (struct iovec){p + skip, s->len - skip};
+        n->tx_iov[cnt++] = (struct iovec){ptr + skip, s->len - skip};
         skip = 0;
     }
-    int r = netdev_send(n->nd, n->tx_iov, cnt);
+    int r = netdev_send(n->nd, p->index, n->tx_iov, cnt);
     if (r == NETDEV_BUSY)
         return 1;
     if (r < 0)
@@ -303,9 +416,10 @@ static int tx_one(struct virtio_net *n)
 
 static void tx_kick(void *opaque)
 {
-    struct virtio_net *n = opaque;
-    struct virtqueue *vq = &n->vdev.vq[VIRTIO_NET_TXQ];
-    virtio_kick_drain(n->vdev.kick_fd[VIRTIO_NET_TXQ]);
+    struct net_pair *p = opaque;
+    struct virtio_net *n = p->n;
+    struct virtqueue *vq = &n->vdev.vq[txq(p)];
+    virtio_kick_drain(n->vdev.kick_fd[txq(p)]);
     if (n->broken)
         return;
     unsigned i;
@@ -318,7 +432,7 @@ static void tx_kick(void *opaque)
         }
         if (r == 0)
             break;
-        r = tx_one(n);
+        r = tx_one(p);
         if (r < 0)
             return;
         if (r == 1) {
@@ -329,13 +443,247 @@ static void tx_kick(void *opaque)
         vq_push(vq, n->tx.head, 0);
         /* Complete each frame as it goes: the guest's TCP (small queues) sends more only when
          * earlier frames are freed, so holding completions until the batch ends stalls it. */
-        virtio_notify_queue(&n->vdev, VIRTIO_NET_TXQ);
+        virtio_notify_queue(&n->vdev, txq(p));
     }
     if (i == TX_BUDGET)
-        virtio_kick(&n->vdev, VIRTIO_NET_TXQ); /* more may wait: come back after other events */
-    virtio_notify_queue(&n->vdev, VIRTIO_NET_TXQ);
+        virtio_kick(&n->vdev, txq(p)); /* more may wait: come back after other events */
+    virtio_notify_queue(&n->vdev, txq(p));
     /* Sending into slirp may have produced replies: deliver them now rather than next round. */
-    rx_notify(n);
+    rx_notify(&n->pairs[0]);
+}
+
+static void net_writable(void *opaque, unsigned queue)
+{
+    struct virtio_net *n = opaque;
+    if (queue < n->used_pairs)
+        tx_kick(&n->pairs[queue]);
+}
+
+/* ---- control queue ---- */
+
+/* The command's data: len bytes at offset off after the 2-byte class/command header; -1 when
+ * the command is shorter. */
+static int ctrl_data(struct virtio_net *n, uint64_t off, void *buf, size_t len)
+{
+    const struct vq_chain *c = &n->ctrl;
+    if (off + len > (uint64_t)c->readable_len - 2)
+        return -1;
+    return vq_chain_read(&n->vdev.vq[n->ctrl_q], c, (uint32_t)(2 + off), buf, len);
+}
+
+static uint8_t ctrl_rx(struct virtio_net *n, uint8_t cmd)
+{
+    uint8_t on;
+    if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_RX) || ctrl_data(n, 0, &on, 1) < 0)
+        return VIRTIO_NET_ERR;
+    /* The other modes are VIRTIO_NET_F_CTRL_RX_EXTRA's. */
+    if (cmd > VIRTIO_NET_CTRL_RX_ALLMULTI &&
+        !virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_RX_EXTRA))
+        return VIRTIO_NET_ERR;
+    bool *mode[] = {&n->promisc, &n->allmulti, &n->alluni, &n->nomulti, &n->nouni, &n->nobcast};
+    if (cmd >= sizeof(mode) / sizeof(mode[0]))
+        return VIRTIO_NET_ERR;
+    *mode[cmd] = on != 0;
+    return VIRTIO_NET_OK;
+}
+
+/* TABLE_SET: le32 n, n unicast MACs, le32 m, m multicast MACs, exactly filling the command (as
+ * QEMU checks it). More than the table holds sets the overflow flag, which accepts all of that
+ * kind. Nothing changes unless the whole command is valid. */
+static uint8_t ctrl_mac_table(struct virtio_net *n)
+{
+    uint64_t dlen = (uint64_t)n->ctrl.readable_len - 2, off = 0;
+    uint8_t macs[VIRTIO_NET_MAC_TABLE_ENTRIES][6], b4[4];
+    unsigned in_use = 0, first_multi;
+    bool uni_over = false, multi_over = false;
+    if (ctrl_data(n, off, b4, 4) < 0)
+        return VIRTIO_NET_ERR;
+    uint64_t cnt = le_get32(b4);
+    off += 4;
+    if (cnt * 6 > dlen - off)
+        return VIRTIO_NET_ERR;
+    if (cnt <= VIRTIO_NET_MAC_TABLE_ENTRIES) {
+        if (cnt && ctrl_data(n, off, macs, cnt * 6) < 0)
+            return VIRTIO_NET_ERR;
+        in_use = (unsigned)cnt;
+    } else {
+        uni_over = true;
+    }
+    off += cnt * 6;
+    first_multi = in_use;
+    if (ctrl_data(n, off, b4, 4) < 0)
+        return VIRTIO_NET_ERR;
+    cnt = le_get32(b4);
+    off += 4;
+    if (cnt * 6 != dlen - off)
+        return VIRTIO_NET_ERR;
+    if (cnt <= VIRTIO_NET_MAC_TABLE_ENTRIES - in_use) {
+        if (cnt && ctrl_data(n, off, macs[in_use], cnt * 6) < 0)
+            return VIRTIO_NET_ERR;
+        in_use += (unsigned)cnt;
+    } else {
+        multi_over = true;
+    }
+    memcpy(n->macs, macs, (size_t)in_use * 6);
+    n->in_use = in_use;
+    n->first_multi = first_multi;
+    n->uni_overflow = uni_over;
+    n->multi_overflow = multi_over;
+    return VIRTIO_NET_OK;
+}
+
+static uint8_t ctrl_mac(struct virtio_net *n, uint8_t cmd)
+{
+    if (cmd == VIRTIO_NET_CTRL_MAC_TABLE_SET) {
+        if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_RX))
+            return VIRTIO_NET_ERR;
+        return ctrl_mac_table(n);
+    }
+    if (cmd != VIRTIO_NET_CTRL_MAC_ADDR_SET ||
+        !virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_MAC_ADDR) || n->ctrl.readable_len - 2 != 6)
+        return VIRTIO_NET_ERR;
+    uint8_t mac[6];
+    if (ctrl_data(n, 0, mac, 6) < 0)
+        return VIRTIO_NET_ERR;
+    pthread_mutex_lock(&n->mac_lock);
+    memcpy(n->mac, mac, 6);
+    pthread_mutex_unlock(&n->mac_lock);
+    return VIRTIO_NET_OK;
+}
+
+static uint8_t ctrl_vlan(struct virtio_net *n, uint8_t cmd)
+{
+    uint8_t b[2];
+    if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_VLAN) || ctrl_data(n, 0, b, 2) < 0)
+        return VIRTIO_NET_ERR;
+    unsigned vid = le_get16(b);
+    if (vid >= VIRTIO_NET_MAX_VLAN)
+        return VIRTIO_NET_ERR;
+    if (cmd == VIRTIO_NET_CTRL_VLAN_ADD)
+        n->vlans[vid >> 5] |= 1u << (vid & 31);
+    else if (cmd == VIRTIO_NET_CTRL_VLAN_DEL)
+        n->vlans[vid >> 5] &= ~(1u << (vid & 31));
+    else
+        return VIRTIO_NET_ERR;
+    return VIRTIO_NET_OK;
+}
+
+static uint8_t ctrl_mq(struct virtio_net *n, uint8_t cmd)
+{
+    uint8_t b[2];
+    if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_MQ) || cmd != VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET ||
+        ctrl_data(n, 0, b, 2) < 0)
+        return VIRTIO_NET_ERR;
+    unsigned pairs = le_get16(b);
+    if (pairs < VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN || pairs > VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX ||
+        pairs > n->max_pairs)
+        return VIRTIO_NET_ERR;
+    struct error e = {0};
+    if (netdev_set_active_queues(n->nd, pairs, &e) < 0) {
+        fprintf(stderr, "kemu: %s: %s\n", n->vdev.name, e.msg);
+        return VIRTIO_NET_ERR;
+    }
+    /* Frames waiting for pairs the driver gave up are not delivered any more (spec 5.1.6.5.5). */
+    for (unsigned i = pairs; i < n->curr_pairs; i++) {
+        held_drop_all(&n->pairs[i]);
+        netdev_set_rx_enabled(n->nd, i, true);
+    }
+    n->curr_pairs = pairs;
+    return VIRTIO_NET_OK;
+}
+
+static unsigned offloads_to_netdev(uint64_t f)
+{
+    unsigned o = 0;
+    if (f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM))
+        o |= NETDEV_OFFLOAD_CSUM;
+    if (f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO4))
+        o |= NETDEV_OFFLOAD_TSO4;
+    if (f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO6))
+        o |= NETDEV_OFFLOAD_TSO6;
+    if (f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_ECN))
+        o |= NETDEV_OFFLOAD_ECN;
+    return o;
+}
+
+static uint8_t ctrl_offloads(struct virtio_net *n, uint8_t cmd)
+{
+    uint8_t b[8];
+    if (!virtio_has_feature(&n->vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS) || !n->be_hdr ||
+        cmd != VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET || ctrl_data(n, 0, b, 8) < 0)
+        return VIRTIO_NET_ERR;
+    uint64_t off = le_get64(b);
+    /* Only offloads negotiated at feature time can be switched back on. */
+    if (off & ~(n->vdev.features & GUEST_OFFLOADS_MASK))
+        return VIRTIO_NET_ERR;
+    struct error e = {0};
+    if (netdev_set_offloads(n->nd, offloads_to_netdev(off), &e) < 0) {
+        fprintf(stderr, "kemu: %s: %s\n", n->vdev.name, e.msg);
+        return VIRTIO_NET_ERR;
+    }
+    n->guest_offloads = off;
+    return VIRTIO_NET_OK;
+}
+
+static uint8_t ctrl_command(struct virtio_net *n)
+{
+    uint8_t h[2];
+    if (vq_chain_read(&n->vdev.vq[n->ctrl_q], &n->ctrl, 0, h, 2) < 0)
+        return VIRTIO_NET_ERR;
+    switch (h[0]) {
+    case VIRTIO_NET_CTRL_RX:
+        return ctrl_rx(n, h[1]);
+    case VIRTIO_NET_CTRL_MAC:
+        return ctrl_mac(n, h[1]);
+    case VIRTIO_NET_CTRL_VLAN:
+        return ctrl_vlan(n, h[1]);
+    case VIRTIO_NET_CTRL_MQ:
+        return ctrl_mq(n, h[1]);
+    case VIRTIO_NET_CTRL_GUEST_OFFLOADS:
+        return ctrl_offloads(n, h[1]);
+    default: /* VIRTIO_NET_CTRL_ANNOUNCE too: GUEST_ANNOUNCE is not offered */
+        return VIRTIO_NET_ERR;
+    }
+}
+
+static void ctrl_kick(void *opaque)
+{
+    struct virtio_net *n = opaque;
+    struct virtqueue *vq = &n->vdev.vq[n->ctrl_q];
+    virtio_kick_drain(n->vdev.kick_fd[n->ctrl_q]);
+    if (n->broken)
+        return;
+    /* Bounded by the queue size, so the driver cannot keep the thread here. */
+    unsigned i;
+    for (i = 0; i < vq->size; i++) {
+        struct error e = {0};
+        int r = vq_pop(vq, &n->ctrl, &e);
+        if (r < 0) {
+            net_broken(n, e.msg);
+            return;
+        }
+        if (r == 0)
+            break;
+        const struct vq_chain *c = &n->ctrl;
+        /* Without a header to read or a status byte to write there is nothing to answer. */
+        if (c->readable_len < 2 || c->writable_len < 1) {
+            net_broken(n, "control command without its header or status byte");
+            return;
+        }
+        uint8_t status = ctrl_command(n);
+        if (vq_chain_write(vq, c, 0, &status, 1) < 0) {
+            net_broken(n, "control status is not inside guest RAM");
+            return;
+        }
+        vq_push(vq, c->head, 1);
+        if (status == VIRTIO_NET_OK)
+            n->stats.ctrl_ok++;
+        else
+            n->stats.ctrl_err++;
+    }
+    if (i == vq->size)
+        virtio_kick(&n->vdev, (unsigned)n->ctrl_q); /* more may wait: after other events */
+    virtio_notify_queue(&n->vdev, (unsigned)n->ctrl_q);
 }
 
 /* ---- lifecycle ---- */
@@ -343,8 +691,16 @@ static void tx_kick(void *opaque)
 static const struct netdev_frontend net_frontend = {
     .receive = net_receive,
     .flush = net_flush,
-    .writable = tx_kick,
+    .writable = net_writable,
 };
+
+static void remove_kicks(struct virtio_net *n)
+{
+    for (unsigned i = 0; i < 2 * n->used_pairs; i++)
+        netdev_remove_fd(n->nd, n->vdev.kick_fd[i]);
+    if (n->ctrl_q >= 0)
+        netdev_remove_fd(n->nd, n->vdev.kick_fd[n->ctrl_q]);
+}
 
 static void attach_on_thread(void *opaque)
 {
@@ -352,45 +708,57 @@ static void attach_on_thread(void *opaque)
     struct virtio_device *v = &n->vdev;
     struct error e = {0};
     n->start_err = 0;
-    if (n->be_hdr) {
-        unsigned off = 0;
-        if (virtio_has_feature(v, VIRTIO_NET_F_GUEST_CSUM))
-            off |= NETDEV_OFFLOAD_CSUM;
-        if (virtio_has_feature(v, VIRTIO_NET_F_GUEST_TSO4))
-            off |= NETDEV_OFFLOAD_TSO4;
-        if (virtio_has_feature(v, VIRTIO_NET_F_GUEST_TSO6))
-            off |= NETDEV_OFFLOAD_TSO6;
-        if (virtio_has_feature(v, VIRTIO_NET_F_GUEST_ECN))
-            off |= NETDEV_OFFLOAD_ECN;
-        if (netdev_set_offloads(n->nd, off, &e) < 0)
-            goto fail;
-    }
-    if (netdev_add_fd(n->nd, v->kick_fd[VIRTIO_NET_RXQ], rx_kick, n, &e) < 0)
+    bool mq = virtio_has_feature(v, VIRTIO_NET_F_MQ);
+    n->used_pairs = mq ? n->max_pairs : 1;
+    n->curr_pairs = 1;
+    n->ctrl_q = virtio_has_feature(v, VIRTIO_NET_F_CTRL_VQ) ? (int)(2 * n->used_pairs) : -1;
+    n->guest_offloads = v->features & GUEST_OFFLOADS_MASK;
+    /* Without VLAN filtering every VLAN passes (QEMU's set_features). */
+    memset(n->vlans, virtio_has_feature(v, VIRTIO_NET_F_CTRL_VLAN) ? 0 : 0xff, sizeof(n->vlans));
+    if (n->be_hdr && netdev_set_offloads(n->nd, offloads_to_netdev(n->guest_offloads), &e) < 0)
         goto fail;
-    if (netdev_add_fd(n->nd, v->kick_fd[VIRTIO_NET_TXQ], tx_kick, n, &e) < 0) {
-        netdev_remove_fd(n->nd, v->kick_fd[VIRTIO_NET_RXQ]);
+    if (netdev_set_active_queues(n->nd, 1, &e) < 0)
         goto fail;
+    unsigned done = 0;
+    for (; done < 2 * n->used_pairs; done++) {
+        struct net_pair *p = &n->pairs[done / 2];
+        if (netdev_add_fd(n->nd, v->kick_fd[done], done & 1 ? tx_kick : rx_kick, p, &e) < 0)
+            goto unwind;
     }
+    if (n->ctrl_q >= 0 && netdev_add_fd(n->nd, v->kick_fd[n->ctrl_q], ctrl_kick, n, &e) < 0)
+        goto unwind;
     n->running = true;
     netdev_set_frontend(n->nd, &net_frontend, n);
-    netdev_set_rx_enabled(n->nd, true);
+    for (unsigned i = 0; i < n->used_pairs; i++)
+        netdev_set_rx_enabled(n->nd, i, true);
     return;
+unwind:
+    for (unsigned i = 0; i < done; i++)
+        netdev_remove_fd(n->nd, v->kick_fd[i]);
 fail:
     fprintf(stderr, "kemu: %s: %s\n", v->name, e.msg);
+    n->used_pairs = 0;
+    n->ctrl_q = -1;
     n->start_err = -1;
 }
 
 static void detach_on_thread(void *opaque)
 {
     struct virtio_net *n = opaque;
-    netdev_remove_fd(n->nd, n->vdev.kick_fd[VIRTIO_NET_RXQ]);
-    netdev_remove_fd(n->nd, n->vdev.kick_fd[VIRTIO_NET_TXQ]);
+    remove_kicks(n);
     netdev_set_frontend(n->nd, NULL, NULL);
     /* Without a driver the backend keeps reading and drops, like an unplugged cable. */
-    netdev_set_rx_enabled(n->nd, true);
-    held_drop_all(n);
+    for (unsigned i = 0; i < n->used_pairs; i++) {
+        netdev_set_rx_enabled(n->nd, i, true);
+        held_drop_all(&n->pairs[i]);
+        n->pairs[i].rx_pushed = false;
+    }
+    struct error e = {0};
+    netdev_set_active_queues(n->nd, 1, &e); /* cannot fail when shrinking but for a tap error */
     n->running = false;
-    n->rx_pushed = false;
+    n->used_pairs = 0;
+    n->curr_pairs = 1;
+    n->ctrl_q = -1;
 }
 
 static int net_start(struct virtio_device *vdev)
@@ -412,6 +780,17 @@ static void net_reset(struct virtio_device *vdev)
 {
     struct virtio_net *n = vdev->opaque;
     n->broken = false;
+    filter_reset(n); /* the backend is stopped: nothing reads the filter now */
+}
+
+static void net_config_read(struct virtio_device *vdev, unsigned offset, unsigned size)
+{
+    struct virtio_net *n = vdev->opaque;
+    (void)offset;
+    (void)size;
+    pthread_mutex_lock(&n->mac_lock);
+    memcpy(vdev->config, n->mac, 6);
+    pthread_mutex_unlock(&n->mac_lock);
 }
 
 /* The dependencies of spec 5.1.3.1. */
@@ -428,18 +807,35 @@ static int net_features_ok(struct virtio_device *vdev, uint64_t f)
         return -1;
     if (HAS(VIRTIO_NET_F_HOST_ECN) && !HAS(VIRTIO_NET_F_HOST_TSO4) && !HAS(VIRTIO_NET_F_HOST_TSO6))
         return -1;
+    /* Every control feature needs the control queue. */
+    if (!HAS(VIRTIO_NET_F_CTRL_VQ) &&
+        (HAS(VIRTIO_NET_F_CTRL_RX) || HAS(VIRTIO_NET_F_CTRL_VLAN) ||
+         HAS(VIRTIO_NET_F_GUEST_ANNOUNCE) || HAS(VIRTIO_NET_F_MQ) ||
+         HAS(VIRTIO_NET_F_CTRL_MAC_ADDR) || HAS(VIRTIO_NET_F_CTRL_GUEST_OFFLOADS)))
+        return -1;
+    if (HAS(VIRTIO_NET_F_CTRL_RX_EXTRA) && !HAS(VIRTIO_NET_F_CTRL_RX))
+        return -1;
 #undef HAS
     return 0;
+}
+
+static void set_one_queue(void *opaque)
+{
+    struct virtio_net *n = opaque;
+    struct error e = {0};
+    if (netdev_set_active_queues(n->nd, 1, &e) < 0)
+        fprintf(stderr, "kemu: %s: %s\n", n->vdev.name, e.msg);
 }
 
 static const struct virtio_device_ops net_ops = {
     .reset = net_reset,
     .start = net_start,
     .stop = net_stop,
+    .config_read = net_config_read,
     .features_ok = net_features_ok,
 };
 
-int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6],
+int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6], bool mq,
                       struct virtio_net **out, struct error *err)
 {
     *out = NULL;
@@ -451,14 +847,27 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
         return error_setf(err, "out of memory");
     }
     n->nd = nd;
-    memcpy(n->mac, mac, 6);
+    memcpy(n->perm_mac, mac, 6);
+    pthread_mutex_init(&n->mac_lock, NULL);
     n->be_hdr = netdev_vnet_hdr_len(nd);
+    n->max_pairs = mq ? netdev_queues(nd) : 1;
+    n->ctrl_q = -1;
+    n->curr_pairs = 1;
+    for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
+        n->pairs[i] = (struct net_pair){.n = n, .index = i};
+    filter_reset(n);
+    /* QEMU 7.2's defaults, less GUEST_ANNOUNCE (no announcements are sent). */
     uint64_t f = VIRTIO_BIT(VIRTIO_NET_F_MAC) | VIRTIO_BIT(VIRTIO_NET_F_STATUS) |
-                 VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF);
+                 VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ) |
+                 VIRTIO_BIT(VIRTIO_NET_F_CTRL_RX) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_VLAN) |
+                 VIRTIO_BIT(VIRTIO_NET_F_CTRL_RX_EXTRA) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_MAC_ADDR);
+    if (mq)
+        f |= VIRTIO_BIT(VIRTIO_NET_F_MQ);
     if (n->be_hdr) {
         /* The tap takes any offloaded frame from the guest... */
         f |= VIRTIO_BIT(VIRTIO_NET_F_CSUM) | VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO4) |
-             VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO6) | VIRTIO_BIT(VIRTIO_NET_F_HOST_ECN);
+             VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO6) | VIRTIO_BIT(VIRTIO_NET_F_HOST_ECN) |
+             VIRTIO_BIT(VIRTIO_NET_F_CTRL_GUEST_OFFLOADS);
         /* ...and sends offloaded frames to it only as far as the kernel supports. */
         unsigned caps = netdev_offload_caps(nd);
         if (caps & NETDEV_OFFLOAD_CSUM) {
@@ -471,17 +880,28 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
                 f |= VIRTIO_BIT(VIRTIO_NET_F_GUEST_ECN);
         }
     }
-    if (virtio_device_init(&n->vdev, "virtio-net", &net_ops, n, mem, VIRTIO_ID_NET, f, 2,
-                           VIRTIO_NET_QUEUE_SIZE, VIRTIO_NET_CONFIG_LEN, err) < 0) {
-        netdev_release(nd);
-        free(n);
-        return -1;
+    unsigned nq = 2 * n->max_pairs + 1;
+    if (virtio_device_init(&n->vdev, "virtio-net", &net_ops, n, mem, VIRTIO_ID_NET, f, nq,
+                           VIRTIO_NET_QUEUE_SIZE, VIRTIO_NET_CONFIG_LEN, err) < 0)
+        goto fail;
+    /* The last queue is the control queue with MQ (QEMU's size); a driver without MQ finds it
+     * at 2 instead, full size. */
+    if (vq_init(&n->vdev.vq[nq - 1], mem, nq - 1, VIRTIO_NET_CTRL_QUEUE_SIZE, err) < 0) {
+        virtio_device_destroy(&n->vdev);
+        goto fail;
     }
     memcpy(n->vdev.config, mac, 6);
     le_put16(n->vdev.config + 6, VIRTIO_NET_S_LINK_UP);
-    le_put16(n->vdev.config + 8, 1); /* max_virtqueue_pairs */
+    le_put16(n->vdev.config + 8, (uint16_t)n->max_pairs); /* max_virtqueue_pairs */
+    /* Only the first queue of a multiqueue netdev until the driver enables more. */
+    netdev_run_sync(nd, set_one_queue, n);
     *out = n;
     return 0;
+fail:
+    pthread_mutex_destroy(&n->mac_lock);
+    netdev_release(nd);
+    free(n);
+    return -1;
 }
 
 struct virtio_device *virtio_net_vdev(struct virtio_net *n)
@@ -492,6 +912,7 @@ struct virtio_device *virtio_net_vdev(struct virtio_net *n)
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *st)
 {
     *st = n->stats;
+    st->curr_pairs = n->curr_pairs;
 }
 
 void virtio_net_destroy(struct virtio_net *n)
@@ -499,7 +920,9 @@ void virtio_net_destroy(struct virtio_net *n)
     if (!n)
         return;
     virtio_device_destroy(&n->vdev);
-    held_drop_all(n);
+    for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
+        held_drop_all(&n->pairs[i]);
+    pthread_mutex_destroy(&n->mac_lock);
     netdev_release(n->nd);
     free(n);
 }

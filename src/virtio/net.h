@@ -1,9 +1,19 @@
 /*
- * virtio-net (VIRTIO 1.x, 5.1): one receive/transmit queue pair over a netdev backend.
+ * virtio-net (VIRTIO 1.x, 5.1): receive/transmit queue pairs and a control queue over a netdev
+ * backend.
  *
- * The device services both queues on the netdev's I/O thread (see net/net.h): start() registers
+ * Queues: pair i is receiveq 2i and transmitq 2i+1; with mq the device has as many pairs as the
+ * netdev has queues (VIRTIO_NET_F_MQ, max_virtqueue_pairs), pair i served by backend queue i,
+ * and the controlq comes last (2N); without it one pair and the controlq at 2.
+ *
+ * The device services every queue on the netdev's I/O thread (see net/net.h): start() registers
  * the kick eventfds there and installs the receive hook, stop() removes them again, both through
- * netdev_run_sync(), so RX and TX never run concurrently and need no locks.
+ * netdev_run_sync(), so RX, TX and control commands never run concurrently and need no locks.
+ *
+ * The control queue takes the commands of QEMU 7.2: RX modes (promisc, allmulti, and with
+ * CTRL_RX_EXTRA alluni, nomulti, nouni, nobcast), the MAC filter table and the primary address,
+ * VLAN filter, VQ_PAIRS_SET and GUEST_OFFLOADS_SET. Received frames pass QEMU's receive filter.
+ * After a reset the device is promiscuous (as QEMU) until the driver says otherwise.
  */
 #ifndef KEMU_VIRTIO_NET_H
 #define KEMU_VIRTIO_NET_H
@@ -16,20 +26,58 @@
 #include "virtio/device.h"
 
 /* Feature bits (spec 5.1.3). */
-#define VIRTIO_NET_F_CSUM       0
-#define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MAC        5
-#define VIRTIO_NET_F_GUEST_TSO4 7
-#define VIRTIO_NET_F_GUEST_TSO6 8
-#define VIRTIO_NET_F_GUEST_ECN  9
-#define VIRTIO_NET_F_GUEST_UFO  10
-#define VIRTIO_NET_F_HOST_TSO4  11
-#define VIRTIO_NET_F_HOST_TSO6  12
-#define VIRTIO_NET_F_HOST_ECN   13
-#define VIRTIO_NET_F_HOST_UFO   14
-#define VIRTIO_NET_F_MRG_RXBUF  15
-#define VIRTIO_NET_F_STATUS     16
-#define VIRTIO_NET_F_CTRL_VQ    17
+#define VIRTIO_NET_F_CSUM                0
+#define VIRTIO_NET_F_GUEST_CSUM          1
+#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
+#define VIRTIO_NET_F_MAC                 5
+#define VIRTIO_NET_F_GUEST_TSO4          7
+#define VIRTIO_NET_F_GUEST_TSO6          8
+#define VIRTIO_NET_F_GUEST_ECN           9
+#define VIRTIO_NET_F_GUEST_UFO           10
+#define VIRTIO_NET_F_HOST_TSO4           11
+#define VIRTIO_NET_F_HOST_TSO6           12
+#define VIRTIO_NET_F_HOST_ECN            13
+#define VIRTIO_NET_F_HOST_UFO            14
+#define VIRTIO_NET_F_MRG_RXBUF           15
+#define VIRTIO_NET_F_STATUS              16
+#define VIRTIO_NET_F_CTRL_VQ             17
+#define VIRTIO_NET_F_CTRL_RX             18
+#define VIRTIO_NET_F_CTRL_VLAN           19
+#define VIRTIO_NET_F_CTRL_RX_EXTRA       20
+#define VIRTIO_NET_F_GUEST_ANNOUNCE      21
+#define VIRTIO_NET_F_MQ                  22
+#define VIRTIO_NET_F_CTRL_MAC_ADDR       23
+
+/* Control queue (spec 5.1.6.5): class, command, data..., then one status byte written back. */
+#define VIRTIO_NET_OK                      0
+#define VIRTIO_NET_ERR                     1
+#define VIRTIO_NET_CTRL_RX                 0
+#define VIRTIO_NET_CTRL_RX_PROMISC         0
+#define VIRTIO_NET_CTRL_RX_ALLMULTI        1
+#define VIRTIO_NET_CTRL_RX_ALLUNI          2
+#define VIRTIO_NET_CTRL_RX_NOMULTI         3
+#define VIRTIO_NET_CTRL_RX_NOUNI           4
+#define VIRTIO_NET_CTRL_RX_NOBCAST         5
+#define VIRTIO_NET_CTRL_MAC                1
+#define VIRTIO_NET_CTRL_MAC_TABLE_SET      0
+#define VIRTIO_NET_CTRL_MAC_ADDR_SET       1
+#define VIRTIO_NET_CTRL_VLAN               2
+#define VIRTIO_NET_CTRL_VLAN_ADD           0
+#define VIRTIO_NET_CTRL_VLAN_DEL           1
+#define VIRTIO_NET_CTRL_ANNOUNCE           3
+#define VIRTIO_NET_CTRL_MQ                 4
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET    0
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN    1
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX    0x8000
+#define VIRTIO_NET_CTRL_GUEST_OFFLOADS     5
+#define VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET 0
+
+/* QEMU's sizes: MAC filter entries (more switch to "all unicast/multicast"), VLAN ids, and the
+ * control queue. */
+#define VIRTIO_NET_MAC_TABLE_ENTRIES 64
+#define VIRTIO_NET_MAX_VLAN          4096
+#define VIRTIO_NET_CTRL_QUEUE_SIZE   64
+#define VIRTIO_NET_MAX_PAIRS         NETDEV_MAX_QUEUES
 
 #define VIRTIO_NET_S_LINK_UP 1
 
@@ -45,7 +93,7 @@
 #define VIRTIO_NET_HDR_GSO_ECN         0x80
 #define VIRTIO_NET_HDR_NUM_BUFFERS_OFF 10
 
-#define VIRTIO_NET_RXQ        0
+#define VIRTIO_NET_RXQ        0 /* of pair 0 */
 #define VIRTIO_NET_TXQ        1
 #define VIRTIO_NET_QUEUE_SIZE 256
 #define VIRTIO_NET_CONFIG_LEN 10 /* mac[6], status, max_virtqueue_pairs */
@@ -54,8 +102,10 @@
 
 struct virtio_net;
 
-/* Claims nd (one device per netdev). Offloads are offered only if nd has a vnet header. */
-int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6],
+/* Claims nd (one device per netdev). Offloads are offered only if nd has a vnet header. mq
+ * (QEMU's mq=on) offers VIRTIO_NET_F_MQ with one queue pair per netdev queue; without it the
+ * device has one pair (and uses the netdev's first queue only). */
+int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6], bool mq,
                       struct virtio_net **out, struct error *err);
 struct virtio_device *virtio_net_vdev(struct virtio_net *n);
 /* Stops the device, releases the netdev (which the caller destroys afterwards). */
@@ -64,6 +114,9 @@ void virtio_net_destroy(struct virtio_net *n);
 /* Counters, for tests and diagnostics (read them when the device is stopped or idle). */
 struct virtio_net_stats {
     uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped;
+    uint64_t rx_filtered;       /* refused by the receive filter */
+    uint64_t ctrl_ok, ctrl_err; /* control commands answered VIRTIO_NET_OK / _ERR */
+    unsigned curr_pairs;        /* queue pairs in use (VQ_PAIRS_SET) */
 };
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *st);
 

@@ -45,7 +45,7 @@ static void rig_init(struct rig *r, bool vnet)
         abort();
     r->peer = sv[1];
     static const uint8_t mac[6] = {0x52, 0x54, 0, 1, 2, 3};
-    if (virtio_net_create(&mem, r->nd, mac, &r->net, &err) < 0)
+    if (virtio_net_create(&mem, r->nd, mac, false, &r->net, &err) < 0)
         abort();
 }
 

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netpacket/packet.h>
 #include <linux/if_ether.h>
+#include <linux/if_tun.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -39,16 +40,18 @@ struct collector {
     pthread_cond_t cond;
     uint8_t *frames[MAX_FRAMES];
     size_t lens[MAX_FRAMES];
+    unsigned queues[MAX_FRAMES]; /* the backend queue each came from */
     unsigned n;
     unsigned flushes;
     unsigned writable;
 };
 
-static void col_receive(void *opaque, const uint8_t *frame, size_t len)
+static void col_receive(void *opaque, unsigned queue, const uint8_t *frame, size_t len)
 {
     struct collector *c = opaque;
     pthread_mutex_lock(&c->lock);
     if (c->n < MAX_FRAMES) {
+        c->queues[c->n] = queue;
         c->frames[c->n] = malloc(len);
         memcpy(c->frames[c->n], frame, len);
         c->lens[c->n++] = len;
@@ -65,8 +68,9 @@ static void col_flush(void *opaque)
     pthread_mutex_unlock(&c->lock);
 }
 
-static void col_writable(void *opaque)
+static void col_writable(void *opaque, unsigned queue)
 {
+    (void)queue;
     struct collector *c = opaque;
     pthread_mutex_lock(&c->lock);
     c->writable++;
@@ -134,6 +138,7 @@ static uint8_t *col_wait(struct collector *c, unsigned idx, size_t *len, int tim
 
 struct send_arg {
     struct netdev *nd;
+    unsigned queue;
     const void *frame;
     size_t len;
     int ret;
@@ -145,13 +150,38 @@ static void send_fn(void *opaque)
     /* Two segments, to exercise the gathering. */
     size_t half = a->len / 2;
     struct iovec iov[2] = {{(void *)a->frame, half}, {(uint8_t *)a->frame + half, a->len - half}};
-    a->ret = netdev_send(a->nd, iov, 2);
+    a->ret = netdev_send(a->nd, a->queue, iov, 2);
+}
+
+static int send_frame_q(struct netdev *nd, unsigned queue, const void *frame, size_t len)
+{
+    struct send_arg a = {nd, queue, frame, len, -1};
+    netdev_run_sync(nd, send_fn, &a);
+    return a.ret;
 }
 
 static int send_frame(struct netdev *nd, const void *frame, size_t len)
 {
-    struct send_arg a = {nd, frame, len, -1};
-    netdev_run_sync(nd, send_fn, &a);
+    return send_frame_q(nd, 0, frame, len);
+}
+
+struct active_arg {
+    struct netdev *nd;
+    unsigned n;
+    int ret;
+};
+
+static void active_fn(void *opaque)
+{
+    struct active_arg *a = opaque;
+    struct error err = {0};
+    a->ret = netdev_set_active_queues(a->nd, a->n, &err);
+}
+
+static int set_active(struct netdev *nd, unsigned n)
+{
+    struct active_arg a = {nd, n, -1};
+    netdev_run_sync(nd, active_fn, &a);
     return a.ret;
 }
 
@@ -207,6 +237,18 @@ static void test_parse_errors(void **state)
     expect_create_error("tap,id=t0,fd=x", "fd");
     expect_create_error("tap,id=t0,sndbuf=lots", "sndbuf");
     expect_create_error("tap,id=t0,fd=3,ifname=x", "cannot be combined");
+    /* Multiqueue: queues= 1..31, fds= a colon list, neither with fd= nor with each other. */
+    expect_create_error("tap,id=t0,queues=0", "queues=0: must be 1..31");
+    expect_create_error("tap,id=t0,queues=32", "queues=32: must be 1..31");
+    expect_create_error("tap,id=t0,queues=two", "queues");
+    expect_create_error("tap,id=t0,fd=3,queues=2", "cannot be combined");
+    expect_create_error("tap,id=t0,fd=3,fds=4:5", "cannot be combined");
+    expect_create_error("tap,id=t0,fds=4:5,queues=2", "fds= cannot be combined");
+    expect_create_error("tap,id=t0,fds=4:5,ifname=x", "fds= cannot be combined");
+    expect_create_error("tap,id=t0,fds=4::5", "invalid fds '4::5'");
+    expect_create_error("tap,id=t0,fds=4:x", "'x' is not a descriptor");
+    expect_create_error("tap,id=t0,fds=4:5:4", "given twice");
+    expect_create_error("user,id=n0,queues=2", "queues");
     expect_create_error("tap,id=t0,vhostfd=4", "not supported yet");
     if (access("/dev/vhost-net", F_OK) < 0)
         expect_create_error("tap,id=t0,vhost=on",
@@ -675,7 +717,134 @@ static int tap_child(void)
     return back ? 0 : 18;
 }
 
-static void test_tap(void **state)
+/* queues=2 in a private namespace: both queues carry frames out, with one queue attached every
+ * frame in comes on it, and fds= takes queues opened by the caller. 0 passed, 77 skipped, else
+ * failed. */
+static int tap_mq_child(void)
+{
+    if (unshare(CLONE_NEWNET) < 0) {
+        fprintf(stderr, "skip: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+        return 77;
+    }
+    struct netdev *nd;
+    struct error err = {0};
+    if (netdev_create("tap,id=t0,ifname=kemumq0,queues=2,script=no,downscript=no", &nd, &err) < 0) {
+        fprintf(stderr, "skip: %s\n", err.msg);
+        return 77;
+    }
+    if (netdev_queues(nd) != 2)
+        return 20;
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "kemumq0");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return 21;
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        return 22;
+    close(s);
+    int ps = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET,
+                              .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = (int)if_nametoindex("kemumq0")};
+    if (ps < 0 || bind(ps, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+        return 23;
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(ps, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t f[12 + 64];
+    memset(f, 0, sizeof(f));
+    memset(f + 12, 0xff, 6);
+    memcpy(f + 12 + 6, guest_mac, 6);
+    f[12 + 12] = 0x88;
+    f[12 + 13] = 0xb5;
+    for (unsigned q = 0; q < 2; q++) {
+        snprintf((char *)f + 12 + 14, 20, "kemu-mq-%u", q);
+        if (send_frame_q(nd, q, f, sizeof(f)) != 0)
+            return 24 + (int)q;
+        bool seen = false;
+        uint8_t buf[2048];
+        for (int i = 0; i < 50 && !seen; i++) {
+            ssize_t n = recv(ps, buf, sizeof(buf), 0);
+            if (n < 0)
+                break;
+            seen = n >= 64 && !memcmp(buf, f + 12, 64);
+        }
+        if (!seen)
+            return 26 + (int)q;
+    }
+    /* Queue 1 detached (the kernel still takes frames written on it, so that is not tested). */
+    if (set_active(nd, 1) != 0)
+        return 28;
+    /* Host to guest: UDP flows (the kernel hashes them over the attached queues). With one
+     * queue attached all arrive on queue 0; with both, some on queue 1. */
+    for (unsigned active = 1; active <= 2; active++) {
+        if (set_active(nd, active) != 0)
+            return 30;
+        struct collector c;
+        col_init(&c, nd);
+        enum { FLOWS = 16 };
+        for (int k = 0; k < FLOWS; k++) {
+            uint8_t h[64] = {0};
+            memset(h, 0xff, 6);
+            memcpy(h + 6, guest_mac, 6);
+            h[12] = 0x08;
+            uint8_t *ip = h + 14;
+            ip[0] = 0x45;
+            ip[3] = 50;
+            ip[8] = 64;
+            ip[9] = 17;
+            ip[12] = 10, ip[15] = 1;
+            ip[16] = 10, ip[19] = 2;
+            uint8_t *udp = ip + 20;
+            udp[0] = 0x40, udp[1] = (uint8_t)k; /* source port per flow */
+            udp[3] = 9;
+            udp[5] = 30;
+            if (send(ps, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+                return 31;
+        }
+        unsigned on1 = 0;
+        for (unsigned i = 0; i < FLOWS; i++) {
+            size_t l;
+            uint8_t *r = col_wait(&c, i, &l, 3000);
+            if (!r)
+                return 32;
+            free(r);
+            on1 += c.queues[i] == 1;
+        }
+        col_fini(&c, nd);
+        if (active == 1 ? on1 != 0 : on1 == 0)
+            return 33;
+    }
+    if (send_frame_q(nd, 1, f, sizeof(f)) != 0)
+        return 34;
+    if (set_active(nd, 3) == 0)
+        return 35;
+    netdev_destroy(nd);
+
+    /* fds=: two queues the caller opened. */
+    int fds[2];
+    for (int i = 0; i < 2; i++) {
+        fds[i] = open("/dev/net/tun", O_RDWR);
+        memset(&ifr, 0, sizeof(ifr));
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+        strcpy(ifr.ifr_name, "kemumq1");
+        if (fds[i] < 0 || ioctl(fds[i], TUNSETIFF, &ifr) < 0)
+            return 36;
+    }
+    char text[64];
+    snprintf(text, sizeof(text), "tap,id=t1,fds=%d:%d", fds[0], fds[1]);
+    if (netdev_create(text, &nd, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 37;
+    }
+    if (netdev_queues(nd) != 2 || netdev_vnet_hdr_len(nd) != 12)
+        return 38;
+    netdev_destroy(nd);
+    return 0;
+}
+
+static void run_child(int (*fn)(void))
 {
     if (access("/dev/net/tun", R_OK | W_OK) < 0) {
         printf("skipping tap test: /dev/net/tun: %s\n", strerror(errno));
@@ -685,7 +854,7 @@ static void test_tap(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(tap_child());
+        _exit(fn());
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
@@ -694,6 +863,16 @@ static void test_tap(void **state)
         skip();
     }
     assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_tap_mq(void **state)
+{
+    run_child(tap_mq_child);
+}
+
+static void test_tap(void **state)
+{
+    run_child(tap_child);
 }
 
 int main(void)
@@ -705,7 +884,7 @@ int main(void)
         cmocka_unit_test(test_user_arp),     cmocka_unit_test(test_user_hostfwd),
 #endif
         cmocka_unit_test(test_fd_backend),   cmocka_unit_test(test_fd_backpressure),
-        cmocka_unit_test(test_tap),
+        cmocka_unit_test(test_tap),          cmocka_unit_test(test_tap_mq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,7 +62,7 @@ static struct fx *fx_new(bool vnet_hdr, uint64_t net_features)
     struct error err = {0};
     assert_int_equal(netdev_create_fd("s0", f->sv[0], vnet_hdr, true, &f->nd, &err), 0);
     static const uint8_t mac[6] = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
-    assert_int_equal(virtio_net_create(&f->mem, f->nd, mac, &f->net, &err), 0);
+    assert_int_equal(virtio_net_create(&f->mem, f->nd, mac, false, &f->net, &err), 0);
     f->vdev = virtio_net_vdev(f->net);
     f->tops.notify_queue = t_notify_queue;
     f->tops.notify_config = t_notify_config;
@@ -211,7 +211,7 @@ static void test_config_features(void **state)
     struct virtio_net *n2;
     struct error err = {0};
     static const uint8_t mac[6] = {0};
-    assert_int_equal(virtio_net_create(&f->mem, f->nd, mac, &n2, &err), -1);
+    assert_int_equal(virtio_net_create(&f->mem, f->nd, mac, false, &n2, &err), -1);
     assert_non_null(strstr(err.msg, "already in use"));
     fx_free(f);
 }
