@@ -22,7 +22,7 @@
 #include "kemu-config.h"
 
 #ifdef CONFIG_IO_URING
-#include <liburing.h>
+#include "block/uring_dl.h" /* liburing, opened by the first aio=io_uring drive */
 #endif
 
 #define ZERO_CHUNK (1u << 20)
@@ -435,6 +435,8 @@ struct aio_uring {
 
 static int uring_init(struct block_backend *bb, struct error *err)
 {
+    if (uring_dl_open(err) < 0)
+        return -1;
     struct aio_uring *u = calloc(1, sizeof(*u));
     if (!u)
         return error_setf(err, "out of memory");

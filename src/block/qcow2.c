@@ -22,8 +22,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
+
+/* zlib and libzstd are opened at the first compressed cluster (zlib_dl.h says why and how) */
+#include "block/zlib_dl.h"
+#include "block/zstd_dl.h"
 
 #define QCOW_MAGIC 0x514649fbu
 
@@ -1210,10 +1212,22 @@ static void compressed_range(const struct qcow2 *q, uint64_t entry, uint64_t *of
     *len = sectors * 512 - (*off & 511);
 }
 
+/* zlib or libzstd, whichever the image's compression type takes, opened at its first use. */
+static int open_compression(struct qcow2 *q, struct error *err)
+{
+    if ((q->compression == QCOW2_COMPRESS_ZSTD ? zstd_dl_open(err) : zlib_dl_open(err)) < 0) {
+        error_prefix(err, "%s: ", q->name);
+        return -1;
+    }
+    return 0;
+}
+
 static int decompress(struct qcow2 *q, uint64_t entry, struct error *err)
 {
     if (q->zbuf_off == entry)
         return 0;
+    if (open_compression(q, err) < 0)
+        return -1;
     uint64_t coff, clen;
     compressed_range(q, entry, &coff, &clen);
     if (coff >= q->file_size)
@@ -1926,6 +1940,9 @@ int qcow2_write_compressed(struct qcow2 *q, uint64_t offset, const void *buf, si
         return -1;
     if ((offset & (cs - 1)) || ((len & (cs - 1)) && q->size - offset - len > cs - (len & (cs - 1))))
         return error_setf(err, "%s: compressed writes must cover whole clusters", q->name);
+    /* here rather than in compress_cluster(), whose failure means "write it uncompressed" */
+    if (open_compression(q, err) < 0)
+        return -1;
     uint8_t *in = malloc(cs), *out = malloc(cs);
     struct batch *b = calloc(1, sizeof(*b));
     int r = 0;
@@ -2491,6 +2508,12 @@ int qcow2_create(const char *path, uint64_t size, const struct qcow2_create_opts
                           "%s: refcount bits other than 16, lazy refcounts and zstd need "
                           "compat=1.1",
                           path);
+    /* As QEMU built without zstd refuses such an image: a host without libzstd learns it now,
+     * not at the first compressed write into the image. */
+    if (o.compression == QCOW2_COMPRESS_ZSTD && zstd_dl_open(err) < 0) {
+        error_prefix(err, "%s: ", path);
+        return -1;
+    }
     if (o.backing_fmt && strcmp(o.backing_fmt, "qcow2") && strcmp(o.backing_fmt, "raw"))
         return error_setf(err, "%s: backing format '%s' is not supported", path, o.backing_fmt);
     if (o.backing_file && strlen(o.backing_file) > MAX_BACKING_NAME)
