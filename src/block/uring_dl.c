@@ -34,20 +34,10 @@ static struct os_lib liburing = {
 
 int uring_dl_open(struct error *err)
 {
-    /* Once per aio=io_uring drive: os_lib_open's lock is cheap enough. The ring functions run
-     * later on threads that got the drive (and with it these pointers) after this returned. */
     return os_lib_open(&liburing, err);
 }
 
-/* A liburing function reached before uring_dl_open() succeeded: a bug in kemu, not a NULL call. */
-static _Noreturn void unopened(const char *name)
-{
-    fprintf(stderr, "kemu: internal error: %s called before " LIBURING_SONAME " was opened\n",
-            name);
-    abort();
-}
-
-#define FN(n) (ur.p_##n ? ur.p_##n : (unopened(#n), ur.p_##n))
+#define FN(n) OS_LIB_FN(liburing, ur.p_##n, #n)
 
 int kemu___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr, unsigned submit,
                             unsigned wait_nr, sigset_t *sigmask)

@@ -1,5 +1,4 @@
 /* The kemu_* trampolines that block/zlib_dl.h renames zlib's functions to. */
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,25 +36,10 @@ static struct os_lib libz = {
 
 int zlib_dl_open(struct error *err)
 {
-    /* qcow2 opens at every compressed cluster, from up to 16 workers per image: once open, skip
-     * os_lib_open's process-wide lock. Release/acquire publishes the resolved pointers. */
-    static atomic_bool opened;
-    if (atomic_load_explicit(&opened, memory_order_acquire))
-        return 0;
-    if (os_lib_open(&libz, err) < 0)
-        return -1;
-    atomic_store_explicit(&opened, true, memory_order_release);
-    return 0;
+    return os_lib_open(&libz, err);
 }
 
-/* A zlib function reached before zlib_dl_open() succeeded: a bug in kemu, not a NULL call. */
-static _Noreturn void unopened(const char *name)
-{
-    fprintf(stderr, "kemu: internal error: %s called before " ZLIB_SONAME " was opened\n", name);
-    abort();
-}
-
-#define FN(n) (zl.p_##n ? zl.p_##n : (unopened(#n), zl.p_##n))
+#define FN(n) OS_LIB_FN(libz, zl.p_##n, #n)
 
 int kemu_deflate(z_streamp strm, int flush)
 {

@@ -1,5 +1,4 @@
 /* The kemu_* trampolines that block/zstd_dl.h renames libzstd's functions to. */
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,25 +36,10 @@ static struct os_lib libzstd = {
 
 int zstd_dl_open(struct error *err)
 {
-    /* qcow2 opens at every compressed cluster, from up to 16 workers per image: once open, skip
-     * os_lib_open's process-wide lock. Release/acquire publishes the resolved pointers. */
-    static atomic_bool opened;
-    if (atomic_load_explicit(&opened, memory_order_acquire))
-        return 0;
-    if (os_lib_open(&libzstd, err) < 0)
-        return -1;
-    atomic_store_explicit(&opened, true, memory_order_release);
-    return 0;
+    return os_lib_open(&libzstd, err);
 }
 
-/* A zstd function reached before zstd_dl_open() succeeded: a bug in kemu, not a NULL call. */
-static _Noreturn void unopened(const char *name)
-{
-    fprintf(stderr, "kemu: internal error: %s called before " ZSTD_SONAME " was opened\n", name);
-    abort();
-}
-
-#define FN(n) (zs.p_##n ? zs.p_##n : (unopened(#n), zs.p_##n))
+#define FN(n) OS_LIB_FN(libzstd, zs.p_##n, #n)
 
 size_t kemu_ZSTD_compressCCtx(ZSTD_CCtx *cctx, void *dst, size_t dstCapacity, const void *src,
                               size_t srcSize, int compressionLevel)

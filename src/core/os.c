@@ -195,11 +195,15 @@ int os_tcp_socket(const char *host, const char *port, bool server, int family, b
 
 int os_lib_open(struct os_lib *lib, struct error *err)
 {
+    /* Open already: no lock (qcow2 asks at every compressed cluster, from several workers). The
+     * release store below publishes the resolved pointers with the state. */
+    if (atomic_load_explicit(&lib->state, memory_order_acquire) > 0)
+        return 0;
     /* One lock for every library: opening happens a few times per run at most. */
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    if (!lib->state) {
-        lib->state = -1;
+    if (!atomic_load_explicit(&lib->state, memory_order_relaxed)) {
+        atomic_store_explicit(&lib->state, -1, memory_order_relaxed);
         /* RTLD_NOW: a missing function shows here, not as a crash at its first call. */
         void *h = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
         if (!h) {
@@ -224,11 +228,20 @@ int os_lib_open(struct os_lib *lib, struct error *err)
                     *lib->fns[j].addr = NULL;
                 dlclose(h);
             } else {
-                lib->state = 1; /* open for the rest of the run: its functions are in use */
+                /* open for the rest of the run: its functions are in use */
+                atomic_store_explicit(&lib->state, 1, memory_order_release);
             }
         }
     }
-    int r = lib->state > 0 ? 0 : error_setf(err, "%s", lib->error);
+    int r = atomic_load_explicit(&lib->state, memory_order_relaxed) > 0
+                ? 0
+                : error_setf(err, "%s", lib->error);
     pthread_mutex_unlock(&lock);
     return r;
+}
+
+_Noreturn void os_lib_unopened(const struct os_lib *lib, const char *fn)
+{
+    fprintf(stderr, "kemu: internal error: %s called before %s was opened\n", fn, lib->soname);
+    abort();
 }

@@ -3,6 +3,7 @@
 #ifndef KEMU_CORE_OS_H
 #define KEMU_CORE_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -51,11 +52,16 @@ struct os_lib {
     const char *what;   /* the feature, for the error: "user-mode networking (-netdev user)" */
     const struct os_lib_fn *fns;
     size_t nfns;
-    int state;       /* private: 0 not tried yet, 1 open, -1 failed */
-    char error[256]; /* private: the failure, repeated to later callers */
+    atomic_int state; /* private: 0 not tried yet, 1 open, -1 failed */
+    char error[256];  /* private: the failure, repeated to later callers */
 };
 /* Open the library and fill every fn, once per struct os_lib (thread-safe); later calls return
  * the first outcome. 0, or -1 with "WHAT needs SONAME: <dlerror>". The library stays open. */
 int os_lib_open(struct os_lib *lib, struct error *err);
+/* A library function reached before os_lib_open() succeeded: a bug in kemu; says so, aborts. */
+_Noreturn void os_lib_unopened(const struct os_lib *lib, const char *fn);
+/* ptr, a resolved function of lib, or os_lib_unopened() when it is not: a trampoline's
+ * FN(n) passes table.p_##n and #n, pasted there so that n, often a macro, is not expanded. */
+#define OS_LIB_FN(lib, ptr, name) ((ptr) ? (ptr) : (os_lib_unopened(&(lib), name), (ptr)))
 
 #endif

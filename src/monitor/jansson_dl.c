@@ -60,14 +60,7 @@ int jansson_dl_open(struct error *err)
     return os_lib_open(&libjansson, err);
 }
 
-/* A JSON function reached before jansson_dl_open() succeeded: a bug in kemu, not a NULL call. */
-static _Noreturn void unopened(const char *name)
-{
-    fprintf(stderr, "kemu: internal error: %s called before " JANSSON_SONAME " was opened\n", name);
-    abort();
-}
-
-#define FN(n) (jl.p_##n ? jl.p_##n : (unopened(#n), jl.p_##n))
+#define FN(n) OS_LIB_FN(libjansson, jl.p_##n, #n)
 
 json_t *kemu_json_array(void)
 {
