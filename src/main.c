@@ -191,11 +191,12 @@ static size_t qmp_cpus(void *opaque, struct qmp_cpu_info *out, size_t max)
     for (size_t i = 0; i < n && i < max; i++) {
         unsigned th = t->threads ? t->threads : 1, co = t->cores ? t->cores : 1;
         unsigned di = t->dies ? t->dies : 1;
-        out[i] = (struct qmp_cpu_info){.index = (unsigned)i,
-                                       .thread_id = vm->vcpus[i].tid,
-                                       .socket_id = (int)(i / (th * co * di)),
-                                       .core_id = (int)((i / th) % co),
-                                       .thread_in_core = (int)(i % th)};
+        out[i] =
+            (struct qmp_cpu_info){.index = (unsigned)i,
+                                  .thread_id = __atomic_load_n(&vm->vcpus[i].tid, __ATOMIC_ACQUIRE),
+                                  .socket_id = (int)(i / (th * co * di)),
+                                  .core_id = (int)((i / th) % co),
+                                  .thread_in_core = (int)(i % th)};
     }
     return n;
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,7 +234,7 @@ static void *vcpu_thread(void *opaque)
     char name[16];
     snprintf(name, sizeof(name), "CPU %u/KVM", v->index);
     pthread_setname_np(pthread_self(), name);
-    v->tid = (int)syscall(SYS_gettid);
+    __atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 
     while (!atomic_load(&vm->stopping)) {
         if (ioctl(v->kfd.fd, KVM_RUN, 0) < 0) {
@@ -304,6 +305,11 @@ static int start_vcpus(struct vm *vm, struct error *err)
             return error_setf_errno(err, e, "cannot start the thread of CPU %u", i);
         v->thread_started = true;
     }
+    /* Every thread has its id before the monitor can ask (query-cpus-fast's thread-id, as QEMU
+     * creates its vCPU threads before serving). It is the threads' first step: a short wait. */
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        while (!__atomic_load_n(&vm->vcpus[i].tid, __ATOMIC_ACQUIRE))
+            sched_yield();
     return 0;
 }
 
