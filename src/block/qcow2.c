@@ -1204,6 +1204,13 @@ static int lookup(struct qcow2 *q, uint64_t off, struct loc *l, struct error *er
     return 0;
 }
 
+/* The bytes from off to the end of its cluster, at most len: one step of a walk over clusters. */
+static uint64_t to_cluster_end(const struct qcow2 *q, uint64_t off, uint64_t len)
+{
+    uint64_t left = q->cluster_size - (off & (q->cluster_size - 1));
+    return left < len ? left : len;
+}
+
 static void compressed_range(const struct qcow2 *q, uint64_t entry, uint64_t *off, uint64_t *len)
 {
     unsigned x = 70 - q->cluster_bits; /* 62 - (cluster_bits - 8) */
@@ -1307,7 +1314,7 @@ int qcow2_read(struct qcow2 *q, uint64_t offset, void *buf, size_t len, struct e
         return -1;
     while (len) {
         uint64_t in = offset & (q->cluster_size - 1);
-        size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : len;
+        size_t n = (size_t)to_cluster_end(q, offset, len);
         struct loc l;
         if (lookup(q, offset, &l, err) < 0)
             return -1;
@@ -1601,7 +1608,7 @@ int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len, s
     int r = 0;
     while (len && r == 0) {
         uint64_t in = offset & (q->cluster_size - 1);
-        size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : len;
+        size_t n = (size_t)to_cluster_end(q, offset, len);
         if (!in && len >= q->cluster_size) {
             int64_t done = write_fresh_run(q, offset, p, len, &b, err);
             if (done < 0) {
@@ -1647,7 +1654,7 @@ int qcow2_write_inplace(struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *h
     uint64_t next = 0;
     while (len) {
         uint64_t in = off & (q->cluster_size - 1);
-        uint64_t k = q->cluster_size - in < len ? q->cluster_size - in : len;
+        uint64_t k = to_cluster_end(q, off, len);
         struct loc l;
         if (lookup(q, off, &l, err) < 0)
             return -1;
@@ -1671,7 +1678,7 @@ int qcow2_read_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_ext
     unsigned n = 0;
     while (len) {
         uint64_t in = off & (q->cluster_size - 1);
-        uint64_t k = q->cluster_size - in < len ? q->cluster_size - in : len;
+        uint64_t k = to_cluster_end(q, off, len);
         struct loc l;
         if (lookup(q, off, &l, err) < 0)
             return -1;
@@ -2706,7 +2713,7 @@ static int map_at(struct qcow2 *q, uint64_t off, uint64_t max, int depth, struct
                   struct error *err)
 {
     uint64_t in = off & (q->cluster_size - 1);
-    uint64_t len = q->cluster_size - in < max ? q->cluster_size - in : max;
+    uint64_t len = to_cluster_end(q, off, max);
     struct loc l;
     if (lookup(q, off, &l, err) < 0)
         return -1;
