@@ -22,6 +22,7 @@
 #include "block/block.h"
 #include "core/bytes.h"
 #include "virtio/blk.h"
+#include "../virtio_driver.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -101,11 +102,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         f |= VIRTIO_BIT(VIRTIO_F_RING_INDIRECT_DESC);
     struct error err = {0};
     pthread_mutex_lock(&v->lock);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-    virtio_set_driver_features(v, 0, (uint32_t)f);
-    virtio_set_driver_features(v, 1, (uint32_t)(f >> 32));
+    virtio_driver_features(v, f);
     uint8_t st = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-    virtio_set_status(v, st);
     if (vq_set_size(&v->vq[0], QSIZE, &err) < 0 ||
         vq_set_addresses(&v->vq[0], 0, AVAIL, USED, &err) < 0 || vq_enable(&v->vq[0], &err) < 0)
         abort();

@@ -22,6 +22,7 @@
 
 #include "core/bytes.h"
 #include "virtio/net.h"
+#include "../virtio_driver.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -117,15 +118,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct error err = {0};
     pthread_mutex_lock(&v->lock);
     virtio_set_status(v, 0);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-    virtio_set_driver_features(v, 0, (uint32_t)feat);
-    virtio_set_driver_features(v, 1, (uint32_t)(feat >> 32));
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+    bool ok = virtio_driver_features(v, feat);
     /* The control queue and the receive queues of both pairs (the second only used with MQ). */
     const unsigned qs[3] = {cq, 0, 2};
     const uint64_t base[3] = {0, 0x3000, 0x6000};
-    bool ok = (v->status & VIRTIO_STATUS_FEATURES_OK) != 0;
     for (unsigned i = 0; i < (mq ? 3u : 2u) && ok; i++)
         ok = vq_set_size(&v->vq[qs[i]], i ? rsize : csize, &err) == 0 &&
              vq_set_addresses(&v->vq[qs[i]], base[i], base[i] + 0x1000, base[i] + 0x2000, &err) ==

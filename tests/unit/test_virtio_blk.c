@@ -18,6 +18,7 @@
 #include "block/block_int.h"
 #include "core/bytes.h"
 #include "virtio/blk.h"
+#include "../virtio_driver.h"
 
 #define RAM_SIZE  (1u << 20)
 #define QSIZE     16
@@ -142,13 +143,8 @@ static void driver_init(struct fx *f, uint64_t features)
     struct virtio_device *v = f->vdev;
     struct error err = {0};
     pthread_mutex_lock(&v->lock);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     features |= VIRTIO_BIT(VIRTIO_F_VERSION_1);
-    virtio_set_driver_features(v, 0, (uint32_t)features);
-    virtio_set_driver_features(v, 1, (uint32_t)(features >> 32));
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_true(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_true(virtio_driver_features(v, features));
     assert_int_equal(vq_set_size(&v->vq[0], QSIZE, &err), 0);
     assert_int_equal(vq_set_addresses(&v->vq[0], DESC, AVAIL, USED, &err), 0);
     assert_int_equal(vq_enable(&v->vq[0], &err), 0);

@@ -15,6 +15,7 @@
 
 #include "core/bytes.h"
 #include "virtio/console.h"
+#include "../virtio_driver.h"
 
 #define RAM_SIZE  (1u << 20)
 #define RINGS     0x10000u /* queue q's rings at RINGS + q * 0x1000 */
@@ -163,12 +164,7 @@ static void driver_init(struct fx *f, uint64_t features, unsigned nq)
     memset(f->ram + RINGS, 0, DATA - RINGS);
     pthread_mutex_lock(&vdev->lock);
     virtio_set_status(vdev, 0);
-    virtio_set_status(vdev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-    virtio_set_driver_features(vdev, 0, (uint32_t)features);
-    virtio_set_driver_features(vdev, 1, (uint32_t)(features >> 32));
-    virtio_set_status(vdev,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_true(vdev->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_true(virtio_driver_features(vdev, features));
     for (unsigned q = 0; q < nq; q++) {
         assert_int_equal(vq_set_size(&vdev->vq[q], QSIZE, &err), 0);
         assert_int_equal(

@@ -17,6 +17,7 @@
 
 #include "core/bytes.h"
 #include "virtio/net.h"
+#include "../virtio_driver.h"
 
 #define RAM_SIZE (1u << 20)
 #define QSIZE    16
@@ -70,13 +71,8 @@ static struct fx *fx_new(bool vnet_hdr, uint64_t net_features)
 
     struct virtio_device *v = f->vdev;
     pthread_mutex_lock(&v->lock);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     uint64_t feat = VIRTIO_BIT(VIRTIO_F_VERSION_1) | net_features;
-    virtio_set_driver_features(v, 0, (uint32_t)feat);
-    virtio_set_driver_features(v, 1, (uint32_t)(feat >> 32));
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_true(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_true(virtio_driver_features(v, feat));
     for (unsigned q = 0; q < 2; q++) {
         assert_int_equal(vq_set_size(&v->vq[q], QSIZE, &err), 0);
         assert_int_equal(vq_set_addresses(&v->vq[q], DESC(q), AVAIL(q), USED(q), &err), 0);
@@ -200,12 +196,8 @@ static void test_config_features(void **state)
     /* Dependencies: GUEST_TSO4 without GUEST_CSUM is refused. */
     pthread_mutex_lock(&v->lock);
     virtio_set_status(v, 0);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-    virtio_set_driver_features(v, 0, (uint32_t)VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO4));
-    virtio_set_driver_features(v, 1, 1);
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_false(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_false(virtio_driver_features(v, VIRTIO_BIT(VIRTIO_F_VERSION_1) |
+                                               VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO4)));
     pthread_mutex_unlock(&v->lock);
     /* One device per netdev. */
     struct virtio_net *n2;

@@ -17,6 +17,7 @@
 
 #include "core/bytes.h"
 #include "virtio/net.h"
+#include "../virtio_driver.h"
 
 #define RAM_SIZE (1u << 20)
 #define QSIZE    16
@@ -71,13 +72,8 @@ static void negotiate(struct fx *f, uint64_t features)
     virtio_set_status(v, 0);
     memset(f->avail_idx, 0, sizeof(f->avail_idx));
     memset(f->ram, 0, CTRL_BUF);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     uint64_t feat = VIRTIO_BIT(VIRTIO_F_VERSION_1) | features;
-    virtio_set_driver_features(v, 0, (uint32_t)feat);
-    virtio_set_driver_features(v, 1, (uint32_t)(feat >> 32));
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_true(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_true(virtio_driver_features(v, feat));
     bool mq = features & VIRTIO_BIT(VIRTIO_NET_F_MQ);
     unsigned pairs = mq ? (v->nqueues - 1) / 2 : 1;
     f->cq = 2 * pairs;
@@ -277,12 +273,8 @@ static void test_features_and_queues(void **state)
     /* Control features without the control queue are refused. */
     pthread_mutex_lock(&v->lock);
     virtio_set_status(v, 0);
-    virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-    virtio_set_driver_features(v, 0, (uint32_t)VIRTIO_BIT(VIRTIO_NET_F_CTRL_RX));
-    virtio_set_driver_features(v, 1, 1);
-    virtio_set_status(v,
-                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-    assert_false(v->status & VIRTIO_STATUS_FEATURES_OK);
+    assert_false(virtio_driver_features(v, VIRTIO_BIT(VIRTIO_F_VERSION_1) |
+                                               VIRTIO_BIT(VIRTIO_NET_F_CTRL_RX)));
     pthread_mutex_unlock(&v->lock);
     fx_free(f);
 
