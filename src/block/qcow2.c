@@ -1737,7 +1737,7 @@ int qcow2_write_begin(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_
     unsigned nc = 0;
     struct batch b = {.n = 0};
     for (; len && nc < QCOW2_PLAN_MAX; nc++) {
-        uint64_t in = off & (cs - 1), k = cs - in < len ? cs - in : len;
+        uint64_t in = off & (cs - 1), k = to_cluster_end(q, off, len);
         struct loc *l = &c[nc].l;
         if (lookup(q, off, l, err) < 0)
             return -1;
