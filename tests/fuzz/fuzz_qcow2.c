@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -56,6 +57,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         off += e.len;
     }
+    /* qcow2_driver.c's split read path: map extents, read what the library itself serves */
+    for (uint64_t off = 0, n = 0; off < vs && n < 16; n++) {
+        struct qcow2_extent ext[8];
+        err = (struct error){0};
+        int k = qcow2_read_map(q, off, vs - off, ext, 8, &err);
+        if (k <= 0 || ext[k - 1].off + ext[k - 1].len <= off)
+            break;
+        for (int i = 0; i < k; i++) {
+            size_t len = ext[i].len < sizeof(buf) ? (size_t)ext[i].len : sizeof(buf);
+            err = (struct error){0};
+            if (ext[i].type == QCOW2_EXT_LIB)
+                qcow2_read(q, ext[i].off, buf, len, &err);
+        }
+        off = ext[k - 1].off + ext[k - 1].len;
+    }
     /* convert -l: the first snapshot's tables replace the active ones, then read through */
     err = (struct error){0};
     if (qcow2_snapshot_count(q) && qcow2_snapshot_load_tmp(q, "1", NULL, &err) == 0) {
@@ -81,6 +97,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     err = (struct error){0};
     if (vs >= 4096 && qcow2_write(q, vs / 2 & ~511ull, buf, 4096, &err) < 0)
         goto out;
+    /* and its split write path: in place, else plan (allocating), fill partial clusters, end */
+    if (vs >= 8192) {
+        static struct qcow2_write_plan plan;
+        uint64_t off = (vs / 3 + 1000) & ~511ull, host;
+        uint64_t len = vs - off < 70000 ? vs - off : 70000;
+        struct qcow2_info info;
+        err = (struct error){0};
+        if (qcow2_get_info(q, &info, &err) == 0 &&
+            qcow2_write_inplace(q, off, len, &host, &err) == 0) {
+            plan = (struct qcow2_write_plan){.only_fresh = (size & 1) != 0};
+            err = (struct error){0};
+            if (qcow2_write_begin(q, off, len, &plan, &err) == 0) {
+                uint8_t *fill = malloc(info.cluster_size);
+                bool ok = fill != NULL;
+                for (unsigned i = 0; ok && i < plan.n; i++)
+                    if (plan.ext[i].fill != QCOW2_FILL_NONE)
+                        ok = qcow2_plan_fill(q, &plan.ext[i], fill, &err) == 0;
+                free(fill);
+                err = (struct error){0};
+                qcow2_write_end(q, &plan, ok, &err);
+            }
+        }
+    }
     err = (struct error){0};
     if (qcow2_snapshot_create(q, "f", &err) == 0) {
         err = (struct error){0};
