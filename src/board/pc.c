@@ -22,6 +22,7 @@
 #include "hw/acpi_pm.h"
 #include "hw/debugexit.h"
 #include "hw/i8042.h"
+#include "hw/pit.h"
 #include "hw/serial.h"
 #include "pci/host.h"
 #include "pci/pci.h"
@@ -31,6 +32,18 @@ static const struct {
     uint16_t base;
     unsigned irq;
 } com_ports[PC_MAX_SERIAL] = {{0x3f8, 4}, {0x2f8, 3}, {0x3e8, 4}, {0x2e8, 3}};
+
+/*
+ * A device's timed interrupts, driven by one timerfd on the main loop: next() gives the
+ * absolute CLOCK_MONOTONIC deadline (INT64_MAX: none), tick() raises whatever is due.
+ */
+struct dev_timer {
+    int fd;
+    pthread_mutex_t lock; /* the deadline is re-armed from vCPU and main threads */
+    int64_t (*next)(void *dev);
+    void (*tick)(void *dev, int64_t now_ns);
+    void *dev;
+};
 
 struct image {
     const uint8_t *data;
@@ -46,8 +59,8 @@ struct pc {
     struct serial *serial[PC_MAX_SERIAL];
     struct i8042 *kbc;
     struct rtc *rtc;
-    int rtc_timer_fd;
-    pthread_mutex_t rtc_timer_lock; /* the deadline is re-armed from vCPU and main threads */
+    struct pit *pit;
+    struct dev_timer rtc_timer, pit_timer;
     struct debugexit *dbg;
     struct acpi_pm *pm;
     bool has_pci; /* pc: PCI bus 0 behind an i440FX host bridge */
@@ -223,6 +236,8 @@ static void pc_reset_devices(struct vm *vm)
         i8042_reset(pc->kbc);
     if (pc->rtc)
         rtc_reset(pc->rtc);
+    if (pc->pit)
+        pit_reset(pc->pit);
     if (pc->pm)
         acpi_pm_reset(pc->pm);
     if (pc->has_pci)
@@ -260,38 +275,93 @@ static void request_exit(void *opaque, int status)
     vm_request(opaque, VM_REQ_SHUTDOWN, status);
 }
 
-/* The RTC's periodic, alarm and update interrupts, driven by one timerfd on the main loop. */
-static void rtc_arm(struct pc *pc)
+static void dev_timer_arm(struct dev_timer *t)
 {
-    pthread_mutex_lock(&pc->rtc_timer_lock);
-    int64_t deadline = rtc_next_deadline_ns(pc->rtc);
+    pthread_mutex_lock(&t->lock);
+    int64_t deadline = t->next(t->dev);
     struct itimerspec its = {0}; /* all zero disarms */
     if (deadline > 0 && deadline != INT64_MAX) {
         its.it_value.tv_sec = deadline / 1000000000;
         its.it_value.tv_nsec = deadline % 1000000000;
     }
-    timerfd_settime(pc->rtc_timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
-    pthread_mutex_unlock(&pc->rtc_timer_lock);
+    timerfd_settime(t->fd, TFD_TIMER_ABSTIME, &its, NULL);
+    pthread_mutex_unlock(&t->lock);
 }
 
-/* The guest enabled or changed an RTC interrupt (vCPU thread). */
-static void rtc_deadline_changed(void *opaque)
+/* The guest programmed the device (vCPU thread): its next interrupt may have moved. */
+static void dev_timer_changed(void *opaque)
 {
-    struct pc *pc = opaque;
-    if (pc->rtc_timer_fd >= 0)
-        rtc_arm(pc);
+    struct dev_timer *t = opaque;
+    if (t->fd >= 0)
+        dev_timer_arm(t);
 }
 
-static void on_rtc_timer(void *opaque, uint32_t events)
+static void on_dev_timer(void *opaque, uint32_t events)
 {
-    struct pc *pc = opaque;
+    struct dev_timer *t = opaque;
     uint64_t n;
-    ssize_t r = read(pc->rtc_timer_fd, &n, sizeof(n));
+    ssize_t r = read(t->fd, &n, sizeof(n));
     (void)r;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    rtc_tick(pc->rtc, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-    rtc_arm(pc);
+    t->tick(t->dev, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    dev_timer_arm(t);
+}
+
+static int dev_timer_start(struct dev_timer *t, struct eventloop *loop, void *dev,
+                           int64_t (*next)(void *), void (*tick)(void *, int64_t),
+                           struct error *err)
+{
+    t->dev = dev;
+    t->next = next;
+    t->tick = tick;
+    t->fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (t->fd < 0)
+        return error_setf_errno(err, errno, "timerfd_create");
+    if (eventloop_add(loop, t->fd, EPOLLIN, on_dev_timer, t, err) < 0)
+        return -1;
+    dev_timer_arm(t);
+    return 0;
+}
+
+static void dev_timer_init(struct dev_timer *t)
+{
+    t->fd = -1;
+    pthread_mutex_init(&t->lock, NULL);
+}
+
+static void dev_timer_stop(struct dev_timer *t, struct eventloop *loop)
+{
+    if (t->fd >= 0 && loop)
+        eventloop_remove(loop, t->fd);
+}
+
+static void dev_timer_destroy(struct dev_timer *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    t->fd = -1;
+    pthread_mutex_destroy(&t->lock);
+}
+
+static int64_t rtc_timer_next(void *dev)
+{
+    return rtc_next_deadline_ns(dev);
+}
+
+static void rtc_timer_tick(void *dev, int64_t now_ns)
+{
+    rtc_tick(dev, now_ns);
+}
+
+static int64_t pit_timer_next(void *dev)
+{
+    return pit_next_deadline_ns(dev);
+}
+
+static void pit_timer_tick(void *dev, int64_t now_ns)
+{
+    pit_tick(dev, now_ns);
 }
 
 /* ---- the board side of the PCI bus: address buses, interrupts, ioeventfds ---- */
@@ -451,8 +521,8 @@ static int add_devices(struct pc *pc, struct error *err)
         .ram_below_4g = low,
         .ram_above_4g = pc->p.ram_size - low,
         .nr_cpus = pc->p.cpus,
-        .deadline_changed = rtc_deadline_changed,
-        .deadline_opaque = pc,
+        .deadline_changed = dev_timer_changed,
+        .deadline_opaque = &pc->rtc_timer,
     };
     pc->rtc = rtc_create(&rc, vm_irq_line(vm, 8));
     if (!pc->rtc)
@@ -467,12 +537,19 @@ static int add_devices(struct pc *pc, struct error *err)
         bus_register(&vm->pio, ACPI_RESET_PORT, 1, &acpi_reset_bus_ops, pc->pm, "acpi-reset", err) <
             0)
         return -1;
-    pc->rtc_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (pc->rtc_timer_fd < 0)
-        return error_setf_errno(err, errno, "timerfd_create");
-    if (eventloop_add(vm->loop, pc->rtc_timer_fd, EPOLLIN, on_rtc_timer, pc, err) < 0)
+    if (dev_timer_start(&pc->rtc_timer, vm->loop, pc->rtc, rtc_timer_next, rtc_timer_tick, err) < 0)
         return -1;
-    rtc_arm(pc);
+    struct pit_config pc_pit = {.deadline_changed = dev_timer_changed,
+                                .deadline_opaque = &pc->pit_timer};
+    pc->pit = pit_create(&pc_pit, vm_irq_line(vm, 0));
+    if (!pc->pit)
+        return error_setf(err, "cannot create the PIT");
+    if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||
+        bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) <
+            0)
+        return -1;
+    if (dev_timer_start(&pc->pit_timer, vm->loop, pc->pit, pit_timer_next, pit_timer_tick, err) < 0)
+        return -1;
     if (!pc->p.microvm && add_pci(pc, err) < 0)
         return -1;
     if (pc->p.debug_exit) {
@@ -492,8 +569,8 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
     if (!pc)
         return error_setf(err, "out of memory");
     pc->p = *p;
-    pc->rtc_timer_fd = -1;
-    pthread_mutex_init(&pc->rtc_timer_lock, NULL);
+    dev_timer_init(&pc->rtc_timer);
+    dev_timer_init(&pc->pit_timer);
     struct vm *vm = &pc->vm;
     pc->apic_ids = calloc(p->maxcpus, sizeof(uint32_t));
     if (!pc->apic_ids) {
@@ -550,8 +627,8 @@ void pc_destroy(struct pc *pc)
 {
     if (!pc)
         return;
-    if (pc->rtc_timer_fd >= 0 && pc->vm.loop)
-        eventloop_remove(pc->vm.loop, pc->rtc_timer_fd);
+    dev_timer_stop(&pc->rtc_timer, pc->vm.loop);
+    dev_timer_stop(&pc->pit_timer, pc->vm.loop);
     /* vCPUs first: nothing may touch a device while it is freed. */
     vm_destroy(&pc->vm);
     for (unsigned i = 0; i < PC_MAX_SERIAL; i++)
@@ -561,6 +638,7 @@ void pc_destroy(struct pc *pc)
         i8042_destroy(pc->kbc);
     if (pc->rtc)
         rtc_destroy(pc->rtc);
+    pit_destroy(pc->pit);
     if (pc->dbg)
         debugexit_destroy(pc->dbg);
     if (pc->pm)
@@ -569,8 +647,8 @@ void pc_destroy(struct pc *pc)
         pci_host_destroy(&pc->host);
         pci_bus_destroy(&pc->pci);
     }
-    if (pc->rtc_timer_fd >= 0)
-        close(pc->rtc_timer_fd);
+    dev_timer_destroy(&pc->rtc_timer);
+    dev_timer_destroy(&pc->pit_timer);
     unmap_image(&pc->kernel);
     unmap_image(&pc->initrd);
     free(pc->apic_ids);

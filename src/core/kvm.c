@@ -16,10 +16,10 @@ static const struct {
     int cap;
     const char *name;
 } required_caps[] = {
-    {KVM_CAP_IRQCHIP, "in-kernel irqchip"}, {KVM_CAP_USER_MEMORY, "user memory"},
-    {KVM_CAP_SET_TSS_ADDR, "TSS address"},  {KVM_CAP_EXT_CPUID, "extended CPUID"},
-    {KVM_CAP_PIT2, "in-kernel PIT"},        {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
-    {KVM_CAP_SIGNAL_MSI, "MSI injection"},  {KVM_CAP_IOEVENTFD, "ioeventfd"},
+    {KVM_CAP_IRQCHIP, "in-kernel irqchip"},     {KVM_CAP_USER_MEMORY, "user memory"},
+    {KVM_CAP_SET_TSS_ADDR, "TSS address"},      {KVM_CAP_EXT_CPUID, "extended CPUID"},
+    {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"}, {KVM_CAP_SIGNAL_MSI, "MSI injection"},
+    {KVM_CAP_IOEVENTFD, "ioeventfd"},
 };
 
 int kvm_open(struct kvm *kvm, const char *path, struct error *err)
@@ -315,10 +315,7 @@ int kvm_create_vm(struct kvm *kvm, struct error *err)
     pthread_mutex_unlock(&kvm->route_lock);
     if (r < 0)
         goto fail;
-    /* The speaker-port dummy lets port 0x61 reads (PIT calibration) stay in the kernel. */
-    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
-    if (ioctl(fd, KVM_CREATE_PIT2, &pit) < 0)
-        goto fail;
+    /* No KVM_CREATE_PIT2: the PIT is a kemu device (hw/pit.c says why). */
     return 0;
 fail:;
     int e = errno;

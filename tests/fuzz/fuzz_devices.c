@@ -13,6 +13,7 @@
 #include "hw/acpi_pm.h"
 #include "hw/debugexit.h"
 #include "hw/i8042.h"
+#include "hw/pit.h"
 #include "hw/rtc.h"
 #include "hw/serial.h"
 
@@ -41,7 +42,15 @@ static void on_exit_status(void *opaque, int status)
 
 static const struct acpi_pm_ops pm_ops = {.poweroff = on_reset, .reset = on_reset};
 
-static const uint16_t ports[] = {0x3f8, 0x60, 0x64, 0x70, 0x600, 0xcf9, 0x501};
+static const uint16_t ports[] = {0x3f8, 0x60, 0x64, 0x70, 0x600, 0xcf9, 0x501, 0x40, 0x61};
+
+/* The PIT reads time on every access: the harness's clock, so runs replay exactly. */
+static int64_t now;
+
+static int64_t fuzz_clock(void *opaque)
+{
+    return now;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -53,6 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct rtc *rtc = rtc_create(&rc, irq);
     struct acpi_pm *pm = acpi_pm_create(&pm_ops, NULL, irq);
     struct debugexit *dbg = debugexit_create(on_exit_status, NULL);
+    struct pit_config pc = {.clock = fuzz_clock};
+    struct pit *pit = pit_create(&pc, irq);
     struct bus bus;
     bus_init(&bus, "pio");
     bus_register(&bus, 0x3f8, SERIAL_IO_LEN, &serial_bus_ops, ser, "serial", NULL);
@@ -62,8 +73,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bus_register(&bus, ACPI_PM_BASE, ACPI_PM_LEN, &acpi_pm_bus_ops, pm, "pm", NULL);
     bus_register(&bus, ACPI_RESET_PORT, 1, &acpi_reset_bus_ops, pm, "cf9", NULL);
     bus_register(&bus, 0x501, 2, &debugexit_bus_ops, dbg, "debug-exit", NULL);
+    bus_register(&bus, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pit, "pit", NULL);
+    bus_register(&bus, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pit, "pcspk", NULL);
 
-    int64_t now = 0;
+    now = 0;
     for (size_t i = 0; i + 4 <= size; i += 4) {
         uint8_t sel = data[i], off = data[i + 1], op = data[i + 2], val = data[i + 3];
         uint16_t port = (uint16_t)(ports[sel % (sizeof(ports) / sizeof(ports[0]))] + (off & 0x3f));
@@ -74,12 +87,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t v;
             bus_read(&bus, port, sz, &v);
         } else if (op & 0x40) {
-            /* Host side: typed input for the UART, or time passing for the RTC. */
+            /* Host side: typed input for the UART, or time passing for the RTC and PIT. */
             if (chr.has_fe && chr.fe.can_receive(chr.fe.opaque) > 0)
                 chr.fe.receive(chr.fe.opaque, &val, 1);
             now += (int64_t)val * 1000000;
             rtc_tick(rtc, now);
             (void)rtc_next_deadline_ns(rtc);
+            pit_tick(pit, now);
+            (void)pit_next_deadline_ns(pit);
         } else {
             bus_write(&bus, port, sz, (uint64_t)val * 0x01010101u);
         }
@@ -88,11 +103,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     i8042_reset(kbc);
     rtc_reset(rtc);
     acpi_pm_reset(pm);
+    pit_reset(pit);
     bus_destroy(&bus);
     serial_destroy(ser);
     i8042_destroy(kbc);
     rtc_destroy(rtc);
     acpi_pm_destroy(pm);
     debugexit_destroy(dbg);
+    pit_destroy(pit);
     return 0;
 }

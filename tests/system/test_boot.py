@@ -1,6 +1,8 @@
 """Boot the Debian cloud kernel and check what the guest itself reports."""
 import re
 
+import pytest
+
 from conftest import run_guest
 
 COMMON = ["-M", "pc", "-nographic", "-no-reboot"]
@@ -89,6 +91,24 @@ def test_generic_kernel_boots():
     assert r.status == 0, r
     assert "KEMU-RUN-EXIT=0" in r.output, r
     assert re.search(r"^\d+\.\d+\.\d+-\d+-amd64$", r.output, re.M), r
+
+
+@pytest.mark.parametrize("machine", ["pc", "microvm"])
+def test_pit_is_the_tick(machine):
+    """The PIT is kemu's (hw/pit.c). A guest under KVM normally ticks with the LAPIC's TSC
+    deadline timer and never starts the PIT; without that timer Linux drives its ticks from
+    the 8254 on IRQ 0 (through IOAPIC pin 2), and /proc/interrupts counts them."""
+    irq0 = "grep -E '^ *0:' /proc/interrupts"
+    r = run_guest(["-M", machine, "-nographic", "-no-reboot", "-m", "256M"],
+                  append="lapic=notscdeadline noapictimer",
+                  run=f"{irq0}; sleep 1; {irq0}; dmesg | grep -iE 'MP-BIOS bug|timer doesn' || true")
+    assert r.status == 0, r
+    counts = [sum(int(n) for n in m.group(1).split())
+              for m in re.finditer(r"^\s*0:((?:\s+\d+)+)\s+(.*)$", r.output, re.M)]
+    assert len(counts) == 2, f"no IRQ 0 line in /proc/interrupts\n{r.output}"
+    assert re.search(r"^\s*0:.*\btimer\b", r.output, re.M), r
+    assert 0 < counts[0] < counts[1], r
+    assert not re.search(r"MP-BIOS bug|timer doesn't work", r.output), r
 
 
 def test_microvm_boots():
