@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/iov.h"
+
 static const struct block_format_ops *const formats[] = {&block_format_raw, &block_format_qcow2};
 
 const char *block_cache_name(enum block_cache c)
@@ -261,29 +263,6 @@ void block_backend_close(struct block_backend *bb)
     free(bb);
 }
 
-static bool iov_is_zero(const struct iovec *iov, int iovcnt)
-{
-    for (int i = 0; i < iovcnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t n = iov[i].iov_len;
-        /* Word at a time once aligned: zero detection runs on every write. */
-        while (n && ((uintptr_t)p & 7)) {
-            if (*p++)
-                return false;
-            n--;
-        }
-        for (; n >= 32; n -= 32, p += 32) {
-            const uint64_t *w = (const uint64_t *)(const void *)p;
-            if (w[0] | w[1] | w[2] | w[3])
-                return false;
-        }
-        while (n--)
-            if (*p++)
-                return false;
-    }
-    return true;
-}
-
 void block_backend_submit(struct block_backend *bb, struct block_request *req)
 {
     bb->inflight++;
@@ -357,13 +336,9 @@ void block_complete_later(struct block_backend *bb, struct block_request *req, i
 void block_complete_now(struct block_backend *bb, struct block_request *req, int ret)
 {
     if (req->bounce) {
-        if (ret == 0 && req->eop == BLOCK_OP_READ) {
-            const uint8_t *src = (const uint8_t *)req->bounce + req->bounce_off;
-            for (int i = 0; i < req->iovcnt; i++) {
-                memcpy(req->iov[i].iov_base, src, req->iov[i].iov_len);
-                src += req->iov[i].iov_len;
-            }
-        }
+        if (ret == 0 && req->eop == BLOCK_OP_READ)
+            iov_from_buf(req->iov, req->iovcnt, 0, (const uint8_t *)req->bounce + req->bounce_off,
+                         req->len);
         free(req->bounce);
         req->bounce = NULL;
         bb->bounce_inflight -= req->bounce_len;

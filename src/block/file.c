@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/iov.h"
 #include "kemu-config.h"
 
 #ifdef CONFIG_IO_URING
@@ -28,69 +29,6 @@
 #define ZERO_CHUNK (1u << 20)
 
 /* ---- synchronous operations (pool threads) ---- */
-
-/* Zero iov bytes from `from` on: a read past the end of the file reads zeros. */
-static void iov_zero_from(struct iovec *iov, int iovcnt, uint64_t from)
-{
-    for (int i = 0; i < iovcnt; i++) {
-        if (from >= iov[i].iov_len) {
-            from -= iov[i].iov_len;
-            continue;
-        }
-        memset((uint8_t *)iov[i].iov_base + from, 0, iov[i].iov_len - from);
-        from = 0;
-    }
-}
-
-static int do_rw(int fd, struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write)
-{
-    uint64_t done = 0;
-    struct iovec *copy = NULL;
-    int ret = 0;
-    while (done < len) {
-        ssize_t n = write ? pwritev(fd, iov, iovcnt, (off_t)(off + done))
-                          : preadv(fd, iov, iovcnt, (off_t)(off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            ret = -errno;
-            break;
-        }
-        if (n == 0) {
-            if (write) {
-                ret = -EIO;
-            } else {
-                iov_zero_from(iov, iovcnt, 0);
-            }
-            break;
-        }
-        done += (uint64_t)n;
-        if (done >= len)
-            break;
-        /* Short transfer: continue with the rest, on a private copy of the iovec. */
-        if (!copy) {
-            copy = malloc(sizeof(*copy) * (size_t)iovcnt);
-            if (!copy) {
-                ret = -ENOMEM;
-                break;
-            }
-            memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
-            iov = copy;
-        }
-        size_t skip = (size_t)n;
-        while (iovcnt && skip >= iov->iov_len) {
-            skip -= iov->iov_len;
-            iov++;
-            iovcnt--;
-        }
-        if (iovcnt) {
-            iov->iov_base = (uint8_t *)iov->iov_base + skip;
-            iov->iov_len -= skip;
-        }
-    }
-    free(copy);
-    return ret;
-}
 
 static int write_zeros(struct block_backend *bb, uint64_t off, uint64_t len)
 {
@@ -103,7 +41,7 @@ static int write_zeros(struct block_backend *bb, uint64_t off, uint64_t len)
     while (len && ret == 0) {
         size_t n = len < chunk ? (size_t)len : chunk;
         struct iovec v = {buf, n};
-        ret = do_rw(bb->fd, &v, 1, off, n, true);
+        ret = iov_rw_full(bb->fd, &v, 1, off, n, true);
         off += n;
         len -= n;
     }
@@ -159,9 +97,9 @@ static int run_sync(struct block_backend *bb, struct block_request *req)
 {
     switch (req->eop) {
     case BLOCK_OP_READ:
-        return do_rw(bb->fd, req->eiov, req->eiovcnt, req->eoff, req->elen, false);
+        return iov_rw_full(bb->fd, req->eiov, req->eiovcnt, req->eoff, req->elen, false);
     case BLOCK_OP_WRITE:
-        return do_rw(bb->fd, req->eiov, req->eiovcnt, req->eoff, req->elen, true);
+        return iov_rw_full(bb->fd, req->eiov, req->eiovcnt, req->eoff, req->elen, true);
     case BLOCK_OP_FLUSH:
         return do_flush(bb);
     case BLOCK_OP_DISCARD:
@@ -251,18 +189,10 @@ static void pool_destroy(struct thread_pool *p)
     pthread_mutex_destroy(&p->lock);
 }
 
-/* Result of an engine read/write: bytes transferred or -errno. */
+/* Result of an engine read/write: res is bytes transferred or -errno. */
 static int rw_result(struct block_request *req, long long res)
 {
-    if (res < 0)
-        return (int)res;
-    if ((uint64_t)res >= req->elen)
-        return 0;
-    if (req->eop == BLOCK_OP_READ) {
-        iov_zero_from(req->eiov, req->eiovcnt, (uint64_t)res); /* end of file */
-        return 0;
-    }
-    return -ENOSPC; /* a short write: the file system is full */
+    return iov_rw_result(req->eiov, req->eiovcnt, req->elen, res, req->eop == BLOCK_OP_WRITE);
 }
 
 /* ---- aio=native: Linux AIO through the raw system calls, completions on the eventfd ---- */
@@ -712,10 +642,7 @@ static bool aligned(uint64_t v, unsigned a)
 static int setup_bounce(struct block_backend *bb, struct block_request *req)
 {
     unsigned a = bb->align;
-    bool ok = aligned(req->offset, a) && aligned(req->len, a);
-    for (int i = 0; ok && i < req->iovcnt; i++)
-        ok = aligned((uintptr_t)req->iov[i].iov_base, a) && aligned(req->iov[i].iov_len, a);
-    if (ok)
+    if (aligned(req->offset, a) && aligned(req->len, a) && iov_is_aligned(req->iov, req->iovcnt, a))
         return 0;
     uint64_t start = req->offset & ~(uint64_t)(a - 1);
     uint64_t end = (req->offset + req->len + a - 1) & ~(uint64_t)(a - 1);
@@ -727,13 +654,8 @@ static int setup_bounce(struct block_backend *bb, struct block_request *req)
     if (posix_memalign(&buf, a < 4096 ? 4096 : a, end - start ? end - start : a))
         return -ENOMEM;
     bb->bounce_inflight += end - start;
-    if (req->eop == BLOCK_OP_WRITE) {
-        uint8_t *dst = buf;
-        for (int i = 0; i < req->iovcnt; i++) {
-            memcpy(dst, req->iov[i].iov_base, req->iov[i].iov_len);
-            dst += req->iov[i].iov_len;
-        }
-    }
+    if (req->eop == BLOCK_OP_WRITE)
+        iov_to_buf(req->iov, req->iovcnt, 0, buf, req->len);
     req->bounce = buf;
     req->bounce_off = req->offset - start;
     req->bounce_len = end - start;

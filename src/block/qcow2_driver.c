@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block/iov.h"
 #include "block/qcow2.h"
 
 #define MAX_WORKERS 16
@@ -97,22 +98,11 @@ struct scratch {
 static int raw_under_read(void *opaque, uint64_t off, void *buf, size_t len, struct error *err)
 {
     const struct block_backend *bb = opaque;
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pread(bb->fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return error_setf_errno(err, errno, "%s: read at %llu", bb->filename,
-                                    (unsigned long long)off);
-        if (n == 0) {
-            memset(p, 0, len); /* the file shrank under us: zeros, as raw reads past the end */
-            break;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
+    /* past the end (the file shrank under us): zeros, as raw reads */
+    struct iovec v = {buf, len};
+    int r = iov_rw_full(bb->fd, &v, 1, off, len, false);
+    if (r < 0)
+        return error_setf_errno(err, -r, "%s: read at %llu", bb->filename, (unsigned long long)off);
     return 0;
 }
 
@@ -123,68 +113,6 @@ static int raw_under_read(void *opaque, uint64_t off, void *buf, size_t len, str
 static bool aligned(uint64_t v, unsigned a)
 {
     return (v & (a - 1)) == 0;
-}
-
-/* Bytes [skip, skip+len) of an iovec array as iovecs in out[max]; how many, -1 if more. */
-static int iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t len,
-                     struct iovec *out, int max)
-{
-    int n = 0;
-    for (int i = 0; i < iovcnt && len; i++) {
-        if (skip >= iov[i].iov_len) {
-            skip -= iov[i].iov_len;
-            continue;
-        }
-        if (n == max)
-            return -1;
-        uint64_t k = iov[i].iov_len - skip < len ? iov[i].iov_len - skip : len;
-        out[n++] = (struct iovec){(uint8_t *)iov[i].iov_base + skip, (size_t)k};
-        skip = 0;
-        len -= k;
-    }
-    return n;
-}
-
-/* Copy len bytes between the iovecs (from byte skip on) and buf; buf NULL: zero them. */
-static void iov_copy(const struct iovec *iov, int iovcnt, uint64_t skip, uint8_t *buf, uint64_t len,
-                     bool to_iov)
-{
-    for (int i = 0; i < iovcnt && len; i++) {
-        if (skip >= iov[i].iov_len) {
-            skip -= iov[i].iov_len;
-            continue;
-        }
-        uint8_t *p = (uint8_t *)iov[i].iov_base + skip;
-        size_t k = iov[i].iov_len - skip < len ? iov[i].iov_len - skip : (size_t)len;
-        if (!buf)
-            memset(p, 0, k);
-        else if (to_iov)
-            memcpy(p, buf, k);
-        else
-            memcpy(buf, p, k);
-        if (buf)
-            buf += k;
-        skip = 0;
-        len -= k;
-    }
-}
-
-/* One preadv/pwritev of len bytes. A short read is the end of the file (zeros follow); a short
- * write is a full file system. 0 or -errno. */
-static int rw_once(int fd, struct iovec *v, int n, uint64_t off, uint64_t len, bool write)
-{
-    ssize_t r;
-    do
-        r = write ? pwritev(fd, v, n, (off_t)off) : preadv(fd, v, n, (off_t)off);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return -errno;
-    if ((uint64_t)r < len) {
-        if (write)
-            return -ENOSPC;
-        iov_copy(v, n, (uint64_t)r, NULL, len - (uint64_t)r, true);
-    }
-    return 0;
 }
 
 /* Move len bytes between the iovecs (from byte skip on) and the file at host: O_DIRECT straight
@@ -198,22 +126,20 @@ static int xfer(struct qcow2_state *s, struct scratch *w, const struct iovec *io
         uint64_t n = len < MAX_XFER ? len : MAX_XFER;
         bool direct = s->dfd >= 0 && aligned(host, s->align) && aligned(n, s->align);
         int cnt = iov_slice(iov, iovcnt, skip, n, v, IOV_MAX);
-        bool mem_ok = cnt >= 0;
-        for (int i = 0; direct && mem_ok && i < cnt; i++)
-            mem_ok = aligned((uintptr_t)v[i].iov_base, s->align) && aligned(v[i].iov_len, s->align);
+        bool mem_ok = cnt >= 0 && (!direct || iov_is_aligned(v, cnt, s->align));
         int fd = direct ? s->dfd : s->bfd;
         int r = 0;
         if (mem_ok) {
-            r = rw_once(fd, v, cnt, host, n, write);
+            r = iov_rw_once(fd, v, cnt, host, n, write);
         } else {
             for (uint64_t done = 0; done < n && r == 0;) {
                 uint64_t k = n - done < BOUNCE_CHUNK ? n - done : BOUNCE_CHUNK;
                 struct iovec b = {w->bounce, (size_t)k};
                 if (write)
-                    iov_copy(iov, iovcnt, skip + done, w->bounce, k, false);
-                r = rw_once(fd, &b, 1, host + done, k, write);
+                    iov_to_buf(iov, iovcnt, skip + done, w->bounce, k);
+                r = iov_rw_once(fd, &b, 1, host + done, k, write);
                 if (r == 0 && !write)
-                    iov_copy(iov, iovcnt, skip + done, w->bounce, k, true);
+                    iov_from_buf(iov, iovcnt, skip + done, w->bounce, k);
                 done += k;
             }
         }
@@ -238,7 +164,7 @@ static int lib_read(struct qcow2_state *s, struct scratch *w, struct block_reque
                     : qcow2_read(s->q, e->off + done, w->bounce, (size_t)k, err);
         if (r < 0)
             return -1;
-        iov_copy(req->iov, req->iovcnt, e->off + done - req->offset, w->bounce, k, true);
+        iov_from_buf(req->iov, req->iovcnt, e->off + done - req->offset, w->bounce, k);
         done += k;
     }
     return 0;
@@ -296,7 +222,7 @@ static int do_read(struct qcow2_state *s, struct scratch *w, struct block_reques
             if (e->type == QCOW2_EXT_DATA) {
                 r = xfer(s, w, req->iov, req->iovcnt, skip, e->len, e->host, false, err);
             } else if (e->type == QCOW2_EXT_ZERO) {
-                iov_copy(req->iov, req->iovcnt, skip, NULL, e->len, true);
+                iov_memset(req->iov, req->iovcnt, skip, 0, e->len);
             } else if (e->type == QCOW2_EXT_BACKING) {
                 pthread_mutex_lock(&s->backing_lock);
                 r = lib_read(s, w, req, e, err);
@@ -339,7 +265,7 @@ static int write_plan(struct qcow2_state *s, struct scratch *w, struct block_req
                 return -1;
         }
         uint64_t in = e->off & (s->cs - 1);
-        iov_copy(req->iov, req->iovcnt, skip, c + in, e->len, false);
+        iov_to_buf(req->iov, req->iovcnt, skip, c + in, e->len);
         struct iovec v = {c, (size_t)s->cs};
         if (xfer(s, w, &v, 1, 0, s->cs, e->host - in, true, err) < 0)
             return -1;
@@ -705,12 +631,9 @@ struct fast_write {
  * lock is free: the owner thread never waits for it here. */
 static bool try_fast(struct qcow2_state *s, struct block_request *req)
 {
-    if (!aligned(req->offset, s->align) || !aligned(req->len, s->align))
+    if (!aligned(req->offset, s->align) || !aligned(req->len, s->align) ||
+        !iov_is_aligned(req->iov, req->iovcnt, s->align))
         return false;
-    for (int i = 0; i < req->iovcnt; i++)
-        if (!aligned((uintptr_t)req->iov[i].iov_base, s->align) ||
-            !aligned(req->iov[i].iov_len, s->align))
-            return false;
     if (pthread_mutex_trylock(&s->image_lock))
         return false;
     struct error err = {0};
@@ -747,7 +670,7 @@ static bool try_fast(struct qcow2_state *s, struct block_request *req)
         return false; /* errors too: the worker reports them */
     }
     if (e.type == QCOW2_EXT_ZERO) {
-        iov_copy(req->iov, req->iovcnt, 0, NULL, req->len, true);
+        iov_memset(req->iov, req->iovcnt, 0, 0, req->len);
         block_complete_later(s->bb, req, 0);
         return true;
     }
@@ -831,18 +754,9 @@ static int base_write(void *opaque, uint64_t off, const void *buf, size_t len, s
     struct commit_base *b = opaque;
     if (b->q)
         return qcow2_write(b->q, off, buf, len, err);
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(b->fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return error_setf_errno(err, n < 0 ? errno : EIO, "%s: write", b->name);
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
+    struct iovec v = {(void *)(uintptr_t)buf, len};
+    int r = iov_rw_full(b->fd, &v, 1, off, len, true);
+    return r < 0 ? error_setf_errno(err, -r, "%s: write", b->name) : 0;
 }
 
 static int base_zero(void *opaque, uint64_t off, uint64_t len, struct error *err)
