@@ -44,6 +44,8 @@ int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint
     if (!vm->vcpus)
         return error_setf(err, "out of memory");
     vm->nr_vcpus = nr_vcpus;
+    pthread_mutex_init(&vm->vcpu_lock, NULL);
+    pthread_cond_init(&vm->vcpu_cond, NULL);
     for (unsigned i = 0; i < nr_vcpus; i++) {
         vm->vcpus[i] = (struct vcpu){.vm = vm, .index = i, .apic_id = apic_ids[i]};
         vm->vcpus[i].kfd.fd = -1;
@@ -57,17 +59,39 @@ int vm_init(struct vm *vm, struct eventloop *loop, unsigned nr_vcpus, const uint
     return 0;
 }
 
+/* Take every vCPU out of KVM_RUN and wait until all are parked: then no thread touches a vCPU
+ * fd or its kvm_run until start_vcpus. */
 static void stop_vcpus(struct vm *vm)
 {
     atomic_store(&vm->stopping, true);
+    pthread_mutex_lock(&vm->vcpu_lock);
+    vm->vcpus_go = false;
+    pthread_mutex_unlock(&vm->vcpu_lock);
+    unsigned threads = 0;
     for (unsigned i = 0; i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (!v->thread_started)
             continue;
+        threads++;
+        /* Shared with the vCPU thread by design (KVM's API): atomic for the sanitizers. */
         if (v->kfd.run)
-            v->kfd.run->immediate_exit = 1;
+            __atomic_store_n(&v->kfd.run->immediate_exit, 1, __ATOMIC_RELAXED);
         pthread_kill(v->thread, SIG_VCPU_KICK);
     }
+    pthread_mutex_lock(&vm->vcpu_lock);
+    while (vm->vcpus_parked < threads)
+        pthread_cond_wait(&vm->vcpu_cond, &vm->vcpu_lock);
+    pthread_mutex_unlock(&vm->vcpu_lock);
+}
+
+/* Stop, then end the threads (the VM is going away). */
+static void join_vcpus(struct vm *vm)
+{
+    stop_vcpus(vm);
+    pthread_mutex_lock(&vm->vcpu_lock);
+    vm->vcpus_quit = true;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->vcpu_lock);
     for (unsigned i = 0; i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (!v->thread_started)
@@ -88,10 +112,12 @@ static void destroy_kvm_vm(struct vm *vm)
 void vm_destroy(struct vm *vm)
 {
     if (vm->vcpus) {
-        stop_vcpus(vm);
+        join_vcpus(vm);
         destroy_kvm_vm(vm);
         free(vm->vcpus);
         vm->vcpus = NULL;
+        pthread_mutex_destroy(&vm->vcpu_lock);
+        pthread_cond_destroy(&vm->vcpu_cond);
     }
     kvm_close(&vm->kvm);
     guest_mem_destroy(&vm->mem);
@@ -226,20 +252,16 @@ static void vcpu_fatal(struct vcpu *v, const char *fmt, unsigned long long a, un
     vm_request(v->vm, VM_REQ_ERROR, 1);
 }
 
-static void *vcpu_thread(void *opaque)
+/* KVM_RUN until the VM stops. The vCPU fd and kvm_run are read afresh: a reset replaces them
+ * while the thread is parked. */
+static void run_vcpu(struct vcpu *v)
 {
-    struct vcpu *v = opaque;
     struct vm *vm = v->vm;
     struct kvm_run *run = v->kfd.run;
-    char name[16];
-    snprintf(name, sizeof(name), "CPU %u/KVM", v->index);
-    pthread_setname_np(pthread_self(), name);
-    __atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
-
     while (!atomic_load(&vm->stopping)) {
         if (ioctl(v->kfd.fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
-                run->immediate_exit = 0;
+                __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_RELAXED);
                 continue;
             }
             fprintf(stderr, "kemu: KVM_RUN on CPU %u: %s\n", v->index, strerror(errno));
@@ -290,12 +312,38 @@ static void *vcpu_thread(void *opaque)
             break;
         }
     }
+}
+
+static void *vcpu_thread(void *opaque)
+{
+    struct vcpu *v = opaque;
+    struct vm *vm = v->vm;
+    char name[16];
+    snprintf(name, sizeof(name), "CPU %u/KVM", v->index);
+    pthread_setname_np(pthread_self(), name);
+    __atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+
+    pthread_mutex_lock(&vm->vcpu_lock);
+    for (;;) {
+        vm->vcpus_parked++;
+        pthread_cond_broadcast(&vm->vcpu_cond);
+        while (!vm->vcpus_go && !vm->vcpus_quit)
+            pthread_cond_wait(&vm->vcpu_cond, &vm->vcpu_lock);
+        vm->vcpus_parked--;
+        if (vm->vcpus_quit)
+            break;
+        pthread_mutex_unlock(&vm->vcpu_lock);
+        run_vcpu(v);
+        pthread_mutex_lock(&vm->vcpu_lock);
+    }
+    pthread_mutex_unlock(&vm->vcpu_lock);
     return NULL;
 }
 
-static int start_vcpus(struct vm *vm, struct error *err)
+/* Create the threads, parked, the first time (also under -S: QEMU's threads exist before the
+ * monitor serves, and management tools read their ids from query-cpus-fast). */
+static int create_vcpu_threads(struct vm *vm, struct error *err)
 {
-    atomic_store(&vm->stopping, false);
     for (unsigned i = 0; i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (v->thread_started)
@@ -305,11 +353,25 @@ static int start_vcpus(struct vm *vm, struct error *err)
             return error_setf_errno(err, e, "cannot start the thread of CPU %u", i);
         v->thread_started = true;
     }
-    /* Every thread has its id before the monitor can ask (query-cpus-fast's thread-id, as QEMU
-     * creates its vCPU threads before serving). It is the threads' first step: a short wait. */
+    /* Every thread has its id before the monitor can ask; it is their first step. */
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         while (!__atomic_load_n(&vm->vcpus[i].tid, __ATOMIC_ACQUIRE))
             sched_yield();
+    return 0;
+}
+
+static int start_vcpus(struct vm *vm, struct error *err)
+{
+    if (create_vcpu_threads(vm, err) < 0)
+        return -1;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        if (vm->vcpus[i].kfd.run)
+            __atomic_store_n(&vm->vcpus[i].kfd.run->immediate_exit, 0, __ATOMIC_RELAXED);
+    atomic_store(&vm->stopping, false);
+    pthread_mutex_lock(&vm->vcpu_lock);
+    vm->vcpus_go = true;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->vcpu_lock);
     return 0;
 }
 
@@ -332,8 +394,8 @@ static int start_kvm_vm(struct vm *vm, struct error *err)
             return -1;
     }
     atomic_store(&vm->request, VM_REQ_NONE);
-    if (vm->runstate != VM_RUNSTATE_RUNNING)
-        return 0; /* -S, or a reset while stopped: cont starts the vCPUs */
+    if (vm->runstate != VM_RUNSTATE_RUNNING) /* -S, or a reset while stopped: cont runs them */
+        return create_vcpu_threads(vm, err);
     return start_vcpus(vm, err);
 }
 
@@ -421,7 +483,9 @@ int vm_vcpu_get_state(struct vm *vm, unsigned index, struct kvm_regs *regs, stru
     if (index >= vm->nr_vcpus || vm->vcpus[index].kfd.fd < 0)
         return error_setf(err, "CPU %u does not exist", index);
     struct vcpu *v = &vm->vcpus[index];
-    bool was_running = v->thread_started;
+    pthread_mutex_lock(&vm->vcpu_lock);
+    bool was_running = vm->vcpus_go;
+    pthread_mutex_unlock(&vm->vcpu_lock);
     if (was_running)
         stop_vcpus(vm);
     int r = 0;
@@ -528,6 +592,6 @@ int vm_run(struct vm *vm)
         on_wake(vm, EPOLLIN);
     eventloop_run(vm->loop);
     eventloop_remove(vm->loop, vm->wake_fd);
-    stop_vcpus(vm);
+    join_vcpus(vm);
     return vm->exit_status;
 }

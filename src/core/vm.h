@@ -26,7 +26,7 @@ struct vcpu {
     uint32_t apic_id; /* also the KVM vCPU id */
     struct kvm_vcpu_fd kfd;
     pthread_t thread;
-    bool thread_started;
+    bool thread_started; /* the thread exists: it lives as long as the VM, parked when stopped */
     int tid;
 };
 
@@ -84,9 +84,18 @@ struct vm {
     bool no_shutdown;     /* a guest power-off stops the vCPUs and kemu waits to be told to quit */
     atomic_int request;   /* enum vm_request, first one wins until handled */
     atomic_bool stopping; /* vCPU threads must leave KVM_RUN */
-    int exit_status;      /* process exit status for VM_REQ_SHUTDOWN / ERROR */
-    int wake_fd;          /* eventfd: wakes the main loop when a request is posted */
-    unsigned resets;      /* how many times the guest was reset */
+    /*
+     * vCPU threads are created once, with the VM, and park between runs, so their thread ids
+     * are stable across -S, stop/cont and resets, as QEMU's (management tools pin them).
+     */
+    pthread_mutex_t vcpu_lock;
+    pthread_cond_t vcpu_cond;  /* go/quit changed, or a thread parked */
+    bool vcpus_go;             /* parked threads may run (vcpu_lock) */
+    bool vcpus_quit;           /* threads exit (vcpu_lock) */
+    unsigned vcpus_parked;     /* threads waiting for go (vcpu_lock) */
+    int exit_status;           /* process exit status for VM_REQ_SHUTDOWN / ERROR */
+    int wake_fd;               /* eventfd: wakes the main loop when a request is posted */
+    unsigned resets;           /* how many times the guest was reset */
     enum vm_runstate runstate; /* main thread */
     bool start_paused;         /* -S: vm_start leaves the vCPUs stopped (prelaunch) */
     uint64_t paused_clock;     /* kvmclock when stopped */
@@ -117,7 +126,7 @@ int vm_reset(struct vm *vm, struct error *err);
 const char *vm_runstate_name(enum vm_runstate s);
 /*
  * Read one vCPU's registers for the monitor (main thread). A running vCPU is taken out of
- * KVM_RUN (its thread joined, as stop does) for the read and started again, without the clock
+ * KVM_RUN (its thread parked, as stop does) for the read and started again, without the clock
  * hold or events of a real stop; mp may be NULL.
  */
 int vm_vcpu_get_state(struct vm *vm, unsigned index, struct kvm_regs *regs, struct kvm_sregs *sregs,

@@ -100,6 +100,37 @@ def test_cpus_match_smp(vm):
     assert pci[0]["devices"][0]["id"]["vendor"] == 0x8086  # the host bridge
 
 
+def test_cpu_threads_stable(vm):
+    """As QEMU's: the vCPU threads exist under -S, and their ids (which management tools pin)
+    stay the same across cont, stop and system_reset."""
+    p, q = vm("-S", smp="2")
+    q.negotiate()
+
+    def tids():
+        ids = [c["thread-id"] for c in q.cmd("query-cpus-fast")]
+        for i, t in enumerate(ids):
+            with open(f"/proc/{p.pid}/task/{t}/comm") as f:
+                assert f.read().strip() == f"CPU {i}/KVM", (i, t)
+        return ids
+
+    first = tids()
+    assert len(set(first)) == 2 and p.pid not in first, first
+    q.cmd("cont")
+    q.wait_event("RESUME")
+    assert tids() == first
+    q.cmd("stop")
+    q.wait_event("STOP")
+    assert tids() == first
+    q.cmd("cont")
+    q.wait_event("RESUME")
+    q.cmd("system_reset")
+    q.wait_event("RESET")
+    assert q.cmd("query-status")["status"] == "running"
+    assert tids() == first
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
 def test_two_clients_and_garbage(vm):
     p, q = vm()
     q.negotiate()
