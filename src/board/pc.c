@@ -644,8 +644,9 @@ void pc_destroy(struct pc *pc)
     if (pc->pm)
         acpi_pm_destroy(pc->pm);
     if (pc->has_pci) {
-        pci_host_destroy(&pc->host);
+        /* The bus still lists the host bridge: release it through the bus while it lives. */
         pci_bus_destroy(&pc->pci);
+        pci_host_destroy(&pc->host);
     }
     dev_timer_destroy(&pc->rtc_timer);
     dev_timer_destroy(&pc->pit_timer);
