@@ -262,7 +262,8 @@ static size_t qmp_pci(void *opaque, struct qmp_pci_info *out, size_t max)
                     .subsys_vendor = (uint16_t)(c[0x2c] | c[0x2d] << 8),
                     .subsys = (uint16_t)(c[0x2e] | c[0x2f] << 8),
                     .class_code = (uint16_t)(c[0x0b] << 8 | c[0x0a]),
-                    .desc = d->name,
+                    .desc = pci_class_desc((uint16_t)(c[0x0b] << 8 | c[0x0a])),
+                    .type = d->name,
                     .irq_pin = c[PCI_INTERRUPT_PIN],
                     .irq = pci_device_gsi(d),
                 };

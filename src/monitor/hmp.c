@@ -357,8 +357,12 @@ static void info_pci(struct hmp_ctx *c)
     for (size_t i = 0; i < n; i++) {
         const struct qmp_pci_info *d = &v[i];
         fprintf(c->f, "  Bus %2u, device %3u, function %u:\r\n", d->bus, d->slot, d->function);
-        fprintf(c->f, "    %s: PCI device %04x:%04x\r\n", d->desc ? d->desc : "Class", d->vendor,
-                d->device);
+        if (d->desc)
+            fprintf(c->f, "    %s: PCI device %04x:%04x\r\n", d->desc, d->vendor, d->device);
+        else /* in decimal, as QEMU prints it ("Class 0255" for 0x00ff) */
+            fprintf(c->f, "    Class %04u: PCI device %04x:%04x\r\n", d->class_code, d->vendor,
+                    d->device);
+        fprintf(c->f, "      PCI subsystem %04x:%04x\r\n", d->subsys_vendor, d->subsys);
         if (d->irq_pin)
             fprintf(c->f, "      IRQ %d, pin %c\r\n", d->irq, 'A' + d->irq_pin - 1);
         for (unsigned r = 0; r < d->nr_regions && r < 7; r++) {
@@ -978,7 +982,7 @@ static void info_qtree(struct hmp_ctx *c)
         fprintf(c->f, "  bus: pci.0\r\n    type PCI\r\n");
     for (size_t i = 0; i < n; i++) {
         const struct qmp_pci_info *d = &v[i];
-        fprintf(c->f, "    dev: %s, id \"%s\"\r\n", d->desc ? d->desc : "pci-device",
+        fprintf(c->f, "    dev: %s, id \"%s\"\r\n", d->type ? d->type : "pci-device",
                 d->qdev_id ? d->qdev_id : "");
         fprintf(c->f, "      addr = %02x.%x\r\n", d->slot, d->function);
         fprintf(c->f, "      class %04x, addr 00:%02x.%x, pci id %04x:%04x (sub %04x:%04x)\r\n",

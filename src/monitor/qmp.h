@@ -39,6 +39,7 @@ struct qmp_pci_info {
     uint16_t vendor, device, subsys_vendor, subsys;
     uint16_t class_code; /* base class << 8 | subclass, as QEMU's class_info.class */
     const char *desc;    /* class description, may be NULL */
+    const char *type;    /* the device's model (virtio-net-pci), for info qtree */
     const char *qdev_id; /* -device id=, may be NULL */
     uint8_t irq_pin;     /* 0: none, 1-4: INTA-INTD */
     int irq;             /* routed GSI, < 0 unknown */

@@ -916,3 +916,41 @@ int pci_parse_addr(const char *s, int *slot, int *func, struct error *err)
     *func = fn;
     return 0;
 }
+
+/* Names from the PCI code and ID assignment specification, the ones QEMU 7.2 prints (it has
+ * none for 0x0780, virtio-serial's class, nor for 0x00ff, virtio-rng's). */
+static const struct {
+    uint16_t class_code;
+    const char *desc;
+} class_names[] = {
+    {0x0100, "SCSI controller"},
+    {0x0101, "IDE controller"},
+    {0x0102, "Floppy controller"},
+    {0x0104, "RAID controller"},
+    {0x0106, "SATA controller"},
+    {0x0180, "Storage controller"},
+    {0x0200, "Ethernet controller"},
+    {0x0280, "Network controller"},
+    {0x0300, "VGA controller"},
+    {0x0380, "Display controller"},
+    {0x0401, "Audio controller"},
+    {0x0480, "Multimedia controller"},
+    {0x0500, "RAM controller"},
+    {0x0580, "Memory controller"},
+    {0x0600, "Host bridge"},
+    {0x0601, "ISA bridge"},
+    {0x0604, "PCI bridge"},
+    {0x0680, "Bridge"},
+    {0x0700, "Serial port"},
+    {0x0701, "Parallel port"},
+    {0x0c03, "USB controller"},
+    {0x0c05, "SMBus"},
+};
+
+const char *pci_class_desc(uint16_t class_code)
+{
+    for (size_t i = 0; i < sizeof(class_names) / sizeof(class_names[0]); i++)
+        if (class_names[i].class_code == class_code)
+            return class_names[i].desc;
+    return NULL;
+}

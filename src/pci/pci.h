@@ -295,4 +295,8 @@ int pci_intx_pirq(unsigned slot, unsigned pin);
 /* GSI the device's pin is routed to, or -1 (no pin, not on a routed bus). */
 int pci_device_gsi(const struct pci_device *dev);
 
+/* The PCI class name of class_code (base class << 8 | subclass) as `info pci` and query-pci's
+ * class_info.desc give it ("Ethernet controller"), or NULL for a class without one. */
+const char *pci_class_desc(uint16_t class_code);
+
 #endif
