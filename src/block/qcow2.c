@@ -9,7 +9,15 @@
  *   L2 entry changed -> all metadata written, fdatasync -> refcount lowered
  * so a crash leaves at worst leaked clusters, never a reference to a cluster with refcount 0.
  * L1, refcount table and header changes are written through after the same ordering. A flush
- * writes everything back and syncs. New clusters are always taken at the end of the file. */
+ * writes everything back and syncs. New clusters are always taken at the end of the file.
+ *
+ * Lazy refcounts (the v3 compatible feature, or the open option) drop the first ordering, as
+ * QEMU does: before the first L2 change of a session the dirty bit is written and synced; then
+ * L2 tables go out without the refcounts before them, a flush writes the L2 tables only (one
+ * sync), and refcount blocks reach the disk when evicted or at a clean close, which also clears
+ * the bit. After a crash the next read-write open rebuilds the refcounts (qcow2_check). Freeing
+ * keeps its order (the L2 change is synced before a freed cluster's hole is punched), so the
+ * clusters a crash leaves referenced still hold their data. */
 #include "block/block.h"
 #include "block/qcow2.h"
 
@@ -81,6 +89,7 @@ struct qcow2 {
     bool rw;
     bool no_sync;       /* cache=unsafe: never fdatasync (ordering still kept for the page cache) */
     bool write_through; /* O_DSYNC (writethrough, directsync): each write is complete on return */
+    bool lazy;          /* lazy refcounts in this session (read-write only) */
     char warning[512];
 
     uint32_t version;
@@ -302,6 +311,8 @@ static int tcache_write_slot(struct qcow2 *q, struct tcache *c, unsigned i, stru
     return 0;
 }
 
+static int mark_dirty(struct qcow2 *q, struct error *err);
+
 /* Write every dirty refcount block and sync: whatever L2/L1/table entry is written next may
  * point at clusters those refcounts (and the data written so far) cover. */
 static int meta_sync(struct qcow2 *q, struct error *err)
@@ -313,12 +324,28 @@ static int meta_sync(struct qcow2 *q, struct error *err)
     return qsync(q, err);
 }
 
+/* Before a table entry that may point at newly counted clusters is written: those refcounts on
+ * disk, or with lazy refcounts the dirty bit (which makes the refcounts on disk not count). */
+static int rc_barrier(struct qcow2 *q, struct error *err)
+{
+    return q->lazy ? mark_dirty(q, err) : meta_sync(q, err);
+}
+
 /* Write back all cached metadata in dependency order and sync. */
 static int meta_flush(struct qcow2 *q, struct error *err)
 {
+    struct tcache *c = &q->l2c;
+    if (q->lazy) {
+        /* QEMU's flush on a dirty image: L2 tables and one sync; refcount blocks wait */
+        if (c->ndirty && mark_dirty(q, err) < 0)
+            return -1;
+        for (unsigned i = 0; i < c->n && c->ndirty; i++)
+            if (c->dirty[i] && tcache_write_slot(q, c, i, err) < 0)
+                return -1;
+        return qsync(q, err);
+    }
     if (meta_sync(q, err) < 0)
         return -1;
-    struct tcache *c = &q->l2c;
     if (!c->ndirty)
         return 0;
     for (unsigned i = 0; i < c->n && c->ndirty; i++)
@@ -344,7 +371,7 @@ static uint8_t *tcache_get(struct qcow2 *q, struct tcache *c, uint64_t off, cons
     }
     if (c->dirty[v]) {
         /* a dirty L2 table may point at clusters whose refcounts are still only cached */
-        if (c == &q->l2c && meta_sync(q, err) < 0)
+        if (c == &q->l2c && rc_barrier(q, err) < 0)
             return NULL;
         if (tcache_write_slot(q, c, v, err) < 0)
             return NULL;
@@ -364,6 +391,31 @@ static int write_header_u64(struct qcow2 *q, unsigned at, uint64_t v, struct err
     uint8_t b[8];
     put64(b, v);
     return qwrite(q, b, 8, at, err);
+}
+
+/* Lazy refcounts: from now on the refcounts on disk may be stale. Only a durable bit lets a
+ * table go out before the refcounts it relies on. */
+static int mark_dirty(struct qcow2 *q, struct error *err)
+{
+    if (q->incompat & INCOMPAT_DIRTY)
+        return 0;
+    if (write_header_u64(q, 72, q->incompat | INCOMPAT_DIRTY, err) < 0 || qsync(q, err) < 0)
+        return -1;
+    q->incompat |= INCOMPAT_DIRTY;
+    return 0;
+}
+
+/* The end of a lazy refcounts session (the L2 tables are written back already): every refcount
+ * block on disk and synced before the bit goes. */
+static int mark_clean(struct qcow2 *q, struct error *err)
+{
+    if (!(q->incompat & INCOMPAT_DIRTY))
+        return 0;
+    if (meta_sync(q, err) < 0 || write_header_u64(q, 72, q->incompat & ~INCOMPAT_DIRTY, err) < 0 ||
+        qsync(q, err) < 0)
+        return -1;
+    q->incompat &= ~INCOMPAT_DIRTY;
+    return 0;
 }
 
 static int mark_corrupt(struct qcow2 *q, const char *why, struct error *err)
@@ -1012,6 +1064,13 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
         error_setf(err, "%s: compression type set without the compression incompatible bit", name);
         goto fail;
     }
+    if (opts->lazy_refcounts == QCOW2_LAZY_ON && q->version < 3) {
+        error_setf(err,
+                   "%s: lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility "
+                   "level",
+                   name);
+        goto fail;
+    }
     if (q->incompat & INCOMPAT_CORRUPT && q->rw && !opts->check) {
         snprintf(q->warning, sizeof(q->warning),
                  "%s: image is marked corrupt; opened read-only (run check -r)", name);
@@ -1123,6 +1182,9 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
             if (meta_sync(q, err) < 0 || write_header_u64(q, 72, q->incompat, err) < 0)
                 goto fail;
         }
+        /* set after the repair above, which keeps the strict order */
+        q->lazy = opts->lazy_refcounts == QCOW2_LAZY_ON ||
+                  (opts->lazy_refcounts == QCOW2_LAZY_IMAGE && (q->compat & COMPAT_LAZY_REFCOUNTS));
     }
     return q;
 fail:
@@ -1400,6 +1462,9 @@ static int commit(struct qcow2 *q, struct batch *b, struct error *err)
         return 0;
     unsigned n = b->n;
     b->n = 0;
+    /* where QEMU marks a lazy image dirty: before the first L2 update */
+    if (q->lazy && mark_dirty(q, err) < 0)
+        return -1;
     bool frees = false;
     for (unsigned i = 0; i < n; i++) {
         struct pending *p = &b->p[i];
@@ -1463,7 +1528,7 @@ static int ensure_l2(struct qcow2 *q, struct loc *l, struct error *err)
     if (src) /* the cached copy: it may hold changes not yet written */
         memcpy(buf, src, q->cluster_size);
     if ((!old || src) && (nw = alloc_clusters(q, 1, err)) >= 0 &&
-        qwrite(q, buf, q->cluster_size, (uint64_t)nw, err) == 0 && meta_sync(q, err) == 0) {
+        qwrite(q, buf, q->cluster_size, (uint64_t)nw, err) == 0 && rc_barrier(q, err) == 0) {
         put64(e, (uint64_t)nw | OFLAG_COPIED);
         if (qwrite(q, e, 8, q->l1_offset + 8 * l->l1i, err) < 0)
             nw = -1;
@@ -1476,8 +1541,10 @@ static int ensure_l2(struct qcow2 *q, struct loc *l, struct error *err)
     q->l1[l->l1i] = (uint64_t)nw | OFLAG_COPIED;
     l->l2_off = (uint64_t)nw;
     /* a shared table loses one user; its data clusters keep their counts (still reachable
-     * through the other L1 tables and through the copy) */
-    if (old && (meta_sync(q, err) < 0 || update_refcount(q, old >> q->cluster_bits, -1, err) < 0))
+     * through the other L1 tables and through the copy). Lazy: the dirty bit covers a lowered
+     * count that reaches the disk before the new L1 entry (the old table is not freed). */
+    if (old && ((!q->lazy && meta_sync(q, err) < 0) ||
+                update_refcount(q, old >> q->cluster_bits, -1, err) < 0))
         return -1;
     return 0;
 }
@@ -2102,6 +2169,8 @@ int qcow2_close(struct qcow2 *q, struct error *err)
     if (!q)
         return 0;
     int r = qcow2_flush(q, err);
+    if (r == 0 && q->rw)
+        r = mark_clean(q, err);
     qcow2_free(q);
     return r;
 }
@@ -2141,9 +2210,10 @@ struct checker {
     struct qcow2 *q;
     struct qcow2_check_result *res;
     FILE *report;
-    uint32_t *ref; /* computed refcounts, saturating */
-    uint64_t nb;   /* clusters tracked (the file's) */
-    uint8_t *tbl;  /* one cluster of scratch */
+    uint32_t *ref;       /* computed refcounts, saturating */
+    uint64_t nb;         /* clusters tracked (the file's) */
+    uint8_t *tbl;        /* one cluster of scratch */
+    uint64_t copied_bad; /* COPIED flags that disagree with the refcounts */
 };
 
 static void ck_report(struct checker *c, const char *fmt, ...)
@@ -2245,6 +2315,7 @@ static void ck_copied(struct checker *c)
                       " refcount=%" PRIu64,
                       i, q->l1[i], rc);
             c->res->corruptions++;
+            c->copied_bad++;
         }
         if (l2 >= q->file_size || qread(q, c->tbl, q->cluster_size, l2, "L2 table", &e) < 0)
             continue;
@@ -2259,10 +2330,13 @@ static void ck_copied(struct checker *c)
                           "ERROR OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
                           ent, rc);
                 c->res->corruptions++;
+                c->copied_bad++;
             }
         }
     }
 }
+
+static int fix_copied(struct qcow2 *q, struct error *err);
 
 static int check_once(struct qcow2 *q, unsigned fix, struct qcow2_check_result *res, FILE *report,
                       struct error *err)
@@ -2351,6 +2425,13 @@ static int check_once(struct qcow2 *q, unsigned fix, struct qcow2_check_result *
     res->image_end_offset = highest << q->cluster_bits;
     if (r == 0)
         ck_copied(&c);
+    /* as QEMU's check -r all: the flags follow the (now right) refcounts; a crash in a snapshot
+     * operation, or with lazy refcounts, leaves them behind */
+    if (r == 0 && c.copied_bad && (fix & QCOW2_FIX_ERRORS)) {
+        r = fix_copied(q, err);
+        if (r == 0)
+            res->corruptions_fixed += c.copied_bad;
+    }
     free(c.ref);
     free(c.tbl);
     return r;
@@ -3033,7 +3114,9 @@ static int fix_copied(struct qcow2 *q, struct error *err)
 {
     for (uint32_t i = 0; i < q->l1_size; i++) {
         uint64_t l2 = q->l1[i] & L1E_OFFSET_MASK, rc;
-        if (!l2)
+        /* check -r runs this over damaged images too: never write a table to a bad place */
+        if (!l2 || (l2 & (q->cluster_size - 1)) || l2 >= q->file_size ||
+            meta_overlap(q, l2, q->cluster_size))
             continue;
         if (get_refcount(q, l2 >> q->cluster_bits, &rc, err) < 0)
             return -1;

@@ -26,12 +26,23 @@ struct qcow2_backing {
     uint64_t size;
 };
 
+/* Lazy refcounts (QEMU's runtime option lazy-refcounts): while on, the first metadata change
+ * sets the dirty bit and refcount blocks go to disk lazily; a clean close writes them and clears
+ * the bit, a crash leaves them to be rebuilt at the next read-write open. The option changes
+ * only the session, never the image's compatible feature bit. */
+enum qcow2_lazy {
+    QCOW2_LAZY_IMAGE, /* as the image's lazy_refcounts feature bit says */
+    QCOW2_LAZY_ON,    /* needs a version 3 image */
+    QCOW2_LAZY_OFF,
+};
+
 struct qcow2_open_opts {
     bool read_write;
     bool no_backing;        /* do not open the backing chain (unallocated clusters read zero) */
     bool check;             /* opened for check -r: allow read-write even if marked corrupt */
     bool no_sync;           /* cache=unsafe: never fdatasync (write order is still kept) */
     uint64_t l2_cache_size; /* bytes of L2 tables to cache; 0 = 1 MiB (at least 2 tables) */
+    enum qcow2_lazy lazy_refcounts;
 };
 
 /* Open by path (the backing chain is opened relative to the image's directory). */
@@ -40,7 +51,8 @@ struct qcow2 *qcow2_open(const char *path, const struct qcow2_open_opts *opts, s
  * resolving a relative backing file name. */
 struct qcow2 *qcow2_open_fd(int fd, const char *name, const struct qcow2_open_opts *opts,
                             struct error *err);
-/* Flush and close, closing the backing chain too. Returns -1 if the final flush failed. */
+/* Flush and close, closing the backing chain too; with lazy refcounts, the refcounts are written
+ * and the dirty bit cleared. Returns -1 if the final flush failed (the image stays dirty). */
 int qcow2_close(struct qcow2 *q, struct error *err);
 
 /* Replace the backing image (the old one is closed). The struct is copied. */
@@ -130,7 +142,8 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len, bool unmap, 
  * afterwards, or as the backing file on v2 images. */
 int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len, struct error *err);
 /* Write back the cached metadata (in crash-safe order) and fdatasync: everything written before
- * is durable afterwards. */
+ * is durable afterwards. With lazy refcounts (as in QEMU) the refcount blocks stay cached and the
+ * dirty bit stays set: a crash after the flush loses no data but needs the refcounts rebuilt. */
 int qcow2_flush(struct qcow2 *q, struct error *err);
 
 enum qcow2_prealloc {

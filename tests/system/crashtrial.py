@@ -5,6 +5,7 @@ every record the guest had flushed. Runs where KVM runs Linux (inside the test h
 trials in one process, so one test-host command covers them.
 
   crashtrial.py run --kemu K --kernel V --initrd I [--trials 20] [--seed S] [--only N...]
+                    [--lazy-refcounts KEMU_IMG]
   crashtrial.py selftest      # the verifier on hand-made images: it must find every defect
 
 Records: the disk is N slots of 8 blocks of 4 KiB. Writer w's record s is j = 3*s + w; it lands
@@ -15,6 +16,10 @@ writes buffered + fsync, writer 1 O_DIRECT + fsync, writer 2 buffered without fs
 when killed); writers 0 and 1 print 'FLUSHED ...' only after fsync returned.
 Every 512-byte sector of the image afterwards is either what it was before (zeros or backing
 data) or a sector of the record that covers it: anything else is data from the wrong place.
+With --lazy-refcounts the images have lazy_refcounts=on: a killed kemu leaves them dirty (stale
+refcounts by design), so each is repaired first, by qemu-img check -r all on a copy and by kemu's
+read-write open (KEMU_IMG check -r all) on the image; both must succeed and agree, and the
+kemu-repaired image is then verified as above.
 """
 import argparse
 import base64
@@ -135,6 +140,28 @@ CACHES = [("writeback", "threads"), ("none", "native"), ("writeback", "io_uring"
           ("none", "threads")]
 CLUSTERS = [65536, 4096, 512, 2097152, 16384]
 BACKINGS = [None, "raw", "qcow2"]
+
+
+def lazy_repair(kemu_img, img, flushed):
+    """Problems repairing a lazy refcounts image (empty: repaired twice, the same way)."""
+    problems = []
+    with open(img, "rb") as f:
+        hdr = f.read(80)
+    if flushed and not int.from_bytes(hdr[72:80], "big") & 1:
+        problems.append("flushed records but no dirty bit: were the refcounts not lazy?")
+    copy = img + ".qemu-repaired"
+    subprocess.run(["cp", "--sparse=always", img, copy], check=True)
+    for argv in (["qemu-img", "check", "-r", "all", copy], [kemu_img, "check", "-r", "all", img]):
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            problems.append(f"{' '.join(argv[:4])} exit {r.returncode}:\n"
+                            f"{r.stdout.decode(errors='replace').strip()[-2000:]}")
+    r = subprocess.run(["qemu-img", "compare", "-q", img, copy])
+    if r.returncode != 0:
+        problems.append(f"kemu's and qemu-img's repairs read differently (compare exit "
+                        f"{r.returncode})")
+    os.unlink(copy)
+    return problems
 
 
 def config(i):
@@ -266,6 +293,8 @@ def trial(a, i, rng, bases, workdir):
     cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"cluster_size={cfg['cluster']}"]
     if bpath:
         cmd += ["-b", bpath, "-F", "raw" if bpath.endswith(".raw") else "qcow2"]
+    if a.lazy_refcounts:
+        cmd += ["-o", "lazy_refcounts=on"]
     subprocess.run(cmd + [img, str(SIZE)], check=True)
     # Half the trials kill at a random time after the writers start, half right after the
     # n-th flush was acknowledged (the moment metadata written lazily would be lost).
@@ -274,7 +303,8 @@ def trial(a, i, rng, bases, workdir):
     else:
         plan = ("after-flush", (rng.randint(1, 12), round(rng.uniform(0, 0.05), 3)))
     desc = (f"cache={cfg['cache']},aio={cfg['aio']} cluster={cfg['cluster']} "
-            f"backing={cfg['backing']} kill={plan[0]}:{plan[1]}")
+            f"backing={cfg['backing']}{' lazy' if a.lazy_refcounts else ''} "
+            f"kill={plan[0]}:{plan[1]}")
     for attempt in (1, 2):
         outcome, text, after = run_kemu(kemu_argv(a, img, cfg, t), plan, a.boot_timeout)
         if outcome in ("boot-timeout", "exited-before-writers") and attempt == 1:
@@ -304,6 +334,8 @@ def trial(a, i, rng, bases, workdir):
         if int(m.group(1)) != t or record(t, w, s) != (b, k):
             problems.append(f"guest and verifier disagree on a record: {m.group(0)!r}")
         flushed.append((w, s))
+    if outcome == "killed" and a.lazy_refcounts:
+        problems += lazy_repair(a.lazy_refcounts, img, flushed)
     if outcome == "killed":
         problems += verify(img, base, t, flushed, workdir)
     st, out = qemu_img_check(img)
@@ -427,6 +459,8 @@ def main():
                    help="longest random wait (s) between the writers' start and the kill")
     r.add_argument("--boot-timeout", type=float, default=150)
     r.add_argument("--dir", default="/tmp/kemu-crash")
+    r.add_argument("--lazy-refcounts", metavar="KEMU_IMG",
+                   help="lazy_refcounts=on images, repaired with KEMU_IMG before the verification")
     sub.add_parser("selftest")
     a = ap.parse_args()
     if a.action == "selftest":

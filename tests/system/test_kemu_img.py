@@ -451,6 +451,42 @@ def test_check_corruption(tmp_path):
     assert kemu("check", "-r", "leaks", img).returncode == 2
 
 
+def incompat_bits(path):
+    with open(path, "rb") as f:
+        f.seek(72)
+        return struct.unpack(">Q", f.read(8))[0]
+
+
+def test_lazy_refcounts_dirty_image(tmp_path):
+    """qemu-io killed on a lazy_refcounts image leaves it dirty with stale refcounts: kemu-img
+    info and check (read-only) say so as qemu-img does; check -r all repairs it (kemu's read-write
+    open rebuilds the refcounts) with the flushed data kept and the bit cleared. kemu-img's own
+    lazy writes (convert) end clean."""
+    img = str(tmp_path / "lazy.qcow2")
+    assert qemu("create", "-q", "-f", "qcow2", "-o", "cluster_size=4k,lazy_refcounts=on", img,
+                "16M").returncode == 0
+    r = run(["qemu-io", "-c", "write -P 0x5a 0 64k", "-c", "flush", "-c", "write -P 0x6b 1M 64k",
+             "-c", "sigraise 9", img])
+    assert r.returncode != 0
+    assert incompat_bits(img) & 1
+    assert kinfo(img)["dirty-flag"] is True and qinfo(img)["dirty-flag"] is True
+    assert qcheck(img) == 2
+    r = kemu("check", img)
+    assert r.returncode == 2, r.stdout + r.stderr
+    r = kemu("check", "-r", "all", img)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not incompat_bits(img) & 1
+    assert qcheck(img) == 0
+    qio(img, "read -P 0x5a 0 64k")
+    out = str(tmp_path / "out.qcow2")
+    r = kemu("convert", "-O", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4k", img, out)
+    assert r.returncode == 0, r.stderr
+    assert not incompat_bits(out) & 1
+    assert qinfo(out)["format-specific"]["data"]["lazy-refcounts"] is True
+    assert qcheck(out) == 0
+    assert qemu("compare", img, out).returncode == 0
+
+
 # ---- convert ----
 
 def test_convert_roundtrip(tmp_path):

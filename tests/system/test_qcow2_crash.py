@@ -3,6 +3,8 @@ moments; every image must pass qemu-img check (leaks allowed) and hold every rec
 had flushed. The trials run in one test-host command (tests/system/crashtrial.py, which says how).
 
 KEMU_CRASH_TRIALS (default 20) and KEMU_CRASH_SEED (default random, printed) reproduce a run.
+The lazy refcounts variant (KEMU_CRASH_LAZY_TRIALS, default 10) needs kemu-img too ($KEMU_IMG,
+default next to kemu: build/src/tools/kemu-img) for kemu's repair of the dirty images.
 """
 import json
 import os
@@ -37,10 +39,23 @@ def test_crash_verifier_finds_defects():
 
 
 def test_qcow2_survives_sigkill():
+    run_trials(int(os.environ.get("KEMU_CRASH_TRIALS", "20")), [])
+
+
+def test_qcow2_lazy_refcounts_survive_sigkill():
+    """lazy_refcounts=on images: dirty after the kill, repaired by kemu and by qemu-img alike."""
+    kemu_img = os.path.abspath(os.environ.get("KEMU_IMG") or
+                               os.path.join(os.path.dirname(KEMU), "src", "tools", "kemu-img"))
+    if not os.access(kemu_img, os.X_OK):
+        pytest.fail(f"{kemu_img} is not built")
+    run_trials(int(os.environ.get("KEMU_CRASH_LAZY_TRIALS", "10")),
+               ["--lazy-refcounts", kemu_img])
+
+
+def run_trials(trials, extra):
     need_qemu_img()
     if not os.access(KEMU, os.X_OK):
         pytest.fail(f"{KEMU} is not built")
-    trials = int(os.environ.get("KEMU_CRASH_TRIALS", "20"))
     seed = int(os.environ.get("KEMU_CRASH_SEED") or random.randrange(1 << 32))
     print(f"crash trials: {trials}, seed {seed} (KEMU_CRASH_SEED={seed} repeats them)")
     # Batches of trials, one test-host command each: the nested test host now and then stops
@@ -51,7 +66,8 @@ def test_qcow2_survives_sigkill():
         only = [str(i) for i in range(first, min(first + BATCH, trials))]
         cmd = shlex.join(["/usr/bin/python3", DRIVER, "run", "--kemu", KEMU,
                           "--kernel", asset("vmlinuz-cloud"), "--initrd", asset("initrd-cloud.gz"),
-                          "--trials", str(trials), "--seed", str(seed), "--only", *only])
+                          "--trials", str(trials), "--seed", str(seed), *extra,
+                          "--only", *only])
         for attempt in (1, 2):
             try:
                 # About 20-30 s a trial nested (guest boot, writes, check, read-back); generous

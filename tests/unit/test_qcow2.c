@@ -283,11 +283,16 @@ static void test_write_random(void **state)
         uint64_t cs;
         int version;
         unsigned rbits;
-    } cfg[] = {{65536, 3, 16}, {4096, 2, 16}, {512, 3, 1}, {2u << 20, 3, 64}, {4096, 3, 4}};
+        bool lazy;
+    } cfg[] = {{65536, 3, 16, false},    {4096, 2, 16, false}, {512, 3, 1, false},
+               {2u << 20, 3, 64, false}, {4096, 3, 4, false},  {4096, 3, 16, true},
+               {512, 3, 2, true}};
     for (size_t c = 0; c < sizeof(cfg) / sizeof(cfg[0]); c++) {
         size_t size = 6u << 20;
-        struct qcow2_create_opts o = {
-            .cluster_size = cfg[c].cs, .version = cfg[c].version, .refcount_bits = cfg[c].rbits};
+        struct qcow2_create_opts o = {.cluster_size = cfg[c].cs,
+                                      .version = cfg[c].version,
+                                      .refcount_bits = cfg[c].rbits,
+                                      .lazy_refcounts = cfg[c].lazy};
         struct error err = {0};
         if (qcow2_create(p("w.qcow2"), size, &o, &err) < 0)
             fail_msg("create: %s", err.msg);
@@ -481,13 +486,20 @@ static void test_snapshot_lib(void **state)
     free(b);
 }
 
+static bool dirty_on_disk(const char *name)
+{
+    return peek(name, 72, 8) & 1;
+}
+
 /* A writer killed (SIGKILL) at a random moment, while writing, zeroing and making and deleting
  * snapshots, leaves an image that qemu-img check finds consistent (leaked clusters at most) and
  * holding everything flushed before the kill. Small
- * clusters and a small L2 cache make the write-back metadata cache evict often. */
-static void test_crash_consistency(void **state)
+ * clusters and a small L2 cache make the write-back metadata cache evict often. With lazy
+ * refcounts the image is dirty instead, and consistent once repaired: by qemu-img check -r all
+ * (a copy) and by opening it read-write (the image itself), which the data check then reads. */
+static void crash_trials(bool lazy)
 {
-    struct qcow2_create_opts o = {.cluster_size = 4096};
+    struct qcow2_create_opts o = {.cluster_size = 4096, .lazy_refcounts = lazy};
     struct error err = {0};
     for (int trial = 0; trial < 6; trial++) {
         assert_int_equal(qcow2_create(p("crash.qcow2"), 64u << 20, &o, &err), 0);
@@ -533,6 +545,16 @@ static void test_crash_consistency(void **state)
         while (read(fds[0], &v, sizeof(v)) == sizeof(v))
             last = v, any = true;
         close(fds[0]);
+        if (lazy && any) {
+            /* a flush came back: the L2 tables it wrote are covered by the bit */
+            assert_true(dirty_on_disk("crash.qcow2"));
+            SH_OK("cp crash.qcow2 crash-q.qcow2 && qemu-img check -r all crash-q.qcow2 && "
+                  "qemu-img check crash-q.qcow2");
+            assert_false(dirty_on_disk("crash-q.qcow2"));
+            close_img(open_img("crash.qcow2", true)); /* kemu's repair */
+            assert_false(dirty_on_disk("crash.qcow2"));
+            SH_OK("qemu-img compare crash.qcow2 crash-q.qcow2");
+        }
         int rc = sh("qemu-img check crash.qcow2");
         /* Refcounts and COPIED flags cannot change in one write, so a kill inside a snapshot
          * operation (QEMU's has the same windows) leaves one of two mismatches that qemu-img
@@ -561,6 +583,8 @@ static void test_crash_consistency(void **state)
             fail_msg("trial %d (killed after %u flushed writes): qemu-img check exit %d", trial,
                      any ? last + 1 : 0, rc);
         }
+        if (lazy && any)
+            assert_int_equal(rc, 0); /* repaired: leaks are gone too */
         struct qcow2 *q = open_img("crash.qcow2", false);
         static uint8_t got[256 << 10];
         for (uint32_t i = 0; any && i <= last; i++) {
@@ -570,6 +594,16 @@ static void test_crash_consistency(void **state)
         }
         close_img(q);
     }
+}
+
+static void test_crash_consistency(void **state)
+{
+    crash_trials(false);
+}
+
+static void test_crash_consistency_lazy(void **state)
+{
+    crash_trials(true);
 }
 
 /* Compressed writes: packed pieces, both compression types, a short last cluster, a cluster that
@@ -851,6 +885,193 @@ static void test_write_plan(void **state)
     free(r);
 }
 
+/* ---- lazy refcounts ---- */
+
+static struct qcow2 *open_lazy(const char *name, enum qcow2_lazy mode)
+{
+    struct error err = {0};
+    struct qcow2_open_opts o = {.read_write = true, .lazy_refcounts = mode};
+    struct qcow2 *q = qcow2_open(p(name), &o, &err);
+    if (!q)
+        fail_msg("open %s: %s", name, err.msg);
+    return q;
+}
+
+/* 4 KiB writes at 64 KiB strides (one new cluster each), half through qcow2_write and half
+ * through the split path, a flush after every 8th. Write i holds the byte i + 1. */
+static void lazy_writes(struct qcow2 *q, int from, int to, void (*after_first)(void))
+{
+    struct error err = {0};
+    uint8_t buf[4096];
+    for (int i = from; i < to; i++) {
+        memset(buf, i + 1, sizeof(buf));
+        uint64_t off = (uint64_t)i * 65536;
+        if (i % 2) {
+            struct qcow2_write_plan pl = {.only_fresh = false};
+            assert_int_equal(qcow2_write_begin(q, off, sizeof(buf), &pl, &err), 0);
+            assert_int_equal(pl.n, 1);
+            assert_int_equal(pwrite(qcow2_fd(q), buf, sizeof(buf), (off_t)pl.ext[0].host),
+                             (ssize_t)sizeof(buf));
+            assert_int_equal(qcow2_write_end(q, &pl, true, &err), 0);
+        } else {
+            assert_int_equal(qcow2_write(q, off, buf, sizeof(buf), &err), 0);
+        }
+        if (i == from && after_first)
+            after_first();
+        if (i % 8 == 7)
+            assert_int_equal(qcow2_flush(q, &err), 0);
+    }
+}
+
+static void lazy_check_data(const char *name, int n)
+{
+    struct qcow2 *q = open_img(name, false);
+    struct error err = {0};
+    uint8_t got[4096];
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(qcow2_read(q, (uint64_t)i * 65536, got, sizeof(got), &err), 0);
+        for (size_t k = 0; k < sizeof(got); k++)
+            if (got[k] != (uint8_t)(i + 1))
+                fail_msg("%s: write %d reads 0x%02x at +%zu", name, i, got[k], k);
+    }
+    close_img(q);
+}
+
+static void assert_dirty_lz(void)
+{
+    assert_true(dirty_on_disk("lz.qcow2"));
+}
+
+/* On an image with the lazy_refcounts bit: the first allocating write sets the dirty bit on disk;
+ * flushes write the L2 tables but leave the refcounts stale (a copy then, what a crash leaves,
+ * fails qemu-img check); qemu-img check -r all and kemu's read-write open each repair it with
+ * every flushed write kept; a clean close writes the refcounts and clears the bit. */
+static void test_lazy_refcounts(void **state)
+{
+    struct qcow2_create_opts o = {.cluster_size = 4096, .lazy_refcounts = true};
+    struct error err = {0};
+    assert_int_equal(qcow2_create(p("lz.qcow2"), 8u << 20, &o, &err), 0);
+    uint64_t inc = peek("lz.qcow2", 72, 8), compat = peek("lz.qcow2", 80, 8);
+    assert_int_equal(compat & 1, 1);
+    assert_false(inc & 1);
+    struct qcow2 *q = open_img("lz.qcow2", true);
+    assert_int_equal(peek("lz.qcow2", 72, 8), inc); /* opening alone marks nothing */
+    uint8_t r[4096];
+    assert_int_equal(qcow2_read(q, 0, r, sizeof(r), &err), 0);
+    assert_false(dirty_on_disk("lz.qcow2"));
+    lazy_writes(q, 0, 40, assert_dirty_lz); /* the last flush: after write 39 */
+    /* flushed, yet the refcounts on disk lag: the flush wrote only L2 tables */
+    assert_int_equal(sh("cp lz.qcow2 c0.qcow2 && qemu-img check c0.qcow2"), 2);
+    struct qcow2_info in;
+    assert_int_equal(qcow2_get_info(q, &in, &err), 0);
+    assert_true(in.dirty && in.lazy_refcounts);
+    lazy_writes(q, 100, 103, NULL); /* not flushed */
+    SH_OK("cp lz.qcow2 c1.qcow2 && cp lz.qcow2 c2.qcow2");
+    assert_true(dirty_on_disk("c1.qcow2"));
+    assert_int_equal(sh("qemu-img check c1.qcow2"), 2); /* stale refcounts: lazy indeed */
+    SH_OK("qemu-img check -r all c2.qcow2 && qemu-img check c2.qcow2");
+    assert_false(dirty_on_disk("c2.qcow2"));
+    lazy_check_data("c2.qcow2", 40);
+    struct qcow2 *r1 = open_img("c1.qcow2", true); /* repairs */
+    assert_false(dirty_on_disk("c1.qcow2"));
+    lazy_writes(r1, 40, 48, NULL); /* and goes on lazily */
+    assert_true(dirty_on_disk("c1.qcow2"));
+    close_img(r1);
+    assert_false(dirty_on_disk("c1.qcow2"));
+    SH_OK("qemu-img check c1.qcow2");
+    lazy_check_data("c1.qcow2", 48);
+    /* clean close of the original */
+    assert_true(dirty_on_disk("lz.qcow2"));
+    close_img(q);
+    assert_int_equal(peek("lz.qcow2", 72, 8), inc);
+    assert_int_equal(peek("lz.qcow2", 80, 8), compat);
+    SH_OK("qemu-img check lz.qcow2");
+    lazy_check_data("lz.qcow2", 40);
+    SH_OK("qemu-io -c 'read -P 101 6553600 4k' -c 'read -P 103 6684672 4k' lz.qcow2 | "
+          "grep -q '^read 4096'");
+    SH_OK("! qemu-io -c 'read -P 101 6553600 4k' -c 'read -P 103 6684672 4k' lz.qcow2 | "
+          "grep -q 'Pattern verification failed'");
+}
+
+/* Without the bit (v3, v2) or with lazy-refcounts=off the image is never marked dirty and every
+ * flush leaves a consistent image; lazy-refcounts=on works on any v3 image without changing its
+ * feature bits, and is refused on v2, as in QEMU. */
+static void test_lazy_refcounts_modes(void **state)
+{
+    static const struct {
+        int version;
+        bool bit;
+        enum qcow2_lazy mode;
+        bool lazy;
+    } cfg[] = {{3, false, QCOW2_LAZY_IMAGE, false},
+               {2, false, QCOW2_LAZY_IMAGE, false},
+               {3, true, QCOW2_LAZY_OFF, false},
+               {3, false, QCOW2_LAZY_ON, true}};
+    struct error err = {0};
+    for (size_t c = 0; c < sizeof(cfg) / sizeof(cfg[0]); c++) {
+        struct qcow2_create_opts o = {
+            .cluster_size = 4096, .version = cfg[c].version, .lazy_refcounts = cfg[c].bit};
+        assert_int_equal(qcow2_create(p("lz.qcow2"), 8u << 20, &o, &err), 0);
+        size_t hl = cfg[c].version == 3 ? 104 : 72;
+        uint8_t h0[104], h1[104];
+        int fd = open(p("lz.qcow2"), O_RDONLY);
+        assert_int_equal(pread(fd, h0, hl, 0), (ssize_t)hl);
+        struct qcow2 *q = open_lazy("lz.qcow2", cfg[c].mode);
+        for (int round = 0; round < 4; round++) {
+            lazy_writes(q, round * 8, round * 8 + 8, NULL);
+            assert_int_equal(pread(fd, h1, hl, 0), (ssize_t)hl);
+            if (cfg[c].lazy) {
+                assert_true(h1[79] & 1);
+                h1[79] &= (uint8_t)~1;
+            } else {
+                SH_OK("cp lz.qcow2 c.qcow2 && qemu-img check c.qcow2");
+            }
+            assert_memory_equal(h0, h1, hl); /* nothing else in the header changed */
+        }
+        close_img(q);
+        assert_int_equal(pread(fd, h1, hl, 0), (ssize_t)hl);
+        assert_memory_equal(h0, h1, hl);
+        close(fd);
+        SH_OK("qemu-img check lz.qcow2");
+        lazy_check_data("lz.qcow2", 32);
+    }
+    struct qcow2_create_opts v2 = {.version = 2};
+    assert_int_equal(qcow2_create(p("v2.qcow2"), 1u << 20, &v2, &err), 0);
+    struct qcow2_open_opts o = {.read_write = true, .lazy_refcounts = QCOW2_LAZY_ON};
+    assert_null(qcow2_open(p("v2.qcow2"), &o, &err));
+    assert_non_null(strstr(err.msg, "lazy refcounts require a qcow2 image with at least qemu 1.1"));
+}
+
+/* A crash in a lazy session leaves COPIED flags behind the refcounts it rebuilds (QEMU's check -r
+ * all fixes both): a cluster shared with a snapshot must lose COPIED, or a write would go into
+ * the snapshot's data. */
+static void test_check_fixes_copied(void **state)
+{
+    SH_OK("qemu-img create -q -f qcow2 -o cluster_size=4k k.qcow2 1M && "
+          "qemu-io -c 'write -P 5 0 4k' k.qcow2 && qemu-img snapshot -c s k.qcow2");
+    /* the active L2 entry of cluster 0 claims sole ownership again */
+    uint64_t l1 = peek("k.qcow2", 40, 8);
+    uint64_t l1e = peek("k.qcow2", l1, 8);
+    uint64_t l2 = l1e & 0x00fffffffffffe00ull;
+    patch("k.qcow2", l1, l1e | 1ull << 63, 8);
+    patch("k.qcow2", l2, peek("k.qcow2", l2, 8) | 1ull << 63, 8);
+    assert_int_equal(sh("qemu-img check k.qcow2"), 2);
+    struct qcow2 *q = open_img("k.qcow2", true);
+    struct qcow2_check_result res;
+    struct error err = {0};
+    assert_int_equal(qcow2_check(q, 0, &res, NULL, &err), 2);
+    assert_int_equal(res.corruptions, 2);
+    assert_int_equal(qcow2_check(q, QCOW2_FIX_LEAKS | QCOW2_FIX_ERRORS, &res, NULL, &err), 0);
+    assert_int_equal(res.corruptions_fixed, 2);
+    uint8_t buf[4096];
+    memset(buf, 9, sizeof(buf));
+    assert_int_equal(qcow2_write(q, 0, buf, sizeof(buf), &err), 0);
+    close_img(q);
+    SH_OK("qemu-img check k.qcow2");
+    SH_OK("qemu-img snapshot -a s k.qcow2 && qemu-io -c 'read -P 5 0 4k' k.qcow2 | "
+          "grep -q '^read 4096'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -866,6 +1087,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_info_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_lib, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_consistency_lazy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_compressed_lib, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_leaks_and_corruption, setup, teardown),
@@ -873,6 +1095,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirty_and_corrupt_bits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_l2_cache_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_refcounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_refcounts_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_fixes_copied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
