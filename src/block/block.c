@@ -196,6 +196,7 @@ int block_backend_open(const struct block_open_opts *o, struct block_backend **o
     bb->snapshot = o->snapshot;
     bb->locking = o->locking;
     bb->l2_cache_size = o->l2_cache_size;
+    bb->lazy_refcounts = o->lazy_refcounts;
     bb->cache = o->cache;
     bb->aio = o->aio;
     bb->dz = o->dz;

@@ -93,6 +93,13 @@ enum detect_zeroes {
 };
 
 /* How to open an image: what drive_open() derives from -drive. */
+/* Lazy refcounts for a session on a qcow2 image (QEMU's lazy-refcounts=on|off). */
+enum block_lazy {
+    BLOCK_LAZY_IMAGE, /* as the image's lazy_refcounts compatible bit says */
+    BLOCK_LAZY_ON,    /* on (version 3 images only) */
+    BLOCK_LAZY_OFF,
+};
+
 struct block_open_opts {
     const char *file;
     const char *format; /* "raw" or "qcow2" (NULL: raw, or probed if probe is set) */
@@ -108,7 +115,8 @@ struct block_open_opts {
      * deleted at once: writes go to the overlay and vanish at close. Flushes are not needed for
      * the overlay and are skipped (QEMU opens its temporary overlay with cache=unsafe). */
     bool snapshot;
-    uint64_t l2_cache_size; /* qcow2: bytes of L2 tables cached; 0 = the library's 1 MiB */
+    uint64_t l2_cache_size;         /* qcow2: bytes of L2 tables cached; 0 = the library's 1 MiB */
+    enum block_lazy lazy_refcounts; /* qcow2, QEMU's lazy-refcounts= */
     /* Take QEMU's image locks (see above). drive_open() sets it unless file.locking=off; other
      * users (tests, fuzz harnesses that open one file twice) leave it off. */
     bool locking;

@@ -69,6 +69,7 @@ struct block_backend {
     bool snapshot;            /* snapshot=on: fmt is qcow2, over a temporary overlay */
     bool locking;             /* QEMU's image locks are taken on fd */
     uint64_t l2_cache_size;
+    enum block_lazy lazy_refcounts;
 
     unsigned inflight;        /* owner thread only */
     uint64_t bounce_inflight; /* bytes of O_DIRECT bounce buffers in flight (owner thread) */

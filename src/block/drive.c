@@ -25,6 +25,8 @@ static const struct opt_desc drive_desc[] = {
     {"snapshot", OPT_BOOL, "off", "write to a temporary overlay, discarded at exit"},
     {"file.locking", OPT_STRING, "auto", "image locking as QEMU's: auto, on or off"},
     {"l2-cache-size", OPT_SIZE, NULL, "qcow2: bytes of L2 tables to cache (default 1M)"},
+    {"lazy-refcounts", OPT_BOOL, NULL,
+     "qcow2: postpone refcount updates (default: as the image's lazy_refcounts bit)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -76,6 +78,16 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
     d->locking = li != 0;
     if (opts_has(o, "l2-cache-size") && format && !strcmp(format, "raw"))
         return error_setf(err, "Block format 'raw' does not support the option 'l2-cache-size'");
+    d->lazy_refcounts = BLOCK_LAZY_IMAGE;
+    if (opts_has(o, "lazy-refcounts")) {
+        bool lazy;
+        if (opts_get_bool(o, "lazy-refcounts", &lazy, err) < 0)
+            return -1;
+        if (format && !strcmp(format, "raw"))
+            return error_setf(err,
+                              "Block format 'raw' does not support the option 'lazy-refcounts'");
+        d->lazy_refcounts = lazy ? BLOCK_LAZY_ON : BLOCK_LAZY_OFF;
+    }
     v = opts_get_str(o, "media");
     if (strcmp(v, "disk")) {
         if (!strcmp(v, "cdrom"))
@@ -189,6 +201,7 @@ int drive_open(const struct drive_opts *o, struct block_backend **out, struct er
         .probe = !o->format,
         .snapshot = o->snapshot,
         .l2_cache_size = o->l2_cache_size,
+        .lazy_refcounts = o->lazy_refcounts,
         .locking = o->locking,
     };
     if (block_backend_open(&bo, out, err) < 0)

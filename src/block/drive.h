@@ -86,8 +86,9 @@ struct drive_opts {
     unsigned index; /* the unit: index= or the index argument of drive_parse() */
     bool id_generated;
     bool snapshot;
-    bool locking;           /* file.locking=on|auto (default), off */
-    uint64_t l2_cache_size; /* 0: the default */
+    bool locking;                   /* file.locking=on|auto (default), off */
+    uint64_t l2_cache_size;         /* 0: the default */
+    enum block_lazy lazy_refcounts; /* lazy-refcounts=, unset: as the image says */
 };
 
 /* The key table (also usable as the group of a command-line row: "-drive help"). */

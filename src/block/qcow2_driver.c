@@ -571,8 +571,13 @@ static int qcow2_drv_open(struct block_backend *bb, struct error *err)
     if (bb->snapshot) {
         s->q = open_overlay(bb, err);
     } else {
-        struct qcow2_open_opts qo = {.read_write = !bb->readonly,
-                                     .l2_cache_size = bb->l2_cache_size};
+        struct qcow2_open_opts qo = {
+            .read_write = !bb->readonly,
+            .l2_cache_size = bb->l2_cache_size,
+            .lazy_refcounts = bb->lazy_refcounts == BLOCK_LAZY_ON    ? QCOW2_LAZY_ON
+                              : bb->lazy_refcounts == BLOCK_LAZY_OFF ? QCOW2_LAZY_OFF
+                                                                     : QCOW2_LAZY_IMAGE,
+        };
         int lfd = bb->fd;
         if (bb->direct) {
             /* the library's descriptor: the same file, buffered (see the top) */

@@ -996,6 +996,62 @@ static void test_qcow2_chain(void **state)
     free(r);
 }
 
+static bool dirty_bit(const char *img)
+{
+    uint8_t b = 0;
+    FILE *f = fopen(img, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 79, SEEK_SET), 0); /* incompatible features, big-endian, bit 0 */
+    assert_int_equal(fread(&b, 1, 1, f), 1);
+    fclose(f);
+    return b & 1;
+}
+
+/* -drive lazy-refcounts=on|off overrides the image's compatible bit for the session only. */
+static void test_drive_lazy_refcounts(void **state)
+{
+    if (!have_qemu)
+        return;
+    static const struct {
+        const char *create_opts, *drive_opt;
+        bool dirty;
+    } cases[] = {
+        {"", ",lazy-refcounts=on", true},
+        {"", "", false},
+        {"-o lazy_refcounts=on", "", true},
+        {"-o lazy_refcounts=on", ",lazy-refcounts=off", false},
+    };
+    uint8_t *buf = malloc(65536);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(
+            sh("rm -f l.qcow2 && qemu-img create -q -f qcow2 %s l.qcow2 8M", cases[i].create_opts),
+            0);
+        char text[256];
+        snprintf(text, sizeof(text), "file=%s,format=qcow2,if=none,id=d%s", qpath("l.qcow2"),
+                 cases[i].drive_opt);
+        struct drive_opts d;
+        struct block_backend *bb = NULL;
+        struct error err = {0};
+        parse_ok(text, 0, &d);
+        if (drive_open(&d, &bb, &err) < 0)
+            fail_msg("%s: %s", text, err.msg);
+        memset(buf, 0x5a, 65536);
+        assert_int_equal(rw(bb, BLOCK_OP_WRITE, 1 << 20, buf, 65536), 0);
+        assert_int_equal(rw(bb, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        if (dirty_bit(qpath("l.qcow2")) != cases[i].dirty)
+            fail_msg("case %zu: dirty bit %d after a flush", i, !cases[i].dirty);
+        block_backend_close(bb);
+        drive_opts_free(&d);
+        assert_false(dirty_bit(qpath("l.qcow2"))); /* a clean close clears it */
+        /* The image's own bit is unchanged and the image is consistent. */
+        assert_int_equal(sh("qemu-img check -q l.qcow2 && qemu-img info l.qcow2 | "
+                            "grep -q 'lazy refcounts: %s'",
+                            cases[i].create_opts[0] ? "true" : "false"),
+                         0);
+    }
+    free(buf);
+}
+
 static void test_probe(void **state)
 {
     if (!have_qemu)
@@ -1273,6 +1329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_chain, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_qcow2_pieces, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_qcow2_parallel, make_qdir, remove_qdir),
+        cmocka_unit_test_setup_teardown(test_drive_lazy_refcounts, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_probe, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_locking, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_snapshot, make_qdir, remove_qdir),
