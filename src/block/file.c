@@ -609,6 +609,10 @@ void file_close(struct block_backend *bb)
 {
     if (bb->fd < 0)
         return;
+    /* As QEMU's close (and so quit): what the guest wrote is on stable storage once kemu has
+     * gone, flushed by the guest or not. cache=unsafe and snapshot=on promise nothing. */
+    if (!bb->readonly && bb->cache != BLOCK_CACHE_UNSAFE && !bb->snapshot)
+        (void)do_flush(bb);
     pool_destroy(&bb->pool);
     native_destroy(bb);
 #ifdef CONFIG_IO_URING

@@ -526,13 +526,14 @@ static struct qcow2 *open_overlay(struct block_backend *bb, struct error *err)
     uint64_t size = base ? qcow2_size(base) : bb->file_size;
     struct qcow2 *q = NULL;
     if (size && qcow2_create(path, size, &co, err) == 0) {
-        struct qcow2_open_opts oo = {.read_write = true, .no_backing = true};
+        /* deleted at once: never worth an fdatasync (QEMU's overlay is cache=unsafe too) */
+        struct qcow2_open_opts oo = {.read_write = true, .no_backing = true, .no_sync = true};
         q = qcow2_open(path, &oo, err);
     } else if (!size) {
         co.backing_file = NULL; /* an empty image: an empty overlay */
         co.backing_fmt = NULL;
         if (qcow2_create(path, 0, &co, err) == 0) {
-            struct qcow2_open_opts oo = {.read_write = true};
+            struct qcow2_open_opts oo = {.read_write = true, .no_sync = true};
             q = qcow2_open(path, &oo, err);
         }
     }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1008,6 +1009,60 @@ static bool dirty_bit(const char *img)
 }
 
 /* -drive lazy-refcounts=on|off overrides the image's compatible bit for the session only. */
+/* The block layer's fdatasync calls, counted: this definition takes the place of libc's in
+ * the test program (the library is linked in statically). */
+static int fdatasync_calls;
+
+int fdatasync(int fd);
+int fdatasync(int fd)
+{
+    __atomic_fetch_add(&fdatasync_calls, 1, __ATOMIC_RELAXED);
+    return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* Closing a writable raw image syncs it (QEMU's close, so quit), except under cache=unsafe,
+ * snapshot=on and readonly=on. */
+static void test_close_syncs(void **state)
+{
+    char path[] = "/tmp/kemu-closesync-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1 << 20), 0);
+    close(fd);
+    static const struct {
+        const char *opts;
+        bool sync;
+    } cases[] = {
+        {"", true},
+        {",cache=writeback", true},
+        {",cache=none", true},
+        {",cache=unsafe", false},
+        {",snapshot=on", false},
+        {",readonly=on", false},
+    };
+    uint8_t buf[4096];
+    memset(buf, 0x3c, sizeof(buf));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "file=%s,format=raw,if=none,id=d%s", path, cases[i].opts);
+        struct drive_opts d;
+        struct block_backend *bb = NULL;
+        struct error err = {0};
+        parse_ok(text, 0, &d);
+        if (drive_open(&d, &bb, &err) < 0)
+            fail_msg("%s: %s", text, err.msg);
+        if (!strstr(cases[i].opts, "readonly"))
+            assert_int_equal(rw(bb, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+        int before = __atomic_load_n(&fdatasync_calls, __ATOMIC_RELAXED);
+        block_backend_close(bb);
+        drive_opts_free(&d);
+        int synced = __atomic_load_n(&fdatasync_calls, __ATOMIC_RELAXED) - before;
+        if ((synced > 0) != cases[i].sync)
+            fail_msg("%s: %d fdatasync at close", text, synced);
+    }
+    unlink(path);
+}
+
 static void test_drive_lazy_refcounts(void **state)
 {
     if (!have_qemu)
@@ -1329,6 +1384,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_chain, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_qcow2_pieces, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_qcow2_parallel, make_qdir, remove_qdir),
+        cmocka_unit_test(test_close_syncs),
         cmocka_unit_test_setup_teardown(test_drive_lazy_refcounts, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_probe, make_qdir, remove_qdir),
         cmocka_unit_test_setup_teardown(test_locking, make_qdir, remove_qdir),
