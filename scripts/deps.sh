@@ -9,6 +9,7 @@ ninja-build
 pkg-config
 gcc
 clang
+clang-format
 libclang-rt-14-dev
 libcmocka-dev
 libslirp-dev

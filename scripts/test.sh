@@ -1,6 +1,6 @@
 #!/bin/bash
 # Every test of kemu, with its own set-up: packages, builds, guest assets, then
-#   1. unit tests (plain build),
+#   1. the format check and unit tests (plain build),
 #   2. unit tests under ASan+UBSan,
 #   3. each libFuzzer harness for a short run (FUZZ_SECONDS, default 20),
 #   4. system tests booting real Debian kernels (directly, or inside the test host).
@@ -14,6 +14,8 @@ bash scripts/deps.sh
 
 echo "== build"
 sh scripts/build.sh >/dev/null
+echo "== format: the C sources as .clang-format says"
+find src tests -name '*.[ch]' -print0 | xargs -0 clang-format --dry-run --Werror
 echo "== unit tests"
 meson test -C build --suite unit --print-errorlogs
 

@@ -545,8 +545,7 @@ static int add_devices(struct pc *pc, struct error *err)
     if (!pc->pit)
         return error_setf(err, "cannot create the PIT");
     if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||
-        bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) <
-            0)
+        bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) < 0)
         return -1;
     if (dev_timer_start(&pc->pit_timer, vm->loop, pc->pit, pit_timer_next, pit_timer_tick, err) < 0)
         return -1;

@@ -169,8 +169,8 @@ static void test_max_cpus(void **state)
     for (unsigned i = 0; i < X86_MP_MAX_CPUS; i++)
         ids[i] = i;
     struct error err = {0};
-    assert_int_equal(
-        x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, X86_MP_MAX_CPUS, pci_gsi, &err), 0);
+    assert_int_equal(x86_build_mptable(&mem, X86_MPTABLE_ADDR, ids, X86_MP_MAX_CPUS, pci_gsi, &err),
+                     0);
     check_table(ram, ids, X86_MP_MAX_CPUS, true);
     assert_true(x86_mptable_size(X86_MP_MAX_CPUS, true) <= X86_MPTABLE_MAX_SIZE);
     free(ram);

@@ -59,7 +59,7 @@ struct x86_acpi_config {
      */
     const struct x86_acpi_virtio_mmio *virtio_mmio;
     unsigned nr_virtio_mmio; /* at most X86_ACPI_MAX_VIRTIO_MMIO */
-    uint64_t base;    /* guest-physical window for the tables (16-byte aligned) */
+    uint64_t base;           /* guest-physical window for the tables (16-byte aligned) */
     uint64_t size;
 };
 

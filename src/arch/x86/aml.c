@@ -442,10 +442,9 @@ void aml_res_memory32_fixed(struct aml *a, bool writable, uint32_t base, uint32_
  * low, bit 3 shared. */
 void aml_res_interrupt(struct aml *a, bool edge, bool active_low, bool shared, uint32_t gsi)
 {
-    uint8_t d[9] = {0x89, 6, 0,
-                    (uint8_t)(0x01 | (edge ? 0x02 : 0) | (active_low ? 0x04 : 0) |
-                              (shared ? 0x08 : 0)),
-                    1};
+    uint8_t d[9] = {
+        0x89, 6, 0,
+        (uint8_t)(0x01 | (edge ? 0x02 : 0) | (active_low ? 0x04 : 0) | (shared ? 0x08 : 0)), 1};
     put_le(d + 5, gsi, 4);
     aml_bytes(a, d, sizeof(d));
 }

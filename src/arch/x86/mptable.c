@@ -26,7 +26,7 @@
 #define MP_INT_INT       0
 #define MP_INT_NMI       1
 #define MP_INT_EXTINT    3
-#define MP_FLAGS_CONFORM 0 /* polarity and trigger conform to the bus (ISA: high, edge) */
+#define MP_FLAGS_CONFORM 0    /* polarity and trigger conform to the bus (ISA: high, edge) */
 #define MP_FLAGS_PCI     0x0f /* active low (bits 1:0 = 11), level (bits 3:2 = 11), as SeaBIOS */
 #define MP_ALL_LAPICS    0xff
 
@@ -41,10 +41,10 @@
 #define NR_LINTS         2
 #define NR_SMALL_ENTRIES (NR_BUSES + 1 + NR_IOINTS + NR_LINTS)
 /* PCI INTx: slots 1-31 (slot 0 is the host bridge, no interrupt) x INTA#..INTD#. */
-#define PCI_FIRST_SLOT   1
-#define PCI_SLOTS        32
-#define PCI_PINS         4
-#define NR_PCI_IOINTS    ((PCI_SLOTS - PCI_FIRST_SLOT) * PCI_PINS)
+#define PCI_FIRST_SLOT 1
+#define PCI_SLOTS      32
+#define PCI_PINS       4
+#define NR_PCI_IOINTS  ((PCI_SLOTS - PCI_FIRST_SLOT) * PCI_PINS)
 
 static unsigned nr_small_entries(bool pci)
 {
