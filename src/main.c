@@ -533,6 +533,9 @@ static int build_machine(struct app *app, struct error *err)
                     : cfg->rtc_base == KEMU_RTC_BASE_DATE    ? RTC_BASE_FIXED
                                                              : RTC_BASE_UTC,
         .rtc_fixed_epoch = cfg->rtc_base_time,
+        .rtc_clock = cfg->rtc_clock == KEMU_RTC_CLOCK_RT   ? PC_RTC_CLOCK_RT
+                     : cfg->rtc_clock == KEMU_RTC_CLOCK_VM ? PC_RTC_CLOCK_VM
+                                                           : PC_RTC_CLOCK_HOST,
     };
     if (open_chardevs(app, err) < 0)
         return -1;

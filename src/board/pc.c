@@ -35,14 +35,18 @@ static const struct {
 
 /*
  * A device's timed interrupts, driven by one timerfd on the main loop: next() gives the
- * absolute CLOCK_MONOTONIC deadline (INT64_MAX: none), tick() raises whatever is due.
+ * absolute deadline on the device's clock (INT64_MAX: none), tick() raises whatever is due.
  */
+enum dev_clock { DEV_CLOCK_MONOTONIC, DEV_CLOCK_REALTIME, DEV_CLOCK_VM };
+
 struct dev_timer {
     int fd;
     pthread_mutex_t lock; /* the deadline is re-armed from vCPU and main threads */
     int64_t (*next)(void *dev);
     void (*tick)(void *dev, int64_t now_ns);
     void *dev;
+    enum dev_clock clock;
+    const struct vm *vm; /* DEV_CLOCK_VM */
 };
 
 struct image {
@@ -259,10 +263,23 @@ static void pm_reset(void *opaque)
 
 static const struct acpi_pm_ops pm_ops = {.poweroff = pm_poweroff, .reset = pm_reset};
 
+static void dev_timer_arm(struct dev_timer *t);
+
+/* cont: the devices timed on the VM clock get their timers back (stopped, they were off). */
+static void pc_clock_resumed(struct vm *vm)
+{
+    struct pc *pc = vm->board_data;
+    if (pc->rtc_timer.fd >= 0 && pc->rtc_timer.clock == DEV_CLOCK_VM)
+        dev_timer_arm(&pc->rtc_timer);
+    if (pc->pit_timer.fd >= 0)
+        dev_timer_arm(&pc->pit_timer);
+}
+
 static const struct vm_board_ops pc_board_ops = {
     .setup_vcpu = pc_setup_vcpu,
     .reset_devices = pc_reset_devices,
     .load = pc_load,
+    .clock_resumed = pc_clock_resumed,
 };
 
 static void request_reset(void *opaque)
@@ -275,10 +292,30 @@ static void request_exit(void *opaque, int status)
     vm_request(opaque, VM_REQ_SHUTDOWN, status);
 }
 
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The devices' clock functions (their clock_opaque is the VM for the VM clock). */
+static int64_t vm_clock(void *opaque)
+{
+    return vm_clock_ns(opaque);
+}
+
+static int64_t realtime_clock(void *opaque)
+{
+    return clock_ns(CLOCK_REALTIME);
+}
+
 static void dev_timer_arm(struct dev_timer *t)
 {
     pthread_mutex_lock(&t->lock);
     int64_t deadline = t->next(t->dev);
+    if (t->clock == DEV_CLOCK_VM) /* the timerfd counts CLOCK_MONOTONIC; stopped: disarmed */
+        deadline = vm_clock_to_monotonic(t->vm, deadline);
     struct itimerspec its = {0}; /* all zero disarms */
     if (deadline > 0 && deadline != INT64_MAX) {
         its.it_value.tv_sec = deadline / 1000000000;
@@ -302,20 +339,24 @@ static void on_dev_timer(void *opaque, uint32_t events)
     uint64_t n;
     ssize_t r = read(t->fd, &n, sizeof(n));
     (void)r;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    t->tick(t->dev, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    t->tick(t->dev, t->clock == DEV_CLOCK_VM         ? vm_clock_ns(t->vm)
+                    : t->clock == DEV_CLOCK_REALTIME ? clock_ns(CLOCK_REALTIME)
+                                                     : clock_ns(CLOCK_MONOTONIC));
     dev_timer_arm(t);
 }
 
-static int dev_timer_start(struct dev_timer *t, struct eventloop *loop, void *dev,
+static int dev_timer_start(struct dev_timer *t, struct vm *vm, enum dev_clock clock, void *dev,
                            int64_t (*next)(void *), void (*tick)(void *, int64_t),
                            struct error *err)
 {
+    struct eventloop *loop = vm->loop;
     t->dev = dev;
     t->next = next;
     t->tick = tick;
-    t->fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    t->clock = clock;
+    t->vm = vm;
+    t->fd = timerfd_create(clock == DEV_CLOCK_REALTIME ? CLOCK_REALTIME : CLOCK_MONOTONIC,
+                           TFD_CLOEXEC | TFD_NONBLOCK);
     if (t->fd < 0)
         return error_setf_errno(err, errno, "timerfd_create");
     if (eventloop_add(loop, t->fd, EPOLLIN, on_dev_timer, t, err) < 0)
@@ -524,6 +565,16 @@ static int add_devices(struct pc *pc, struct error *err)
         .deadline_changed = dev_timer_changed,
         .deadline_opaque = &pc->rtc_timer,
     };
+    /* clock=rt is the RTC's own default (CLOCK_MONOTONIC); the wall clock still sets the date */
+    enum dev_clock rtc_clock = DEV_CLOCK_MONOTONIC;
+    if (pc->p.rtc_clock == PC_RTC_CLOCK_HOST) {
+        rc.clock = realtime_clock;
+        rtc_clock = DEV_CLOCK_REALTIME;
+    } else if (pc->p.rtc_clock == PC_RTC_CLOCK_VM) {
+        rc.clock = vm_clock;
+        rc.clock_opaque = vm;
+        rtc_clock = DEV_CLOCK_VM;
+    }
     pc->rtc = rtc_create(&rc, vm_irq_line(vm, 8));
     if (!pc->rtc)
         return error_setf(err, "cannot create the RTC");
@@ -537,9 +588,13 @@ static int add_devices(struct pc *pc, struct error *err)
         bus_register(&vm->pio, ACPI_RESET_PORT, 1, &acpi_reset_bus_ops, pc->pm, "acpi-reset", err) <
             0)
         return -1;
-    if (dev_timer_start(&pc->rtc_timer, vm->loop, pc->rtc, rtc_timer_next, rtc_timer_tick, err) < 0)
+    if (dev_timer_start(&pc->rtc_timer, vm, rtc_clock, pc->rtc, rtc_timer_next, rtc_timer_tick,
+                        err) < 0)
         return -1;
-    struct pit_config pc_pit = {.deadline_changed = dev_timer_changed,
+    /* The PIT counts on the VM clock, as QEMU's: it stands still while the VM is stopped. */
+    struct pit_config pc_pit = {.clock = vm_clock,
+                                .clock_opaque = vm,
+                                .deadline_changed = dev_timer_changed,
                                 .deadline_opaque = &pc->pit_timer};
     pc->pit = pit_create(&pc_pit, vm_irq_line(vm, 0));
     if (!pc->pit)
@@ -547,7 +602,8 @@ static int add_devices(struct pc *pc, struct error *err)
     if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||
         bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) < 0)
         return -1;
-    if (dev_timer_start(&pc->pit_timer, vm->loop, pc->pit, pit_timer_next, pit_timer_tick, err) < 0)
+    if (dev_timer_start(&pc->pit_timer, vm, DEV_CLOCK_VM, pc->pit, pit_timer_next, pit_timer_tick,
+                        err) < 0)
         return -1;
     if (!pc->p.microvm && add_pci(pc, err) < 0)
         return -1;

@@ -25,12 +25,17 @@ struct pc_params {
     const char *kernel, *initrd, *append;
     struct chardev *serial[PC_MAX_SERIAL]; /* NULL: port absent */
     int rtc_base;                          /* RTC_BASE_* */
+    int rtc_clock;                         /* PC_RTC_CLOCK_*: -rtc clock= */
     int64_t rtc_fixed_epoch;
     bool debug_exit;
     uint16_t debug_exit_base, debug_exit_size;
     bool no_reboot, no_shutdown;
     bool no_acpi; /* -machine acpi=off: no ACPI tables, the guest goes by the MP table */
 };
+
+/* What the RTC runs on (QEMU's -rtc clock=): the host's wall clock (host steps move it), the
+ * host's monotonic clock (rt), or the VM clock, which stops while the VM is stopped (vm). */
+enum { PC_RTC_CLOCK_HOST, PC_RTC_CLOCK_RT, PC_RTC_CLOCK_VM };
 
 struct pc;
 struct pci_bus;

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SIG_VCPU_KICK SIGUSR1
@@ -147,6 +148,45 @@ void vm_request(struct vm *vm, enum vm_request req, int exit_status)
     }
     /* Whatever was asked, no vCPU should keep running guest code past this point. */
     atomic_store(&vm->stopping, true);
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t vm_clock_ns(const struct vm *vm)
+{
+    int64_t at = __atomic_load_n(&vm->clock_stopped_at, __ATOMIC_ACQUIRE);
+    int64_t total = __atomic_load_n(&vm->clock_stopped_total, __ATOMIC_ACQUIRE);
+    return (at ? at : monotonic_ns()) - total;
+}
+
+int64_t vm_clock_to_monotonic(const struct vm *vm, int64_t vm_ns)
+{
+    if (vm_ns == INT64_MAX || __atomic_load_n(&vm->clock_stopped_at, __ATOMIC_ACQUIRE))
+        return INT64_MAX;
+    int64_t total = __atomic_load_n(&vm->clock_stopped_total, __ATOMIC_ACQUIRE);
+    return vm_ns > INT64_MAX - total ? INT64_MAX : vm_ns + total;
+}
+
+static void clock_stop(struct vm *vm)
+{
+    if (!vm->clock_stopped_at)
+        __atomic_store_n(&vm->clock_stopped_at, monotonic_ns(), __ATOMIC_RELEASE);
+}
+
+static void clock_start(struct vm *vm)
+{
+    int64_t at = vm->clock_stopped_at;
+    if (!at)
+        return;
+    /* the total first: a reader between the stores sees the clock frozen a moment longer */
+    __atomic_store_n(&vm->clock_stopped_total, vm->clock_stopped_total + monotonic_ns() - at,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&vm->clock_stopped_at, 0, __ATOMIC_RELEASE);
 }
 
 static void irq_set(void *opaque, unsigned gsi, int level)
@@ -402,6 +442,8 @@ static int start_kvm_vm(struct vm *vm, struct error *err)
 int vm_start(struct vm *vm, struct error *err)
 {
     vm->runstate = vm->start_paused ? VM_RUNSTATE_PRELAUNCH : VM_RUNSTATE_RUNNING;
+    if (vm->start_paused)
+        clock_stop(vm);
     return start_kvm_vm(vm, err);
 }
 
@@ -429,6 +471,7 @@ static void pause_as(struct vm *vm, enum vm_runstate state)
     if (vm->runstate != VM_RUNSTATE_RUNNING)
         return; /* already still */
     stop_vcpus(vm);
+    clock_stop(vm);
     vm->have_paused_clock = kvm_get_clock(&vm->kvm, &vm->paused_clock) == 0;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         if (vm->vcpus[i].kfd.fd >= 0)
@@ -468,6 +511,9 @@ int vm_resume(struct vm *vm, struct error *err)
     }
     vm->have_paused_clock = false;
     vm->runstate = VM_RUNSTATE_RUNNING;
+    clock_start(vm);
+    if (vm->board->clock_resumed)
+        vm->board->clock_resumed(vm);
     if (start_vcpus(vm, err) < 0) {
         vm->runstate = VM_RUNSTATE_INTERNAL_ERROR;
         return -1;
@@ -566,6 +612,7 @@ static void on_wake(void *opaque, uint32_t events)
         if (vm->no_shutdown) {
             /* QEMU's -no-shutdown: the guest is off but kemu stays until asked to quit. */
             stop_vcpus(vm);
+            clock_stop(vm);
             vm->runstate = VM_RUNSTATE_SHUTDOWN;
             if (vm->events.stop)
                 vm->events.stop(vm->events.opaque);

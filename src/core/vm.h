@@ -66,6 +66,8 @@ struct vm_board_ops {
     void (*reset_devices)(struct vm *vm);
     /* Load images into guest memory; called at start and after each reset. */
     int (*load)(struct vm *vm, struct error *err);
+    /* Optional: the VM clock runs again (cont); timers on it are re-armed. Main thread. */
+    void (*clock_resumed)(struct vm *vm);
 };
 
 struct vm {
@@ -99,6 +101,9 @@ struct vm {
     enum vm_runstate runstate; /* main thread */
     bool start_paused;         /* -S: vm_start leaves the vCPUs stopped (prelaunch) */
     uint64_t paused_clock;     /* kvmclock when stopped */
+    /* The VM clock (vm_clock_ns): CLOCK_MONOTONIC ns when it stopped (0: running), and the
+     * total it has been stopped. Written on the main thread, read anywhere. */
+    int64_t clock_stopped_at, clock_stopped_total;
     bool have_paused_clock;
     struct vm_events events; /* optional */
 };
@@ -131,6 +136,16 @@ const char *vm_runstate_name(enum vm_runstate s);
  */
 int vm_vcpu_get_state(struct vm *vm, unsigned index, struct kvm_regs *regs, struct kvm_sregs *sregs,
                       struct kvm_mp_state *mp, struct error *err);
+
+/*
+ * QEMU's virtual clock, in ns: CLOCK_MONOTONIC less the time the VM was stopped (stop, -S,
+ * io-error, a -no-shutdown power-off), so devices timed on it (the PIT, the RTC with
+ * -rtc clock=vm) stand still with the guest. Any thread.
+ */
+int64_t vm_clock_ns(const struct vm *vm);
+/* The CLOCK_MONOTONIC time at which the VM clock reads vm_ns, or INT64_MAX while it is
+ * stopped (or vm_ns is INT64_MAX). */
+int64_t vm_clock_to_monotonic(const struct vm *vm, int64_t vm_ns);
 
 /* Post a request from any thread (vCPU, device, signal-safe path excluded). */
 void vm_request(struct vm *vm, enum vm_request req, int exit_status);

@@ -55,10 +55,11 @@ void rtc_reset(struct rtc *rtc);
 void rtc_destroy(struct rtc *rtc);
 
 /*
- * Timer interface. All times are CLOCK_MONOTONIC ns (or the injected clock): the guest's
- * time of day is the monotonic clock plus an offset fixed at creation (from the wall clock or
- * the fixed date) and moved by guest writes to the time registers, so host wall-clock steps
- * (NTP, settimeofday) do not jump the guest RTC or its timers, and one clock serves both.
+ * Timer interface. All times are on the configured clock (CLOCK_MONOTONIC by default): the
+ * guest's time of day is that clock plus an offset fixed at creation (from the wall clock or
+ * the fixed date) and moved by guest writes to the time registers, and one clock serves both.
+ * The board picks the clock as QEMU's -rtc clock= says: host (CLOCK_REALTIME: host time steps
+ * move the guest RTC), rt (CLOCK_MONOTONIC: they do not), vm (stops with the VM).
  *
  * rtc_next_deadline_ns: when rtc_tick must next run for an enabled interrupt (periodic,
  * alarm, update-ended) to be raised on time; INT64_MAX when none is needed (no interrupt
