@@ -536,6 +536,7 @@ static int build_machine(struct app *app, struct error *err)
         .rtc_clock = cfg->rtc_clock == KEMU_RTC_CLOCK_RT   ? PC_RTC_CLOCK_RT
                      : cfg->rtc_clock == KEMU_RTC_CLOCK_VM ? PC_RTC_CLOCK_VM
                                                            : PC_RTC_CLOCK_HOST,
+        .rtc_driftfix_slew = cfg->rtc_driftfix_slew,
     };
     if (open_chardevs(app, err) < 0)
         return -1;

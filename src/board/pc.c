@@ -564,6 +564,7 @@ static int add_devices(struct pc *pc, struct error *err)
         .nr_cpus = pc->p.cpus,
         .deadline_changed = dev_timer_changed,
         .deadline_opaque = &pc->rtc_timer,
+        .driftfix_slew = pc->p.rtc_driftfix_slew,
     };
     /* clock=rt is the RTC's own default (CLOCK_MONOTONIC); the wall clock still sets the date */
     enum dev_clock rtc_clock = DEV_CLOCK_MONOTONIC;

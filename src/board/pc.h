@@ -26,6 +26,7 @@ struct pc_params {
     struct chardev *serial[PC_MAX_SERIAL]; /* NULL: port absent */
     int rtc_base;                          /* RTC_BASE_* */
     int rtc_clock;                         /* PC_RTC_CLOCK_*: -rtc clock= */
+    bool rtc_driftfix_slew;                /* -rtc driftfix=slew */
     int64_t rtc_fixed_epoch;
     bool debug_exit;
     uint16_t debug_exit_base, debug_exit_size;

@@ -88,7 +88,14 @@ struct rtc {
     int64_t offset_ns; /* guest time of day (ns since 1970, as UTC calendar) = clock + offset */
     int64_t last_ns;   /* flags are up to date until this clock time */
     bool irq_level;
+    bool slew;           /* driftfix=slew */
+    uint32_t coalesced;  /* periodic interrupts merged into an unacknowledged one, owed */
+    int64_t reinject_ns; /* clock time of the next owed one (after an acknowledgement) */
 };
+
+/* At most one second's worth at the highest rate is owed: a guest that stopped acknowledging
+ * for longer is not made to race through it. */
+#define MAX_COALESCED 8192
 
 static int64_t floor_div(int64_t a, int64_t b)
 {
@@ -283,8 +290,16 @@ static void catch_up(struct rtc *rtc, int64_t t)
     if (t > rtc->last_ns && divider_running(rtc)) {
         int64_t g0 = rtc->last_ns + rtc->offset_ns, g1 = t + rtc->offset_ns;
         int64_t p = period_ticks(rtc);
-        if (p && floor_div(ticks_at(g1), p) > floor_div(ticks_at(g0), p))
+        int64_t n = p ? floor_div(ticks_at(g1), p) - floor_div(ticks_at(g0), p) : 0;
+        if (n > 0) {
+            /* every period but one is lost when the interrupt is still pending, all of them */
+            if (rtc->slew && (rtc->cmos[REG_B] & B_PIE)) {
+                int64_t lost = (rtc->cmos[REG_C] & C_IRQF) ? n : n - 1;
+                int64_t owed = rtc->coalesced + lost;
+                rtc->coalesced = owed > MAX_COALESCED ? MAX_COALESCED : (uint32_t)owed;
+            }
             rtc->cmos[REG_C] |= C_PF;
+        }
         if (!(rtc->cmos[REG_B] & B_SET)) {
             int64_t s0 = floor_div(g0, NS_PER_SEC), s1 = floor_div(g1, NS_PER_SEC);
             if (s1 > s0) {
@@ -307,6 +322,8 @@ static int64_t next_deadline_locked(struct rtc *rtc, int64_t t)
     int64_t g = t + rtc->offset_ns;
     int64_t best = INT64_MAX;
     int64_t p = period_ticks(rtc);
+    if ((c[REG_B] & B_PIE) && p && rtc->coalesced)
+        best = rtc->reinject_ns;
     if ((c[REG_B] & B_PIE) && p) {
         int64_t next = (floor_div(ticks_at(g), p) + 1) * p;
         int64_t d = ticks_to_ns(next) - rtc->offset_ns;
@@ -369,10 +386,13 @@ static uint8_t read_data(struct rtc *rtc, bool *notify)
         return v;
     }
     case REG_C: {
-        catch_up(rtc, now(rtc));
+        int64_t t = now(rtc);
+        catch_up(rtc, t);
         uint8_t v = c[REG_C];
         c[REG_C] = 0;
         update_irq(rtc);
+        if ((v & C_IRQF) && rtc->coalesced) /* the next owed one, half a period from now */
+            rtc->reinject_ns = t + ticks_to_ns(period_ticks(rtc)) / 2;
         if ((v & C_IRQF) && (c[REG_B] & (B_PIE | B_AIE | B_UIE)))
             *notify = true; /* a deadline is needed again */
         return v;
@@ -423,6 +443,8 @@ static void write_data(struct rtc *rtc, uint8_t v, bool *notify)
             if (v & B_SET)
                 v &= ~B_UIE; /* setting SET clears UIE */
             c[REG_B] = v;
+            if (!(v & B_PIE))
+                rtc->coalesced = 0;
         }
         run_state_changed(rtc, t, was_running, div_was_running);
         update_irq(rtc);
@@ -539,6 +561,7 @@ static void reset_locked(struct rtc *rtc)
     catch_up(rtc, now(rtc));
     rtc->cmos[REG_B] &= ~(B_PIE | B_AIE | B_UIE | B_SQWE);
     rtc->cmos[REG_C] = 0;
+    rtc->coalesced = 0;
     update_irq(rtc);
 }
 
@@ -553,6 +576,7 @@ struct rtc *rtc_create(const struct rtc_config *cfg, struct irq_line irq)
     rtc->clock_opaque = cfg->clock_opaque;
     rtc->deadline_changed = cfg->deadline_changed;
     rtc->deadline_opaque = cfg->deadline_opaque;
+    rtc->slew = cfg->driftfix_slew;
 
     rtc->cmos[REG_A] = 0x26;  /* 32.768 kHz time base, 1024 Hz periodic rate */
     rtc->cmos[REG_B] = B_24H; /* 24 hour, BCD */
@@ -594,5 +618,12 @@ void rtc_tick(struct rtc *rtc, int64_t now_ns)
 {
     pthread_mutex_lock(&rtc->lock);
     catch_up(rtc, now_ns);
+    /* an owed periodic interrupt, due and not merged into a pending one */
+    if (rtc->coalesced && (rtc->cmos[REG_B] & B_PIE) && !(rtc->cmos[REG_C] & C_IRQF) &&
+        now_ns >= rtc->reinject_ns && divider_running(rtc)) {
+        rtc->coalesced--;
+        rtc->cmos[REG_C] |= C_PF;
+        update_irq(rtc);
+    }
     pthread_mutex_unlock(&rtc->lock);
 }

@@ -41,6 +41,14 @@ struct rtc_config {
      */
     void (*deadline_changed)(void *opaque);
     void *deadline_opaque;
+
+    /*
+     * QEMU's -rtc driftfix=slew: periodic interrupts the guest missed because it had not yet
+     * acknowledged the previous one (read register C) are counted and delivered later, at
+     * twice the programmed rate, so a guest that keeps time by counting them (Windows) does
+     * not fall behind. Off: they are merged, as on real hardware.
+     */
+    bool driftfix_slew;
 };
 
 struct rtc;

@@ -361,6 +361,56 @@ static void test_update_flag_and_register_c(void **state)
     assert_int_equal(rd(f, 0x0d), 0x80);
 }
 
+/*
+ * A guest that counts 64 Hz periodic interrupts, acknowledging each at once, except that it
+ * stalls for `stall` periods once: with driftfix=slew the interrupts merged meanwhile are
+ * delivered afterwards (twice the rate), so over 2 s it counts every period.
+ */
+static unsigned count_with_stall(bool slew, unsigned stall)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    f->now = 1000 * SEC;
+    struct rtc_config cfg = {.base = RTC_BASE_FIXED,
+                             .fixed_epoch = EPOCH_2006,
+                             .clock = fake_clock,
+                             .wall_clock = fake_wall,
+                             .clock_opaque = f,
+                             .driftfix_slew = slew};
+    f->rtc = rtc_create(&cfg, (struct irq_line){fake_irq_set, &f->irq, 8});
+    wr(f, 0x0a, 0x2a); /* RS = 10: 64 Hz */
+    wr(f, 0x0b, 0x42); /* PIE */
+    const int64_t period = SEC / 64, end = f->now + 2 * SEC;
+    unsigned count = 0;
+    bool stalled = false;
+    for (;;) {
+        int64_t d = rtc_next_deadline_ns(f->rtc);
+        if (d > end)
+            break;
+        f->now = d;
+        rtc_tick(f->rtc, f->now);
+        if (!f->irq.level)
+            continue;
+        count++;
+        if (count == 10 && !stalled) { /* the guest is busy: no acknowledgement for a while */
+            stalled = true;
+            f->now += stall * period + period / 4;
+            rtc_tick(f->rtc, f->now);
+        }
+        assert_int_equal(rd(f, 0x0c) & 0xc0, 0xc0);
+    }
+    rtc_destroy(f->rtc);
+    free(f);
+    return count;
+}
+
+static void test_driftfix_slew(void **state)
+{
+    /* 2 s at 64 Hz: 128 periods. Merged: the 20 of the stall are one interrupt. */
+    assert_int_equal(count_with_stall(false, 20), 128 - 20);
+    assert_int_equal(count_with_stall(true, 20), 128);
+    assert_int_equal(count_with_stall(true, 0), 128);
+}
+
 static void test_periodic(void **state)
 {
     struct fixture *f = *state;
@@ -450,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_memory_bytes),
         cmocka_unit_test_setup_teardown(test_update_flag_and_register_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_periodic, setup, teardown),
+        cmocka_unit_test(test_driftfix_slew),
         cmocka_unit_test_setup_teardown(test_alarm, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
