@@ -238,31 +238,49 @@ struct device_model {
     const char *name;
     const struct opts_group *props;
     const char *bus;
+    const char *category; /* the heading QEMU's -device help lists it under */
     const char *desc;
+    const char *alias_of; /* an alias row: the model it names; listed on that model's line */
 };
 
-/* QEMU's x86 aliases (virtio-blk = virtio-blk-pci ...) are rows of their own, same group. */
+/* QEMU's -device help headings, in its order (only those with a kemu model). */
+static const char *const device_categories[] = {"Storage", "Network", "Input", "Misc"};
+
+/*
+ * QEMU's x86 aliases (virtio-blk = virtio-blk-pci ...) are rows of their own, same group.
+ * Sorted by name within a category, as QEMU lists them.
+ */
 static const struct device_model device_models[] = {
-    {"isa-debug-exit", &isa_debug_exit_group, "ISA", "exit kemu from the guest (testing)"},
-    {"virtio-blk-pci", &virtio_blk_group, "PCI", "virtio block device"},
-    {"virtio-blk", &virtio_blk_group, "PCI", "alias of virtio-blk-pci"},
-    {"virtio-net-pci", &virtio_net_group, "PCI", "virtio network device"},
-    {"virtio-net", &virtio_net_group, "PCI", "alias of virtio-net-pci"},
-    {"virtio-serial-pci", &virtio_serial_group, "PCI", "virtio serial bus (virtconsole ports)"},
-    {"virtio-serial", &virtio_serial_group, "PCI", "alias of virtio-serial-pci"},
-    {"virtconsole", &virtconsole_group, "virtio-serial-bus", "virtio console port (hvc)"},
-    {"virtserialport", &virtserialport_group, "virtio-serial-bus", "virtio serial port"},
-    {"virtio-rng-pci", &virtio_rng_group, "PCI", "virtio entropy source"},
-    {"virtio-rng", &virtio_rng_group, "PCI", "alias of virtio-rng-pci"},
-    {"virtio-blk-device", &virtio_blk_group, "virtio-mmio", "virtio block device (microvm)"},
-    {"virtio-net-device", &virtio_net_group, "virtio-mmio", "virtio network device (microvm)"},
-    {"virtio-serial-device", &virtio_serial_group, "virtio-mmio", "virtio serial bus (microvm)"},
-    {"virtio-rng-device", &virtio_rng_group, "virtio-mmio", "virtio entropy source (microvm)"},
+    {"virtio-blk-device", &virtio_blk_group, "virtio-bus", "Storage",
+     "virtio block device (microvm)", NULL},
+    {"virtio-blk-pci", &virtio_blk_group, "PCI", "Storage", "virtio block device", NULL},
+    {"virtio-blk", &virtio_blk_group, "PCI", "Storage", NULL, "virtio-blk-pci"},
+    {"virtio-net-device", &virtio_net_group, "virtio-bus", "Network",
+     "virtio network device (microvm)", NULL},
+    {"virtio-net-pci", &virtio_net_group, "PCI", "Network", "virtio network device", NULL},
+    {"virtio-net", &virtio_net_group, "PCI", "Network", NULL, "virtio-net-pci"},
+    {"virtconsole", &virtconsole_group, "virtio-serial-bus", "Input", "virtio console port (hvc)",
+     NULL},
+    {"virtio-serial-device", &virtio_serial_group, "virtio-bus", "Input",
+     "virtio serial bus (microvm)", NULL},
+    {"virtio-serial-pci", &virtio_serial_group, "PCI", "Input",
+     "virtio serial bus (virtconsole ports)", NULL},
+    {"virtio-serial", &virtio_serial_group, "PCI", "Input", NULL, "virtio-serial-pci"},
+    {"virtserialport", &virtserialport_group, "virtio-serial-bus", "Input", "virtio serial port",
+     NULL},
+    {"isa-debug-exit", &isa_debug_exit_group, "ISA", "Misc", "exit kemu from the guest (testing)",
+     NULL},
+    {"virtio-rng-device", &virtio_rng_group, "virtio-bus", "Misc",
+     "virtio entropy source (microvm)", NULL},
+    {"virtio-rng-pci", &virtio_rng_group, "PCI", "Misc", "virtio entropy source", NULL},
+    {"virtio-rng", &virtio_rng_group, "PCI", "Misc", NULL, "virtio-rng-pci"},
 };
+
+#define NDEVICE_MODELS (sizeof(device_models) / sizeof(device_models[0]))
 
 static const struct device_model *find_device_model(const char *name)
 {
-    for (size_t i = 0; i < sizeof(device_models) / sizeof(device_models[0]); i++)
+    for (size_t i = 0; i < NDEVICE_MODELS; i++)
         if (!strcmp(device_models[i].name, name))
             return &device_models[i];
     return NULL;
@@ -715,9 +733,11 @@ static int chardev_key_allowed(enum kemu_chardev_backend b, const char *key)
     return 0;
 }
 
+/* In enum kemu_chardev_backend order. */
+static const char *const chardev_backends[] = {"null", "stdio", "file", "socket"};
+
 static int fill_chardev(struct kemu_chardev_spec *c, const struct opts *o, struct error *err)
 {
-    static const char *const names[] = {"null", "stdio", "file", "socket"};
     static const char *const later[] = {
         "pty",      "vc",        "pipe",         "udp",     "serial",  "tty",
         "parallel", "ringbuf",   "memory",       "msmouse", "braille", "testdev",
@@ -726,10 +746,11 @@ static int fill_chardev(struct kemu_chardev_spec *c, const struct opts *o, struc
     if (!backend)
         return error_setf(err, "backend not specified");
     size_t b;
-    for (b = 0; b < 4; b++)
-        if (!strcmp(backend, names[b]))
+    size_t nb = sizeof(chardev_backends) / sizeof(chardev_backends[0]);
+    for (b = 0; b < nb; b++)
+        if (!strcmp(backend, chardev_backends[b]))
             break;
-    if (b == 4) {
+    if (b == nb) {
         for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
             if (!strcmp(backend, later[i]))
                 return error_setf(err, "chardev backend '%s' is not supported yet", backend);
@@ -1376,6 +1397,25 @@ void cmdline_print_usage(FILE *f)
     fprintf(f, "\n\"-OPTION help\" lists the parameters of an option.\n");
 }
 
+/* QEMU's -device help: models under category headings, aliases on their model's line. */
+static void print_device_models(FILE *f)
+{
+    const size_t ncat = sizeof(device_categories) / sizeof(device_categories[0]);
+    for (size_t c = 0; c < ncat; c++) {
+        fprintf(f, "%s%s devices:\n", c ? "\n" : "", device_categories[c]);
+        for (size_t i = 0; i < NDEVICE_MODELS; i++) {
+            const struct device_model *m = &device_models[i];
+            if (m->alias_of || strcmp(m->category, device_categories[c]))
+                continue;
+            fprintf(f, "name \"%s\", bus %s", m->name, m->bus);
+            for (size_t j = 0; j < NDEVICE_MODELS; j++)
+                if (device_models[j].alias_of && !strcmp(device_models[j].alias_of, m->name))
+                    fprintf(f, ", alias \"%s\"", device_models[j].name);
+            fprintf(f, ", desc \"%s\"\n", m->desc);
+        }
+    }
+}
+
 void cmdline_print_option_help(const struct kemu_config *cfg, FILE *f)
 {
     const char *name = cfg->help_option ? cfg->help_option : "";
@@ -1388,9 +1428,11 @@ void cmdline_print_option_help(const struct kemu_config *cfg, FILE *f)
             fprintf(f, "%-20s %s%s\n", machine_types[i].name, machine_types[i].desc,
                     i == 0 ? " (default)" : "");
     } else if (!strcmp(name, "cpu")) {
+        /* QEMU's row form: "x86 NAME  DESCRIPTION". */
         fprintf(f, "Available CPUs:\n");
-        fprintf(f, "  host  KVM processor with all supported host features (default)\n");
-        fprintf(f, "  max   enables all features supported by the accelerator\n");
+        fprintf(f, "x86 %-20s  %s\n", "host",
+                "KVM processor with all supported host features (default)");
+        fprintf(f, "x86 %-20s  %s\n", "max", "enables all features supported by the accelerator");
     } else if (!strcmp(name, "device")) {
         const struct device_model *m = cfg->help_arg ? find_device_model(cfg->help_arg) : NULL;
         if (m) {
@@ -1398,13 +1440,18 @@ void cmdline_print_option_help(const struct kemu_config *cfg, FILE *f)
         } else {
             if (cfg->help_arg)
                 fprintf(f, "'%s' is not a valid device model name\n", cfg->help_arg);
-            fprintf(f, "Available devices:\n");
-            for (size_t i = 0; i < sizeof(device_models) / sizeof(device_models[0]); i++)
-                fprintf(f, "name \"%s\", bus %s, desc \"%s\"\n", device_models[i].name,
-                        device_models[i].bus, device_models[i].desc);
+            print_device_models(f);
         }
+    } else if (!strcmp(name, "chardev") && !cfg->help_arg) {
+        /* QEMU's list (its first line ends in a space), then the keys kemu takes. */
+        fprintf(f, "Available chardev backend types: \n");
+        for (size_t i = 0; i < sizeof(chardev_backends) / sizeof(chardev_backends[0]); i++)
+            fprintf(f, "  %s\n", chardev_backends[i]);
+        fprintf(f, "\n");
+        opts_print_help(&chardev_group, f);
     } else if (!strcmp(name, "accel")) {
-        fprintf(f, "Accelerators supported: kvm\n");
+        /* QEMU's heading word for word: scripts look for it. */
+        fprintf(f, "Accelerators supported in QEMU binary:\nkvm\n");
     } else if (opt && opt->group) {
         opts_print_help(opt->group, f);
     }

@@ -62,6 +62,15 @@ def build_halt():
     return bytes(image)
 
 
+def build_ud2():
+    """A guest whose first instruction (ud2 at the 64-bit entry) faults: the boot protocol
+    leaves no IDT, so the #UD becomes a double and then a triple fault, which resets the CPU."""
+    image = bytearray(build())
+    entry64 = 512 * 2 + 0x200
+    image[entry64 : entry64 + 2] = bytes([0x0F, 0x0B])  # ud2
+    return bytes(image)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: mkbzimage.py OUT [PORT [CODE]]")

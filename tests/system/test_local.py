@@ -1,9 +1,13 @@
 """kemu on this machine's own /dev/kvm with tiny guests that need no Linux (tests/guests/
 mkbzimage.py), and command-line errors. These run even where /dev/kvm cannot run Linux (PVM)."""
 import os
+import pty
+import select
+import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -78,6 +82,162 @@ def test_reset_without_no_reboot_restarts(tiny):
     _, err = p.communicate(timeout=10)
     assert p.returncode == 0
     assert "terminating on signal 15" in err
+
+
+@needs_kvm
+def test_triple_fault_with_no_reboot_exits_zero(tmp_path):
+    # QEMU: a triple fault is a reset, and -no-reboot turns a reset into exit 0.
+    k = tmp_path / "ud2.bzImage"
+    k.write_bytes(mkbzimage.build_ud2())
+    r = kemu("-enable-kvm", "-m", "64M", "-display", "none", "-no-reboot", "-kernel", str(k),
+             env={**os.environ, "KEMU_TRACE": "reset"})
+    assert r.returncode == 0, r
+    assert r.stderr.count("triple fault") == 1, r.stderr
+
+
+@needs_kvm
+def test_triple_fault_resets_and_keeps_running(tmp_path):
+    k = tmp_path / "ud2.bzImage"
+    k.write_bytes(mkbzimage.build_ud2())
+    log = tmp_path / "trace.log"
+    # The trace goes to a file: a pipe nobody reads would stall kemu, not show a reset loop.
+    with open(log, "w") as err:
+        p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-display", "none",
+                              "-kernel", str(k)], stdin=subprocess.DEVNULL, stderr=err,
+                             env={**os.environ, "KEMU_TRACE": "reset"})
+        try:
+            for _ in range(100):
+                if log.read_text(errors="replace").count("triple fault") >= 3:
+                    break
+                time.sleep(0.05)
+            seen = log.read_text(errors="replace").count("triple fault")
+            time.sleep(0.5)
+            assert p.poll() is None, "kemu exited on a triple fault without -no-reboot"
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+    text = log.read_text(errors="replace")
+    # Each reset restarts the guest at its faulting entry: the triple faults go on repeating.
+    assert seen >= 3 and text.count("triple fault") > seen, text[-2000:]
+    assert p.returncode == 0, text[-2000:]
+
+
+def drain(fd, until=None, timeout=5.0):
+    """Read what kemu wrote to the pty (so it never blocks), up to `until` or the timeout."""
+    out = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not (until and until in out):
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:  # EIO: the slave side is gone
+                break
+    return out
+
+
+def start_on_pty(kernel):
+    """kemu -nographic with a pty's slave as its terminal; returns (process, master, slave,
+    termios before), once kemu has put the terminal in raw mode."""
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-nographic", "-kernel", kernel],
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    for _ in range(100):
+        if termios.tcgetattr(slave) != before or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    # Else "restored" below would prove nothing.
+    assert termios.tcgetattr(slave) != before, "kemu did not put the terminal in raw mode"
+    return p, master, slave, before
+
+
+@needs_kvm
+def test_ctrl_a_help_and_exit_restore_terminal(tmp_path):
+    k = tmp_path / "halt.bzImage"
+    k.write_bytes(mkbzimage.build_halt())
+    p, master, slave, before = start_on_pty(str(k))
+    try:
+        os.write(master, b"\x01h")
+        out = drain(master, until=b"C-a C-a")
+        # QEMU's mux help, word for word.
+        for line in (b"C-a h    print this help", b"C-a x    exit emulator",
+                     b"C-a c    switch between console and monitor", b"C-a C-a  sends C-a"):
+            assert line in out, out
+        assert p.poll() is None, "Ctrl-A h ended kemu"
+        os.write(master, b"\x01x")
+        for _ in range(100):
+            if p.poll() is not None:
+                break
+            drain(master, timeout=0.05)
+        assert p.wait(timeout=5) == 0
+        assert termios.tcgetattr(slave) == before, "terminal not restored after Ctrl-A x"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+        os.close(slave)
+
+
+@needs_kvm
+def test_sigterm_restores_terminal(tmp_path):
+    k = tmp_path / "halt.bzImage"
+    k.write_bytes(mkbzimage.build_halt())
+    p, master, slave, before = start_on_pty(str(k))
+    try:
+        p.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            if p.poll() is not None:
+                break
+            drain(master, timeout=0.05)
+        assert p.wait(timeout=5) == 0
+        assert termios.tcgetattr(slave) == before, "terminal not restored after SIGTERM"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def in_private_dev(script, *args):
+    """Run `sh -c script` with args in a mount namespace whose /dev is an empty tmpfs; skip when
+    this machine cannot make one (not root, no unshare)."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare is not installed")
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs none /dev"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a private /dev: {probe.stderr.strip()}")
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           "mount -t tmpfs none /dev && " + script, "sh", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+
+KVM_ARGS = ["-enable-kvm", "-m", "64M", "-display", "none", "-nodefaults"]
+
+
+def test_no_dev_kvm_one_line_exit_1(tiny):
+    r = in_private_dev('exec "$@"', KEMU, *KVM_ARGS, "-kernel", tiny(0xF4, 5))
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("kemu: /dev/kvm: ") and "no such device" in lines[0], lines[0]
+
+
+def test_dev_kvm_permission_denied_one_line_exit_1(tiny):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is not installed")
+    # A root-only /dev/kvm of our own, whatever the mode of this machine's: nobody cannot open it.
+    r = in_private_dev("mknod -m 600 /dev/kvm c 10 232 && exec setpriv --reuid=65534 "
+                       '--regid=65534 --clear-groups "$@"', KEMU, *KVM_ARGS,
+                       "-kernel", tiny(0xF4, 5))
+    if "mknod" in r.stderr or "setpriv" in r.stderr:
+        pytest.skip(f"cannot run as nobody with a private /dev/kvm: {r.stderr.strip()}")
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("kemu: /dev/kvm: ") and "permission denied" in lines[0], lines[0]
 
 
 @needs_kvm
@@ -181,6 +341,11 @@ def test_bad_option_one_line_exit_1(args, needle):
 def test_version_and_help():
     r = kemu("-version")
     assert r.returncode == 0 and "kemu" in r.stdout
+    for opt in ("-h", "-help", "--help"):
+        r = kemu(opt)
+        assert r.returncode == 0, r
+        assert r.stdout.startswith("usage: kemu [options]") and r.stderr == "", r
+        assert "-kernel FILE" in r.stdout and "-no-reboot" in r.stdout, r.stdout
     r = kemu("-smp", "help")
     assert r.returncode == 0 and "sockets" in r.stdout
 

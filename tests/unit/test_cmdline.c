@@ -348,7 +348,8 @@ static void test_actions(void **state)
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "host", "-cpu", "help");
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "name \"isa-debug-exit\"", "-device", "help");
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "iobase=<num>", "-device", "isa-debug-exit,help");
-    EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "Available devices", "-device", "nosuch,help");
+    EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "name \"virtio-rng-pci\"", "-device",
+                  "nosuch,help");
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "server=on|off", "-chardev", "help");
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "debug-threads", "-name", "help");
     EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP, "driftfix", "-rtc", "help");
@@ -362,6 +363,64 @@ static void test_actions(void **state)
     assert_int_equal(cfg.action, KEMU_ACTION_RUN);
     assert_int_equal(cmdline_print_action(&cfg, stdout), -1); /* RUN: nothing printed */
     assert_string_equal(cfg.append, "?");
+    kemu_config_free(&cfg);
+}
+
+/* The output of args starts with the lines in want (QEMU's form), and the exit status is 0. */
+static void expect_start(const char *const *args, const char *want)
+{
+    struct kemu_config cfg;
+    struct error err;
+    assert_int_equal(parse_list(&cfg, &err, args), 0);
+    assert_int_equal(cfg.action, KEMU_ACTION_PRINT_OPTION_HELP);
+    char *out = print_to_string(&cfg);
+    if (strncmp(out, want, strlen(want)))
+        print_error("output of %s %s does not start with:\n%s\ngot:\n%s", args[0], args[1], want,
+                    out);
+    assert_int_equal(strncmp(out, want, strlen(want)), 0);
+    free(out);
+    kemu_config_free(&cfg);
+}
+
+#define EXPECT_START(want, ...) expect_start((const char *const[]){__VA_ARGS__, NULL}, want)
+
+/* "-X help" in QEMU's form: its first line (what scripts and users look for), then kemu's rows. */
+static void test_help_lists_qemu_form(void **state)
+{
+    EXPECT_START("Available chardev backend types: \n  null\n  stdio\n  file\n  socket\n\n"
+                 "chardev options:\n",
+                 "-chardev", "help");
+    EXPECT_START("Available chardev backend types: \n", "-chardev", "?");
+    EXPECT_START("Available chardev backend types: \n", "-chardev", "help,id=c0");
+    EXPECT_START("chardev options:\n  backend=<str>", "-chardev", "socket,help");
+    EXPECT_START("Storage devices:\n"
+                 "name \"virtio-blk-device\", bus virtio-bus, desc \"virtio block device "
+                 "(microvm)\"\n"
+                 "name \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\", desc \"virtio block "
+                 "device\"\n\nNetwork devices:\n",
+                 "-device", "help");
+    EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP,
+                  "\n\nMisc devices:\nname \"isa-debug-exit\", bus ISA, desc ", "-device", "help");
+    EXPECT_OUTPUT(KEMU_ACTION_PRINT_OPTION_HELP,
+                  "name \"virtio-rng-pci\", bus PCI, alias \"virtio-rng\", desc ", "-device",
+                  "help");
+    EXPECT_START("Supported machines are:\npc ", "-machine", "help");
+    EXPECT_START("Supported machines are:\n", "-M", "?");
+    EXPECT_START("Available CPUs:\nx86 host                  ", "-cpu", "help");
+    EXPECT_START("Accelerators supported in QEMU binary:\nkvm\n", "-accel", "help");
+
+    /* An alias is listed on its model's line only, not on a line of its own. */
+    struct kemu_config cfg;
+    struct error err;
+    assert_int_equal(PARSE(&cfg, &err, "-device", "help"), 0);
+    char *out = print_to_string(&cfg);
+    assert_null(strstr(out, "name \"virtio-blk\""));
+    free(out);
+    kemu_config_free(&cfg);
+
+    /* QEMU has no "-serial help": 'help' is an invalid char driver there, exit 1 (test_errors). */
+    assert_int_equal(PARSE(&cfg, &err, "-serial", "help"), -1);
+    assert_string_equal(err.msg, "-serial help: 'help' is not a valid char driver");
     kemu_config_free(&cfg);
 }
 
@@ -584,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_backends_kept),
         cmocka_unit_test(test_rtc),
         cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_help_lists_qemu_form),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_free_twice_and_null),
     };
