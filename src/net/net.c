@@ -52,7 +52,8 @@ static const struct opt_desc tap_desc[] = {
     {"vnet_hdr", OPT_BOOL, NULL, "use the virtio-net header (offloads); default on if possible"},
     {"sndbuf", OPT_SIZE, "0", "send buffer limit in bytes (0: unlimited)"},
     {"vhost", OPT_BOOL, "off", "vhost-net datapath"},
-    {"vhostfd", OPT_NUMBER, NULL, "an already open /dev/vhost-net descriptor"},
+    {"vhostfd", OPT_NUMBER, NULL, "an already open /dev/vhost-net descriptor (implies vhost)"},
+    {"vhostfds", OPT_STRING, NULL, "one open /dev/vhost-net descriptor per fds= queue: fd:fd:..."},
     {NULL, 0, NULL, NULL},
 };
 
@@ -370,46 +371,84 @@ out:
     return ret;
 }
 
-/* fds=a:b:c, as QEMU: decimal descriptors separated by colons. */
-static int parse_fds(const char *text, struct net_tap_cfg *c, struct error *err)
+/* fds=a:b:c (and vhostfds=), as QEMU: decimal descriptors separated by colons. */
+static int parse_fd_list(const char *key, const char *text, int *fds, unsigned *nfds,
+                         struct error *err)
 {
     const char *p = text;
-    c->nfds = 0;
+    *nfds = 0;
     for (;;) {
         char num[16];
         size_t l = strcspn(p, ":");
         uint64_t v;
         if (l == 0 || l >= sizeof(num))
-            return error_setf(err, "invalid fds '%s': expected fd:fd:...", text);
+            return error_setf(err, "invalid %s '%s': expected fd:fd:...", key, text);
         memcpy(num, p, l);
         num[l] = 0;
         if (opts_parse_number(num, &v) < 0 || v > 0x7fffffff)
-            return error_setf(err, "invalid fds '%s': '%s' is not a descriptor", text, num);
-        if (c->nfds == NETDEV_MAX_QUEUES)
-            return error_setf(err, "fds= has more than %d descriptors", NETDEV_MAX_QUEUES);
-        for (unsigned i = 0; i < c->nfds; i++)
-            if (c->fds[i] == (int)v)
-                return error_setf(err, "invalid fds '%s': fd %s is given twice", text, num);
-        c->fds[c->nfds++] = (int)v;
+            return error_setf(err, "invalid %s '%s': '%s' is not a descriptor", key, text, num);
+        if (*nfds == NETDEV_MAX_QUEUES)
+            return error_setf(err, "%s= has more than %d descriptors", key, NETDEV_MAX_QUEUES);
+        for (unsigned i = 0; i < *nfds; i++)
+            if (fds[i] == (int)v)
+                return error_setf(err, "invalid %s '%s': fd %s is given twice", key, text, num);
+        fds[(*nfds)++] = (int)v;
         if (!p[l])
             return 0;
         p += l + 1;
     }
 }
 
+static int parse_fds(const char *text, struct net_tap_cfg *c, struct error *err)
+{
+    return parse_fd_list("fds", text, c->fds, &c->nfds, err);
+}
+
+/* vhost=, vhostfd=, vhostfds= as QEMU takes them: a vhost descriptor implies vhost=on unless
+ * vhost=off says otherwise, which is then an error. Called once the queue count is known. */
+static int parse_vhost(const struct opts *o, struct net_tap_cfg *c, struct error *err)
+{
+    bool has_fd = opts_has(o, "vhostfd"), has_fds = opts_has(o, "vhostfds");
+    c->vhost = has_fd || has_fds;
+    if (opts_has(o, "vhost") && bool_opt(o, "vhost", &c->vhost, err) < 0)
+        return -1;
+    if (!c->vhost) {
+        if (has_fd || has_fds)
+            return error_setf(err, "%s= is not valid without vhost",
+                              has_fd ? "vhostfd" : "vhostfds");
+        return 0;
+    }
+    if (has_fd && has_fds)
+        return error_setf(err, "vhostfd= and vhostfds= cannot be combined");
+    if (has_fd) {
+        uint64_t v;
+        if (opts_get_number(o, "vhostfd", &v, err) < 0)
+            return -1;
+        if (v > 0x7fffffff)
+            return error_setf(err, "invalid vhostfd '%s'", opts_get_str(o, "vhostfd"));
+        if (c->queues != 1)
+            return error_setf(err, "vhostfd= gives one descriptor for %u queues (use vhostfds=)",
+                              c->queues);
+        c->vhostfds[0] = (int)v;
+        c->nvhostfds = 1;
+    } else if (has_fds) {
+        if (!c->nfds)
+            return error_setf(err, "vhostfds= needs fds=");
+        if (parse_fd_list("vhostfds", opts_get_str(o, "vhostfds"), c->vhostfds, &c->nvhostfds,
+                          err) < 0)
+            return -1;
+        if (c->nvhostfds != c->nfds)
+            return error_setf(err, "vhostfds= has %u descriptors for %u fds=", c->nvhostfds,
+                              c->nfds);
+    } else if (access("/dev/vhost-net", F_OK) < 0) {
+        return error_setf(err, "vhost-net requested but /dev/vhost-net is not available");
+    }
+    return 0;
+}
+
 static int create_tap(const struct opts *o, struct netdev *nd, struct error *err)
 {
     struct net_tap_cfg c = {.fd = -1};
-    bool vhost = false;
-    if (bool_opt(o, "vhost", &vhost, err) < 0)
-        return -1;
-    if (opts_has(o, "vhostfd"))
-        return error_setf(err, "vhostfd= is not supported yet (no vhost-net datapath)");
-    if (vhost) {
-        if (access("/dev/vhost-net", F_OK) < 0)
-            return error_setf(err, "vhost-net requested but /dev/vhost-net is not available");
-        return error_setf(err, "vhost=on is not supported yet (no vhost-net datapath)");
-    }
     c.ifname = opts_get_str(o, "ifname");
     if (c.ifname && (strlen(c.ifname) >= 16 || !c.ifname[0] || strchr(c.ifname, '/')))
         return error_setf(err, "invalid ifname '%s' (1..15 characters, no '/')", c.ifname);
@@ -427,9 +466,9 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
             return error_setf(err, "invalid fd '%s'", opts_get_str(o, "fd"));
         c.fd = (int)v;
         if (opts_has(o, "ifname") || opts_has(o, "script") || opts_has(o, "downscript") ||
-            opts_has(o, "queues") || opts_has(o, "fds"))
+            opts_has(o, "queues") || opts_has(o, "fds") || opts_has(o, "vhostfds"))
             return error_setf(err, "fd= cannot be combined with ifname=, script=, downscript=, "
-                                   "queues= or fds=");
+                                   "queues=, fds= or vhostfds=");
         c.script = c.downscript = NULL;
     }
     c.queues = 1;
@@ -465,6 +504,8 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
     } else {
         c.vnet_hdr = true;
     }
+    if (parse_vhost(o, &c, err) < 0)
+        return -1;
     return net_tap_init(nd, &c, err);
 }
 

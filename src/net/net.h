@@ -43,6 +43,8 @@
 #include <sys/uio.h>
 
 #include "core/error.h"
+#include "core/memory.h"
+#include "net/vhost_net.h"
 
 struct netdev;
 
@@ -138,5 +140,24 @@ int netdev_send(struct netdev *nd, unsigned queue, const struct iovec *iov, int 
 int netdev_set_active_queues(struct netdev *nd, unsigned n, struct error *err);
 /* Offloads the guest accepts in received frames (subset of netdev_offload_caps()). */
 int netdev_set_offloads(struct netdev *nd, unsigned offloads, struct error *err);
+
+/*
+ * vhost-net (a tap with vhost=on): the kernel moves the frames of a queue pair between the
+ * guest's rings and tap queue `queue` (see net/vhost_net.h). While it does, the netdev neither
+ * reads that queue's fd nor should the frontend send on it; netdev_set_active_queues() still
+ * attaches and detaches it. MAC and RX-mode filtering of the frontend cannot apply to those
+ * frames (QEMU has the same limit).
+ */
+bool netdev_has_vhost(const struct netdev *nd);
+/* VHOST_GET_FEATURES of the kernel's vhost-net (0 without vhost). */
+uint64_t netdev_vhost_features(const struct netdev *nd);
+/* Netdev thread. guest_features: the negotiated ones; r[0] RX, r[1] TX. -1 with err (nothing
+ * left running) if the rings are not usable or an ioctl failed: use the userspace path then. */
+int netdev_vhost_start(struct netdev *nd, unsigned queue, const struct guest_mem *mem,
+                       uint64_t guest_features, const struct vhost_net_ring r[2],
+                       struct error *err);
+/* Netdev thread. Stop queue `queue` (no-op if vhost does not run it); last_avail[] holds the
+ * values given at start and gets the rings' next available indices. */
+void netdev_vhost_stop(struct netdev *nd, unsigned queue, uint16_t last_avail[2]);
 
 #endif

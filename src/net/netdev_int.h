@@ -91,8 +91,11 @@ struct nd_fd_queue {
     struct netdev *nd;
     unsigned index;
     int fd;
-    bool watched;    /* in the epoll set (an inactive queue is not) */
+    bool active;     /* in use (netdev_set_active_queues); a multiqueue tap's queue is attached */
+    bool watched;    /* in the epoll set: active and not handed to vhost */
     bool tx_blocked; /* a send hit a full queue: watching for POLLOUT */
+    int vhost_fd;    /* /dev/vhost-net for this queue (vhost=on), else -1 */
+    bool vhost;      /* the kernel's vhost-net moves this queue's frames now */
 };
 struct nd_fd_backend {
     struct nd_fd_queue q[NETDEV_MAX_QUEUES];
@@ -103,6 +106,7 @@ struct nd_fd_backend {
     char *downscript;
     uint8_t *buf; /* one read buffer: all queues are read on the one thread */
     bool read_error_logged;
+    uint64_t vhost_features; /* VHOST_GET_FEATURES (vhost=on) */
 };
 /* Takes ownership of the n fds (also on failure). */
 int nd_fd_backend_init(struct netdev *nd, const int *fds, unsigned n, bool vnet_hdr, bool is_tap,
@@ -142,6 +146,9 @@ struct net_tap_cfg {
     bool vnet_hdr_given;
     int sndbuf; /* TUNSETSNDBUF value; 0 = unlimited (QEMU's default) */
     bool sndbuf_given;
+    bool vhost;                      /* vhost=on (or implied by vhostfd=/vhostfds=) */
+    int vhostfds[NETDEV_MAX_QUEUES]; /* vhostfd= / vhostfds= (nvhostfds), else opened */
+    unsigned nvhostfds;
 };
 int net_tap_init(struct netdev *nd, const struct net_tap_cfg *cfg, struct error *err);
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "net/netdev_int.h"
+#include "net/vhost_net.h"
 
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1: modern virtio always has num_buffers */
 #define RX_BATCH     64 /* frames read per wake-up, so TX kicks are not starved */
@@ -94,18 +95,34 @@ static void fd_set_rx_enabled(struct netdev *nd, unsigned queue, bool on)
         netdev_modify_fd(nd, q->fd, fd_events(q));
 }
 
+/* Watch the queue's fd exactly while it is active and vhost does not own it. */
+static int fd_sync_watch(struct netdev *nd, struct nd_fd_queue *q, struct error *err)
+{
+    bool want = q->active && !q->vhost;
+    if (want == q->watched)
+        return 0;
+    if (want) {
+        if (netdev_add_internal_fd(nd, q->fd, fd_events(q), fd_rx, q, err) < 0)
+            return -1;
+    } else {
+        netdev_remove_fd(nd, q->fd);
+        q->tx_blocked = false; /* its frames are dropped from now on */
+    }
+    q->watched = want;
+    return 0;
+}
+
 /* Queues [0, n) are read and, for a multiqueue tap, attached; the others are detached (the
  * kernel then steers every flow to the attached ones) and out of the epoll set (a socket
- * backend's frames wait in the socket until the queue is used again). */
+ * backend's frames wait in the socket until the queue is used again). A queue vhost owns is
+ * attached or detached the same way but never read here. */
 static int fd_set_active_queues(struct netdev *nd, unsigned n, struct error *err)
 {
     struct nd_fd_backend *b = nd->be;
     for (unsigned i = 0; i < b->nqueues; i++) {
         struct nd_fd_queue *q = &b->q[i];
         bool want = i < n;
-        if (want == q->watched)
-            continue;
-        if (b->is_tap && b->nqueues > 1) {
+        if (want != q->active && b->is_tap && b->nqueues > 1) {
             struct ifreq ifr;
             memset(&ifr, 0, sizeof(ifr));
             ifr.ifr_flags = want ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
@@ -113,14 +130,9 @@ static int fd_set_active_queues(struct netdev *nd, unsigned n, struct error *err
                 return error_setf_errno(err, errno, "netdev '%s': TUNSETQUEUE (queue %u)", nd->id,
                                         i);
         }
-        if (want) {
-            if (netdev_add_internal_fd(nd, q->fd, fd_events(q), fd_rx, q, err) < 0)
-                return -1;
-        } else {
-            netdev_remove_fd(nd, q->fd);
-            q->tx_blocked = false; /* its frames are dropped from now on */
-        }
-        q->watched = want;
+        q->active = want;
+        if (fd_sync_watch(nd, q, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -179,9 +191,12 @@ static void fd_destroy(struct netdev *nd)
         if (run_script(b->downscript, b->ifname, &e) < 0)
             fprintf(stderr, "kemu: netdev '%s': %s\n", nd->id, e.msg);
     }
-    for (unsigned i = 0; i < b->nqueues; i++)
+    for (unsigned i = 0; i < b->nqueues; i++) {
         if (b->q[i].fd >= 0)
             close(b->q[i].fd);
+        if (b->q[i].vhost_fd >= 0)
+            close(b->q[i].vhost_fd);
+    }
     free(b->downscript);
     free(b->buf);
     free(b);
@@ -210,7 +225,7 @@ int nd_fd_backend_init(struct netdev *nd, const int *fds, unsigned n, bool vnet_
     b->is_tap = is_tap;
     b->nqueues = n;
     for (unsigned i = 0; i < n; i++)
-        b->q[i] = (struct nd_fd_queue){.nd = nd, .index = i, .fd = fds[i]};
+        b->q[i] = (struct nd_fd_queue){.nd = nd, .index = i, .fd = fds[i], .vhost_fd = -1};
     nd->be = b;
     nd->ops = &fd_ops;
     nd->nqueues = nd->active_queues = n;
@@ -229,7 +244,7 @@ int nd_fd_backend_init(struct netdev *nd, const int *fds, unsigned n, bool vnet_
             return error_setf_errno(err, errno, "netdev '%s': fd %d", nd->id, q->fd);
         if (netdev_add_internal_fd(nd, q->fd, EPOLLIN, fd_rx, q, err) < 0)
             return -1;
-        q->watched = true;
+        q->watched = q->active = true;
     }
     return 0;
 }
@@ -330,6 +345,51 @@ static int setup_tap_fd(int fd, const struct net_tap_cfg *c, bool vnet, const ch
     return 0;
 }
 
+/* One vhost-net descriptor per queue: the given ones (vhostfd=/vhostfds=, owned once they
+ * proved to be vhost-net descriptors) or freshly opened; each checked with VHOST_GET_FEATURES. */
+static int open_vhost(struct nd_fd_backend *b, const struct net_tap_cfg *c, struct error *err)
+{
+    const char *key = c->nvhostfds > 1 ? "vhostfds" : "vhostfd";
+    for (unsigned i = 0; i < b->nqueues; i++) {
+        int fd = c->nvhostfds ? c->vhostfds[i] : open("/dev/vhost-net", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return error_setf_errno(err, errno,
+                                    "vhost-net requested but /dev/vhost-net cannot be opened");
+        uint64_t f;
+        if (vhost_net_probe(fd, &f, err) < 0) {
+            if (c->nvhostfds)
+                error_prefix(err, "%s=%d: ", key, fd);
+            else
+                close(fd);
+            return -1;
+        }
+        if (!(f & (1ULL << VHOST_NET_BIT_VERSION_1))) {
+            if (!c->nvhostfds)
+                close(fd);
+            return error_setf(err, "vhost-net of this kernel lacks VIRTIO_F_VERSION_1");
+        }
+        if (c->nvhostfds) {
+            /* Ours from now on, close-on-exec like every descriptor kemu owns. */
+            int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+            if (dup < 0)
+                return error_setf_errno(err, errno, "%s=%d", key, fd);
+            close(fd);
+            fd = dup;
+        }
+        b->q[i].vhost_fd = fd; /* closed by fd_destroy */
+        b->vhost_features = f;
+        /* As QEMU, at creation, on the main thread of the process that runs the guest (after
+         * -daemonize forked): the kernel's worker uses this process's memory and is named
+         * vhost-<pid> after the calling thread. */
+        if (ioctl(fd, VHOST_SET_OWNER) < 0) {
+            if (c->nvhostfds)
+                return error_setf_errno(err, errno, "%s=%d: VHOST_SET_OWNER", key, c->vhostfds[i]);
+            return error_setf_errno(err, errno, "vhost-net: VHOST_SET_OWNER");
+        }
+    }
+    return 0;
+}
+
 int net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *err)
 {
     int fds[NETDEV_MAX_QUEUES];
@@ -373,6 +433,8 @@ int net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct error *e
     struct nd_fd_backend *b = nd->be;
     nd->caps = caps;
     snprintf(b->ifname, sizeof(b->ifname), "%s", ifname);
+    if (c->vhost && open_vhost(b, c, err) < 0)
+        return -1;
     if (c->script && run_script(c->script, b->ifname, err) < 0)
         return -1;
     if (c->downscript && !(b->downscript = strdup(c->downscript)))
@@ -382,4 +444,57 @@ fail:
     for (unsigned i = 0; i < n; i++)
         close(fds[i]);
     return -1;
+}
+
+/* ---- vhost-net ---- */
+
+static struct nd_fd_backend *vhost_backend(const struct netdev *nd)
+{
+    struct nd_fd_backend *b = nd->ops == &fd_ops ? nd->be : NULL;
+    return b && b->q[0].vhost_fd >= 0 ? b : NULL;
+}
+
+bool netdev_has_vhost(const struct netdev *nd)
+{
+    return vhost_backend(nd) != NULL;
+}
+
+uint64_t netdev_vhost_features(const struct netdev *nd)
+{
+    const struct nd_fd_backend *b = vhost_backend(nd);
+    return b ? b->vhost_features : 0;
+}
+
+int netdev_vhost_start(struct netdev *nd, unsigned queue, const struct guest_mem *mem,
+                       uint64_t guest_features, const struct vhost_net_ring r[2], struct error *err)
+{
+    struct nd_fd_backend *b = vhost_backend(nd);
+    if (!b || queue >= b->nqueues)
+        return error_setf(err, "netdev '%s': no vhost-net for queue %u", nd->id, queue);
+    struct nd_fd_queue *q = &b->q[queue];
+    if (q->vhost)
+        return error_setf(err, "netdev '%s': vhost-net already runs queue %u", nd->id, queue);
+    uint64_t f;
+    if (vhost_net_ack_features(guest_features, b->vhost_features, nd->vnet_hdr_len != 0, &f, err) <
+        0)
+        return -1;
+    if (vhost_net_start(q->vhost_fd, q->fd, mem, f, r, err) < 0)
+        return -1;
+    q->vhost = true;
+    struct error e = {0};
+    fd_sync_watch(nd, q, &e); /* removing a watch cannot fail */
+    return 0;
+}
+
+void netdev_vhost_stop(struct netdev *nd, unsigned queue, uint16_t last_avail[2])
+{
+    struct nd_fd_backend *b = vhost_backend(nd);
+    if (!b || queue >= b->nqueues || !b->q[queue].vhost)
+        return;
+    struct nd_fd_queue *q = &b->q[queue];
+    vhost_net_stop(q->vhost_fd, last_avail);
+    q->vhost = false;
+    struct error e = {0};
+    if (fd_sync_watch(nd, q, &e) < 0)
+        fprintf(stderr, "kemu: %s\n", e.msg);
 }

@@ -12,10 +12,13 @@
  */
 #include "virtio/net.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "core/bytes.h"
 
@@ -35,6 +38,7 @@ struct virtio_net;
 struct net_pair {
     struct virtio_net *n;
     unsigned index;
+    bool vhost;     /* the kernel's vhost-net services this pair's rings now */
     bool rx_pushed; /* used RX buffers not yet notified */
     struct held_frame held[VIRTIO_NET_RX_HELD_MAX];
     unsigned held_head, held_count;
@@ -46,9 +50,20 @@ struct net_pair {
      VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO6) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_ECN) |                    \
      VIRTIO_BIT(VIRTIO_NET_F_GUEST_UFO))
 
+/* A vring's call eventfd under vhost-net: the kernel signals it when the driver wants an
+ * interrupt, the netdev thread turns it into the transport's interrupt (MSI-X masking and the
+ * pending bit, or the INTx/mmio line, as for the userspace path). */
+struct net_call {
+    struct virtio_net *n;
+    unsigned q;
+    int fd;
+};
+
 struct virtio_net {
     struct virtio_device vdev;
     struct netdev *nd;
+    bool vhost; /* the netdev has vhost-net: pairs start on it */
+    struct net_call calls[2 * VIRTIO_NET_MAX_PAIRS];
     uint8_t perm_mac[6]; /* from the command line; back after a reset */
     unsigned be_hdr;     /* the backend's vnet header length: 0 or 12 */
     unsigned max_pairs;  /* 1, or the netdev's queues with mq */
@@ -686,6 +701,84 @@ static void ctrl_kick(void *opaque)
     virtio_notify_queue(&n->vdev, (unsigned)n->ctrl_q);
 }
 
+/* ---- vhost-net ---- */
+
+static void vhost_call(void *opaque)
+{
+    struct net_call *c = opaque;
+    struct virtio_net *n = c->n;
+    if (!virtio_kick_drain(c->fd))
+        return;
+    n->stats.vhost_calls++;
+    /* The kernel already applied the driver's suppression (event index): interrupt as is. */
+    const struct virtio_transport_ops *t = n->vdev.transport;
+    if (t && t->notify_queue)
+        t->notify_queue(&n->vdev, c->q);
+}
+
+/* Hand pair p's rings to vhost-net. -1 (and the pair stays with the userspace path) if a ring
+ * is unusable or the kernel refused. */
+static int vhost_pair_start(struct virtio_net *n, struct net_pair *p, struct error *err)
+{
+    struct virtio_device *v = &n->vdev;
+    struct vhost_net_ring r[2];
+    unsigned qs[2] = {rxq(p), txq(p)};
+    for (unsigned i = 0; i < 2; i++) {
+        const struct virtqueue *vq = &v->vq[qs[i]];
+        if (!vq_is_enabled(vq) || vq->broken)
+            return error_setf(err, "queue %u is not enabled", qs[i]);
+        r[i] = (struct vhost_net_ring){
+            .size = vq->size,
+            .desc_gpa = vq->desc_gpa,
+            .avail_gpa = vq->avail_gpa,
+            .used_gpa = vq->used_gpa,
+            .last_avail = vq->last_avail_idx,
+            .kick_fd = v->kick_fd[qs[i]],
+            .call_fd = n->calls[qs[i]].fd,
+        };
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        virtio_kick_drain(r[i].call_fd); /* nothing stale from an earlier run */
+        if (netdev_add_fd(n->nd, r[i].call_fd, vhost_call, &n->calls[qs[i]], err) < 0)
+            goto fail;
+    }
+    if (netdev_vhost_start(n->nd, p->index, v->mem, v->features, r, err) < 0)
+        goto fail;
+    p->vhost = true;
+    n->stats.vhost_starts++;
+    return 0;
+fail:
+    for (unsigned i = 0; i < 2; i++)
+        netdev_remove_fd(n->nd, r[i].call_fd);
+    return -1;
+}
+
+/* Take pair p back from vhost-net: the rings' state continues in the userspace virtqueues. */
+static void vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
+{
+    struct virtio_device *v = &n->vdev;
+    unsigned qs[2] = {rxq(p), txq(p)};
+    uint16_t last[2] = {v->vq[qs[0]].last_avail_idx, v->vq[qs[1]].last_avail_idx};
+    netdev_vhost_stop(n->nd, p->index, last);
+    p->vhost = false;
+    for (unsigned i = 0; i < 2; i++) {
+        struct virtqueue *vq = &v->vq[qs[i]];
+        struct net_call *c = &n->calls[qs[i]];
+        netdev_remove_fd(n->nd, c->fd);
+        /* An interrupt the kernel asked for just before it stopped is still owed. */
+        if (virtio_kick_drain(c->fd) && v->transport && v->transport->notify_queue)
+            v->transport->notify_queue(v, qs[i]);
+        /* What the kernel consumed and completed: next avail entry from the kernel, the used
+         * index from the ring it wrote (QEMU's vhost_virtqueue_stop does the same). */
+        uint8_t idx[2];
+        vq->last_avail_idx = vq->shadow_avail_idx = last[i];
+        if (guest_mem_read(v->mem, vq->used_gpa + 2, idx, 2) == 0)
+            vq->used_idx = le_get16(idx);
+        vq->signalled_used = vq->used_idx;
+        vq->inflight = 0;
+    }
+}
+
 /* ---- lifecycle ---- */
 
 static const struct netdev_frontend net_frontend = {
@@ -694,8 +787,12 @@ static const struct netdev_frontend net_frontend = {
     .writable = net_writable,
 };
 
+/* Userspace kicks off, vhost-net pairs back (netdev thread). */
 static void remove_kicks(struct virtio_net *n)
 {
+    for (unsigned i = 0; i < n->used_pairs; i++)
+        if (n->pairs[i].vhost)
+            vhost_pair_stop(n, &n->pairs[i]);
     for (unsigned i = 0; i < 2 * n->used_pairs; i++)
         netdev_remove_fd(n->nd, n->vdev.kick_fd[i]);
     if (n->ctrl_q >= 0)
@@ -719,10 +816,18 @@ static void attach_on_thread(void *opaque)
         goto fail;
     if (netdev_set_active_queues(n->nd, 1, &e) < 0)
         goto fail;
-    unsigned done = 0;
-    for (; done < 2 * n->used_pairs; done++) {
-        struct net_pair *p = &n->pairs[done / 2];
-        if (netdev_add_fd(n->nd, v->kick_fd[done], done & 1 ? tx_kick : rx_kick, p, &e) < 0)
+    for (unsigned i = 0; i < n->used_pairs; i++) {
+        struct net_pair *p = &n->pairs[i];
+        if (n->vhost && vhost_pair_start(n, p, &e) < 0) {
+            /* The pair still works, only slower: say so once per start and carry on. */
+            fprintf(stderr, "kemu: %s: queue pair %u: %s; using the userspace datapath\n", v->name,
+                    i, e.msg);
+            e = (struct error){0};
+        }
+        if (p->vhost)
+            continue; /* the kernel takes the kicks straight from the ioeventfds */
+        if (netdev_add_fd(n->nd, v->kick_fd[rxq(p)], rx_kick, p, &e) < 0 ||
+            netdev_add_fd(n->nd, v->kick_fd[txq(p)], tx_kick, p, &e) < 0)
             goto unwind;
     }
     if (n->ctrl_q >= 0 && netdev_add_fd(n->nd, v->kick_fd[n->ctrl_q], ctrl_kick, n, &e) < 0)
@@ -733,8 +838,7 @@ static void attach_on_thread(void *opaque)
         netdev_set_rx_enabled(n->nd, i, true);
     return;
 unwind:
-    for (unsigned i = 0; i < done; i++)
-        netdev_remove_fd(n->nd, v->kick_fd[i]);
+    remove_kicks(n);
 fail:
     fprintf(stderr, "kemu: %s: %s\n", v->name, e.msg);
     n->used_pairs = 0;
@@ -835,6 +939,13 @@ static const struct virtio_device_ops net_ops = {
     .features_ok = net_features_ok,
 };
 
+static void close_calls(struct virtio_net *n)
+{
+    for (unsigned i = 0; i < 2 * VIRTIO_NET_MAX_PAIRS; i++)
+        if (n->calls[i].fd >= 0)
+            close(n->calls[i].fd);
+}
+
 int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6], bool mq,
                       struct virtio_net **out, struct error *err)
 {
@@ -851,6 +962,16 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
     pthread_mutex_init(&n->mac_lock, NULL);
     n->be_hdr = netdev_vnet_hdr_len(nd);
     n->max_pairs = mq ? netdev_queues(nd) : 1;
+    n->vhost = netdev_has_vhost(nd);
+    for (unsigned i = 0; i < 2 * VIRTIO_NET_MAX_PAIRS; i++)
+        n->calls[i] = (struct net_call){.n = n, .q = i, .fd = -1};
+    for (unsigned i = 0; n->vhost && i < 2 * n->max_pairs; i++) {
+        n->calls[i].fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (n->calls[i].fd < 0) {
+            error_setf_errno(err, errno, "virtio-net: eventfd");
+            goto fail;
+        }
+    }
     n->ctrl_q = -1;
     n->curr_pairs = 1;
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
@@ -884,6 +1005,10 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
     if (virtio_device_init(&n->vdev, "virtio-net", &net_ops, n, mem, VIRTIO_ID_NET, f, nq,
                            VIRTIO_NET_QUEUE_SIZE, VIRTIO_NET_CONFIG_LEN, err) < 0)
         goto fail;
+    /* Ring features the kernel's vhost-net cannot do are not offered (QEMU's
+     * vhost_get_features): the guest must not negotiate what its datapath lacks. */
+    if (n->vhost)
+        n->vdev.device_features &= ~vhost_net_missing_features(netdev_vhost_features(nd));
     /* The last queue is the control queue with MQ (QEMU's size); a driver without MQ finds it
      * at 2 instead, full size. */
     if (vq_init(&n->vdev.vq[nq - 1], mem, nq - 1, VIRTIO_NET_CTRL_QUEUE_SIZE, err) < 0) {
@@ -898,6 +1023,7 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
     *out = n;
     return 0;
 fail:
+    close_calls(n);
     pthread_mutex_destroy(&n->mac_lock);
     netdev_release(nd);
     free(n);
@@ -920,6 +1046,15 @@ void virtio_net_destroy(struct virtio_net *n)
     if (!n)
         return;
     virtio_device_destroy(&n->vdev);
+    /* For tests and diagnostics: which datapath carried the frames. */
+    if (getenv("KEMU_NET_STATS"))
+        fprintf(stderr,
+                "kemu: %s: userspace rx %llu tx %llu frames; vhost-net pair starts %llu, "
+                "interrupts %llu\n",
+                n->vdev.name ? n->vdev.name : "virtio-net", (unsigned long long)n->stats.rx_frames,
+                (unsigned long long)n->stats.tx_frames, (unsigned long long)n->stats.vhost_starts,
+                (unsigned long long)n->stats.vhost_calls);
+    close_calls(n);
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
         held_drop_all(&n->pairs[i]);
     pthread_mutex_destroy(&n->mac_lock);

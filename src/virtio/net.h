@@ -14,6 +14,13 @@
  * CTRL_RX_EXTRA alluni, nomulti, nouni, nobcast), the MAC filter table and the primary address,
  * VLAN filter, VQ_PAIRS_SET and GUEST_OFFLOADS_SET. Received frames pass QEMU's receive filter.
  * After a reset the device is promiscuous (as QEMU) until the driver says otherwise.
+ *
+ * vhost-net (a tap netdev with vhost=on): from DRIVER_OK to the next reset the kernel services
+ * the RX/TX pairs straight from the queues' ioeventfds; kemu relays its call eventfds to the
+ * transport's interrupt (so MSI-X masking and the pending bit behave as for the userspace path)
+ * and takes the rings' indices back when it stops it. A pair vhost cannot take (a ring outside
+ * RAM, an ioctl refused) stays on the userspace path. The control queue is always served here;
+ * its receive filter cannot apply to frames vhost delivers (QEMU has the same limit).
  */
 #ifndef KEMU_VIRTIO_NET_H
 #define KEMU_VIRTIO_NET_H
@@ -116,6 +123,8 @@ struct virtio_net_stats {
     uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped;
     uint64_t rx_filtered;       /* refused by the receive filter */
     uint64_t ctrl_ok, ctrl_err; /* control commands answered VIRTIO_NET_OK / _ERR */
+    uint64_t vhost_starts;      /* queue pairs handed to vhost-net (once per driver start) */
+    uint64_t vhost_calls;       /* interrupts vhost-net asked for */
     unsigned curr_pairs;        /* queue pairs in use (VQ_PAIRS_SET) */
 };
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *st);

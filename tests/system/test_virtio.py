@@ -168,7 +168,7 @@ def test_net_tap_in_namespace_both_ways():
 
 def test_net_bad_options_one_line():
     for args, want in [(["-netdev", "user,id=n0,hostfwd=tcp:bad"], "hostfwd"),
-                       (["-netdev", "tap,id=t0,vhost=on"], "vhost"),
+                       (["-netdev", "tap,id=t0,vhost=off,vhostfd=3"], "vhostfd"),
                        (["-device", "virtio-net-pci,netdev=nope"], "nope"),
                        (["-nic", "user,model=e1000"], "e1000")]:
         r = run_guest(["-M", "pc", "-nographic"] + args, run="true", timeout=60)

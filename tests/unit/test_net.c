@@ -249,12 +249,21 @@ static void test_parse_errors(void **state)
     expect_create_error("tap,id=t0,fds=4:x", "'x' is not a descriptor");
     expect_create_error("tap,id=t0,fds=4:5:4", "given twice");
     expect_create_error("user,id=n0,queues=2", "queues");
-    expect_create_error("tap,id=t0,vhostfd=4", "not supported yet");
+    /* vhost: a descriptor implies vhost=on, so vhost=off with one is a contradiction. */
+    expect_create_error("tap,id=t0,vhost=off,vhostfd=4", "vhostfd= is not valid without vhost");
+    expect_create_error("tap,id=t0,vhost=off,fds=4:5,vhostfds=6:7",
+                        "vhostfds= is not valid without vhost");
+    expect_create_error("tap,id=t0,vhostfd=x", "vhostfd");
+    expect_create_error("tap,id=t0,vhost=maybe", "vhost");
+    expect_create_error("tap,id=t0,vhostfds=4:5", "vhostfds= needs fds=");
+    expect_create_error("tap,id=t0,fds=4:5,vhostfds=6", "vhostfds= has 1 descriptors for 2 fds=");
+    expect_create_error("tap,id=t0,fds=4:5,vhostfds=6:6", "given twice");
+    expect_create_error("tap,id=t0,queues=2,vhostfd=6", "use vhostfds=");
+    expect_create_error("tap,id=t0,vhostfd=6,vhostfds=7", "cannot be combined");
+    expect_create_error("tap,id=t0,fd=3,vhostfds=7", "cannot be combined");
     if (access("/dev/vhost-net", F_OK) < 0)
         expect_create_error("tap,id=t0,vhost=on",
                             "vhost-net requested but /dev/vhost-net is not available");
-    else
-        expect_create_error("tap,id=t0,vhost=on", "not supported yet");
     /* An fd that is no tap. */
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -841,6 +850,25 @@ static int tap_mq_child(void)
     if (netdev_queues(nd) != 2 || netdev_vnet_hdr_len(nd) != 12)
         return 38;
     netdev_destroy(nd);
+
+    /* vhostfd= that is no vhost-net descriptor: refused, naming the option; the caller's
+     * descriptor is left alone. */
+    int p[2];
+    if (pipe(p) < 0)
+        return 39;
+    snprintf(text, sizeof(text), "tap,id=t2,ifname=kemumq2,script=no,downscript=no,vhostfd=%d",
+             p[0]);
+    err = (struct error){0};
+    char want[48];
+    snprintf(want, sizeof(want), "vhostfd=%d: not a vhost-net descriptor", p[0]);
+    if (netdev_create(text, &nd, &err) == 0 || !strstr(err.msg, want)) {
+        fprintf(stderr, "vhostfd=pipe: %s\n", err.set ? err.msg : "accepted");
+        return 40;
+    }
+    if (fcntl(p[0], F_GETFD) < 0)
+        return 41;
+    close(p[0]);
+    close(p[1]);
     return 0;
 }
 
