@@ -201,6 +201,100 @@ static size_t qmp_cpus(void *opaque, struct qmp_cpu_info *out, size_t max)
     return n;
 }
 
+#define DISCONNECTED "disconnected:"
+
+/* QEMU's filename of a listening socket chardev with DISCONNECTED in front (skip it while a
+ * client is connected); malloc'd, NULL when out of memory. */
+static char *sock_filename(bool is_unix, const char *path, const char *host, const char *port,
+                           bool server)
+{
+    char *s = NULL;
+    int r = is_unix
+                ? asprintf(&s, DISCONNECTED "unix:%s%s", path, server ? ",server=on" : "")
+                : asprintf(&s, DISCONNECTED "tcp:%s:%s%s", host, port, server ? ",server=on" : "");
+    return r < 0 ? NULL : s;
+}
+
+/* The monitors' chardevs that QEMU lists and kemu does not open as chardevs: the socket of each
+ * -mon chardev=ID,mode=control (under ID) and of each -qmp/-qmp-pretty (compat_monitorN, numbered
+ * after the -monitor ones, as QEMU numbers -monitor and -qmp in command-line order). The
+ * configuration never changes, so they are worked out once and kept to the end. */
+struct qmp_mon_chr {
+    const char *label;
+    char *filename; /* with DISCONNECTED in front */
+};
+
+static size_t qmp_monitor_chardevs(const struct app *app, const struct qmp_mon_chr **out)
+{
+    static struct qmp_mon_chr *v;
+    static size_t n;
+    static bool done;
+    *out = v;
+    if (done)
+        return n;
+    done = true;
+    const struct kemu_config *cfg = &app->cfg;
+    size_t total = cfg->qmp.n + cfg->qmp_pretty.n, nmon = 0;
+    v = calloc(total ? total : 1, sizeof(*v));
+    bool *from_mon = calloc(total ? total : 1, sizeof(*from_mon));
+    if (!v || !from_mon) {
+        free(v);
+        free(from_mon);
+        v = NULL;
+        return 0;
+    }
+    /* cmdline.c turns each -mon mode=control into a -qmp spec; find it to list it once. */
+    for (size_t i = 0; i < cfg->mon_chardevs.n; i++) {
+        const struct kemu_chardev_spec *c = NULL;
+        for (size_t j = 0; j < cfg->nchardevs; j++)
+            if (!strcmp(cfg->chardevs[j].id, cfg->mon_chardevs.v[i]))
+                c = &cfg->chardevs[j];
+        if (!c)
+            continue;
+        char spec[512], port[8];
+        if (c->path)
+            snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", c->path);
+        else
+            snprintf(spec, sizeof(spec), "tcp:%s:%u,server=on,wait=off", c->host ? c->host : "",
+                     c->port);
+        for (size_t k = 0; k < total; k++) {
+            const char *q = k < cfg->qmp.n ? cfg->qmp.v[k] : cfg->qmp_pretty.v[k - cfg->qmp.n];
+            if (from_mon[k] || strcmp(q, spec))
+                continue;
+            from_mon[k] = true;
+            break;
+        }
+        snprintf(port, sizeof(port), "%u", c->port);
+        v[n].label = c->id;
+        v[n].filename = sock_filename(c->path != NULL, c->path, c->host ? c->host : "", port, true);
+        if (v[n].filename)
+            n++;
+    }
+    /* QEMU gives -monitor none no number; null is none to kemu. */
+    for (size_t i = 0; i < cfg->monitors.n; i++)
+        if (strcmp(cfg->monitors.v[i], "none") && strcmp(cfg->monitors.v[i], "null"))
+            nmon++;
+    for (size_t k = 0; k < total; k++) {
+        const char *q = k < cfg->qmp.n ? cfg->qmp.v[k] : cfg->qmp_pretty.v[k - cfg->qmp.n];
+        struct qmp_sock_spec o;
+        struct error e = {0};
+        char *label = NULL;
+        if (from_mon[k] || qmp_parse_sock_spec(q, &o, &e) < 0)
+            continue;
+        if (asprintf(&label, "compat_monitor%zu", nmon++) < 0)
+            continue;
+        v[n].label = label;
+        v[n].filename = sock_filename(o.is_unix, o.path, o.host, o.port, o.server);
+        if (v[n].filename)
+            n++;
+        else
+            free(label);
+    }
+    free(from_mon);
+    *out = v;
+    return n;
+}
+
 static size_t qmp_chardevs(void *opaque, struct qmp_chardev_info *out, size_t max)
 {
     struct app *app = opaque;
@@ -222,6 +316,19 @@ static size_t qmp_chardevs(void *opaque, struct qmp_chardev_info *out, size_t ma
         if (n < max)
             out[n] = (struct qmp_chardev_info){
                 .label = serial_labels[i], .filename = "serial", .frontend_open = true};
+        n++;
+    }
+    /* The QMP sockets, "disconnected:" while no client is on them. kemu serves them all from
+     * one server, so with several of them one client makes them all "connected". */
+    const struct qmp_mon_chr *qm;
+    size_t nqm = qmp_monitor_chardevs(app, &qm);
+    bool connected = app->qmp && qmp_server_client_count(app->qmp) > 0;
+    for (size_t i = 0; i < nqm; i++) {
+        if (n < max)
+            out[n] = (struct qmp_chardev_info){.label = qm[i].label,
+                                               .filename = qm[i].filename +
+                                                           (connected ? strlen(DISCONNECTED) : 0),
+                                               .frontend_open = true};
         n++;
     }
     /* -monitor's own chardevs, named compat_monitorN as in QEMU. start_hmp adds one monitor per

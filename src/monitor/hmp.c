@@ -509,9 +509,16 @@ static void info_registers(struct hmp_ctx *c)
 
 /* ---- x / xp ---- */
 
-int hmp_parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size)
+/*
+ * "/fmt" with the format and size to use when it gives none. Returns 0; -1 with msg one of
+ * kemu's own limits; -2 with msg QEMU's line for a format it cannot parse (the caller adds
+ * QEMU's "Try help" line). *have_size tells whether a size letter was given.
+ */
+static int parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size, char dformat,
+                      unsigned dsize, bool *have_size_out)
 {
-    *f = (struct hmp_xfmt){.count = 1, .format = 'x', .size = 4};
+    *f = (struct hmp_xfmt){.count = 1, .format = dformat, .size = dsize};
+    *have_size_out = false;
     if (!*s)
         return 0;
     if (*s != '/') {
@@ -560,11 +567,10 @@ int hmp_parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size
             have_size = true;
             break;
         default:
-            snprintf(msg, msg_size,
-                     "invalid char '%c' in format (count, then x d u o t c i, "
-                     "then b h w g)",
+            /* QEMU's wording; a control byte shows as '?' so it cannot reach the terminal. */
+            snprintf(msg, msg_size, "invalid char in format: '%c'",
                      isprint((unsigned char)*s) ? *s : '?');
-            return -1;
+            return -2;
         }
     }
     if (f->format == 'i') {
@@ -575,12 +581,22 @@ int hmp_parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size
             return -1;
         }
     }
-    if (f->format == 'c' && !have_size)
-        f->size = 1;
+    *have_size_out = have_size;
     if (f->count * f->size > HMP_MAX_DUMP) {
         snprintf(msg, msg_size, "count too large (at most %u bytes per dump)", HMP_MAX_DUMP);
         return -1;
     }
+    return 0;
+}
+
+int hmp_parse_xfmt(const char *s, struct hmp_xfmt *f, char *msg, size_t msg_size)
+{
+    bool have_size;
+    int r = parse_xfmt(s, f, msg, msg_size, 'x', 4, &have_size);
+    if (r < 0)
+        return -1;
+    if (f->format == 'c' && !have_size)
+        f->size = 1;
     return 0;
 }
 
@@ -676,11 +692,13 @@ void hmp_dump(FILE *f, const struct hmp_xfmt *fmt, uint64_t addr, bool virt, uin
                 break;
             }
         }
-        for (unsigned i = 0; i + fmt->size <= got; i += fmt->size) {
+        /* As QEMU: /c shows each of the count * size bytes as a character. */
+        unsigned unit = fmt->format == 'c' ? 1 : fmt->size;
+        for (unsigned i = 0; i + unit <= got; i += unit) {
             uint64_t v = 0;
-            for (unsigned b = 0; b < fmt->size; b++)
+            for (unsigned b = 0; b < unit; b++)
                 v |= (uint64_t)buf[i + b] << (8 * b);
-            print_value(f, fmt->format, fmt->size, v);
+            print_value(f, fmt->format, unit, v);
         }
         if (why[0]) {
             fprintf(f, " Cannot access memory: %s\r\n", why);
@@ -857,12 +875,25 @@ static void memory_dump(struct hmp_ctx *c, char **argv, int argc, bool virt)
         fprintf(c->f, "%s: usage: %s /fmt addr\r\n", argv[0], argv[0]);
         return;
     }
+    /* As in QEMU, x and xp share the last format and size given (the count is 1 each time);
+     * a format that does not parse changes neither. */
+    static char last_format = 'x';
+    static unsigned last_size = 4;
     struct hmp_xfmt fmt;
     char msg[128];
-    if (hmp_parse_xfmt(fmt_s, &fmt, msg, sizeof(msg)) < 0) {
+    bool have_size;
+    int pr = parse_xfmt(fmt_s, &fmt, msg, sizeof(msg), last_format, last_size, &have_size);
+    if (pr == -2) {
+        fprintf(c->f, "%s\r\nTry \"help %s\" for more information\r\n", msg, argv[0]);
+        return;
+    }
+    if (pr < 0) {
         fprintf(c->f, "%s: %s\r\n", argv[0], msg);
         return;
     }
+    last_format = fmt.format;
+    if (fmt.format != 'i') /* /i takes no size, and keeps the last one */
+        last_size = fmt.size;
     if (fmt.format == 'i' && !disas_available()) {
         fprintf(c->f, "%s: /i needs capstone (%s)\r\n", argv[0], disas_missing());
         return;

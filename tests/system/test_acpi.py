@@ -120,6 +120,26 @@ def test_acpi_off_mp_table_cpus_and_virtio_blk():
     assert field(r.output, "GUEST-TAIL") == field(r.host_output, "HOST-TAIL"), r
 
 
+# ACPI on: Linux routes PCI INTx through the DSDT's _PRT; pci=nomsi makes virtio-blk use its
+# INTx pin, which must land on one of the IO-APIC pins 16-19 the _PRT names (level-triggered),
+# and the disk must work through it.
+def test_acpi_prt_routes_virtio_intx_to_ioapic_16_19():
+    from test_virtio import GUEST_IO, IMG, MAKE_IMG, TAIL_MD5, field
+    r = run_guest(["-M", "pc", "-nographic", "-no-reboot", "-m", "512M", "-nodefaults",
+                   "-serial", "stdio", "-drive", f"file={IMG},if=virtio,format=raw"],
+                  append="pci=nomsi",
+                  run="echo ACPI-TABLES=$(ls /sys/firmware/acpi/tables 2>/dev/null | wc -l); "
+                      "dmesg | grep -i 'PCI Interrupt Link\\|_PRT\\|ACPI: PCI Root' | head -3; "
+                      + GUEST_IO + "; grep -E 'virtio' /proc/interrupts",
+                  prefix=MAKE_IMG, suffix=TAIL_MD5)
+    assert r.status == 0, r
+    assert field(r.output, "ACPI-TABLES") != "0", r
+    assert re.search(r"IO-APIC\s+1[6-9]-fasteoi\s+virtio", r.output), r
+    assert not re.search(r"PCI-MSI", r.output), r
+    assert field(r.output, "GUEST-HEAD") == field(r.host_output, "HOST-HEAD"), r
+    assert field(r.output, "GUEST-TAIL") == field(r.host_output, "HOST-TAIL"), r
+
+
 # microvm: virtio-mmio devices found through the DSDT (LNRO0005), a disk and a NIC.
 def test_microvm_virtio_mmio_blk_and_net():
     from test_virtio import DHCP_SCRIPT, GUEST_IO, IMG, MAKE_IMG, TAIL_MD5, field

@@ -132,7 +132,8 @@ def test_unix_monitor(kernel, tmp_path):
         assert "0x0000000000000000 Cannot access memory" in out, out
         assert "Cannot access memory" in m.cmd("xp /1bx 0xffffffffffffffff")
         assert "page not present" in m.cmd("x /1bx 0xffff800000000000")
-        assert "invalid char 'q'" in m.cmd("x /4q 0x0")
+        assert m.cmd("x /4q 0x0") == ("invalid char in format: 'q'\r\n"
+                                      "Try \"help x\" for more information\r\n")
         assert "count too large" in m.cmd("xp /999999999gx 0")
         assert "invalid address" in m.cmd("xp /1bx nowhere")
         assert "ram-below-4g" in m.cmd("info mtree")
@@ -383,3 +384,93 @@ def test_info_pci_class_names(kernel):
     assert "Host bridge: PCI device 8086:1237" in out, out
     assert "Class 0255: PCI device 1af4:1044" in out, out
     assert "Class 1920: PCI device 1af4:1043" in out, out
+
+
+def test_info_items_powerdown_and_monitor_on_a_chardev(kernel, tmp_path):
+    """-monitor chardev:ID serves HMP on a -chardev; info version/kvm/name as QEMU prints them;
+    system_powerdown reaches QMP as POWERDOWN (the tiny guest has no ACPI driver, so it runs on)."""
+    from qmp import QMP
+    hsock, qsock = str(tmp_path / "h.sock"), str(tmp_path / "q.sock")
+    p = subprocess.Popen(base_args(kernel) + [
+        "-nodefaults", "-name", "guest-x1",
+        "-chardev", f"socket,id=h0,path={hsock},server=on,wait=off", "-monitor", "chardev:h0",
+        "-qmp", f"unix:{qsock},server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        m = Monitor(hsock)
+        assert "monitor - type 'help' for more information" in m.banner, m.banner
+        q = QMP(qsock)
+        q.negotiate()
+        # QEMU prints query-version's numbers and its package ("7.2.22Debian 1:7.2+dfsg...");
+        # kemu's package is "kemu-VERSION", shown in parentheses.
+        v = q.cmd("query-version")
+        assert v["package"].startswith("kemu-"), v
+        assert m.cmd("info version") == \
+            "{major}.{minor}.{micro} ({p})\r\n".format(**v["qemu"], p=v["package"])
+        assert m.cmd("info kvm") == "kvm support: enabled\r\n"
+        assert m.cmd("info name") == "guest-x1\r\n"
+        # The monitor's chardev is the -chardev itself: listed once, under its id.
+        # -monitor chardev:ID is that chardev, not one of its own: no extra entry; the -qmp
+        # that follows it takes the next number (as QEMU numbers them).
+        info = m.cmd("info chardev")
+        assert info.count("h0: ") == 1, info
+        assert f"compat_monitor1: filename=unix:{qsock},server=on\r\n" in info, info
+        assert "compat_monitor0" not in info, info
+        assert m.cmd("system_powerdown") == ""
+        q.wait_event("POWERDOWN", timeout=10)
+        time.sleep(0.2)
+        assert p.poll() is None
+        assert m.cmd("info status") == "VM status: running\r\n"
+        m.sock.sendall(b"quit\r\n")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def test_info_name_without_name(kernel):
+    rc, out, err = run_piped(base_args(kernel) + ["-nodefaults", "-monitor", "stdio"],
+                             [b"info name\n", b"quit\n"])
+    assert rc == 0, err
+    assert "(qemu) info name\r\n(qemu) quit" in out, out
+
+
+def test_x_remembers_format_and_size(kernel, tmp_path):
+    """As QEMU 7.2: x and xp without /fmt (or with only part of one) take the last format and
+    size given, shared between them; the count is 1 each time; a format that does not parse
+    changes nothing and gets QEMU's two lines."""
+    sock = str(tmp_path / "hmp.sock")
+    p = subprocess.Popen(base_args(kernel) + ["-nodefaults",
+                                              "-monitor", f"unix:{sock},server=on,wait=off"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    a = "%016x:" % ENTRY
+    try:
+        m = Monitor(sock)
+        assert m.cmd(f"xp {ENTRY:#x}") == f"{a} 0xfdebf4fa\r\n"  # QEMU's first default: 1 w x
+        assert m.cmd(f"xp /4bx {ENTRY:#x}") == f"{a} 0xfa 0xf4 0xeb 0xfd\r\n"
+        assert m.cmd(f"xp {ENTRY:#x}") == f"{a} 0xfa\r\n"
+        assert m.cmd(f"x /2 {ENTRY:#x}") == f"{a} 0xfa 0xf4\r\n"
+        assert m.cmd(f"xp /4q {ENTRY:#x}") == ("invalid char in format: 'q'\r\n"
+                                               "Try \"help xp\" for more information\r\n")
+        assert m.cmd(f"x /s {ENTRY:#x}") == ("invalid char in format: 's'\r\n"
+                                             "Try \"help x\" for more information\r\n")
+        assert m.cmd(f"xp {ENTRY:#x}") == f"{a} 0xfa\r\n"
+        assert m.cmd(f"xp /d {ENTRY:#x}") == f"{a}  -6\r\n"
+        assert m.cmd(f"x /2h {ENTRY:#x}") == f"{a} -2822  -533\r\n"
+        assert m.cmd(f"xp /x {ENTRY:#x}") == f"{a} 0xf4fa\r\n"
+        # /c: count * size characters, and the size stays for the next one.
+        assert m.cmd(f"xp /c {ENTRY:#x}") == f"{a} '\\xfa' '\\xf4'\r\n"
+        assert m.cmd(f"xp /1bc {ENTRY:#x}") == f"{a} '\\xfa'\r\n"
+        assert m.cmd(f"xp /w {ENTRY:#x}") == f"{a} '\\xfa' '\\xf4' '\\xeb' '\\xfd'\r\n"
+        dis = m.cmd(f"x /1i {ENTRY:#x}")
+        if not dis.startswith("x: /i needs capstone ("):
+            # /i is remembered too, and keeps the size for the next format that needs one.
+            assert m.cmd(f"x {ENTRY:#x}") == dis
+            assert m.cmd(f"xp /x {ENTRY:#x}") == f"{a} 0xfdebf4fa\r\n"
+        m.sock.sendall(b"quit\n")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)

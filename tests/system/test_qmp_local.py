@@ -208,3 +208,54 @@ def test_query_block_io_status(vm, tmp_path):
     assert "I/O status" not in out and "\r\n\r\nd1 (" in out, out
     q.cmd("quit")
     assert p.wait(timeout=10) == 0
+
+
+def test_query_chardev_lists_monitor_sockets(vm, tmp_path):
+    """As QEMU 7.2: each -qmp socket is a chardev compat_monitorN, numbered after the -monitor
+    ones; a -mon mode=control chardev keeps its id; filenames are QEMU's, "disconnected:" in
+    front while no client is on the socket."""
+    sock = str(tmp_path / "qmp.sock")  # the fixture's -qmp (given last on the command line)
+    hsock, csock = str(tmp_path / "h.sock"), str(tmp_path / "c.sock")
+    p, q = vm("-monitor", f"unix:{hsock},server=on,wait=off",
+              "-chardev", f"socket,id=qc,path={csock},server=on,wait=off",
+              "-mon", "chardev=qc,mode=control")
+    q.negotiate()
+    devs = {c["label"]: c for c in q.cmd("query-chardev")}
+    # The fixture's -qmp comes after -monitor: compat_monitor1. One QMP server serves both
+    # sockets in kemu, so a client on either makes both connected.
+    assert devs["compat_monitor1"] == {"label": "compat_monitor1", "frontend-open": True,
+                                       "filename": f"unix:{sock},server=on"}, devs
+    assert devs["qc"] == {"label": "qc", "frontend-open": True,
+                          "filename": f"unix:{csock},server=on"}, devs
+    assert devs["compat_monitor0"]["label"] == "compat_monitor0", devs  # the -monitor
+    assert len(devs) == 3, devs
+    # Over the other QMP socket: the same list.
+    q2 = QMP(csock)
+    q2.negotiate()
+    assert {c["label"]: c for c in q2.cmd("query-chardev")} == devs
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
+def test_query_chardev_qmp_disconnected(tmp_path):
+    """With no QMP client, HMP's info chardev shows the -qmp socket as QEMU does; a TCP one
+    too."""
+    import socket as so
+    probe = so.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    kernel = tmp_path / "halt.bzImage"
+    kernel.write_bytes(mkbzimage.build_halt())
+    qsock = str(tmp_path / "q.sock")
+    p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-nodefaults", "-display", "none",
+                          "-kernel", str(kernel), "-monitor", "stdio",
+                          "-qmp", f"unix:{qsock},server=on,wait=off",
+                          "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    out, err = p.communicate("info chardev\nquit\n", timeout=20)
+    assert p.returncode == 0, err
+    assert f"compat_monitor1: filename=disconnected:unix:{qsock},server=on\n" in out, out
+    assert f"compat_monitor2: filename=disconnected:tcp:127.0.0.1:{port},server=on\n" \
+        in out, out

@@ -597,13 +597,96 @@ static void test_dsdt(void **state)
     assert_non_null(dsdt_find(w.dsdt, sta, sizeof(sta)));
 }
 
-/* Disassemble the DSDT with ACPICA's iasl when installed: it must parse without errors. */
-static void test_iasl(void **state)
+/* Whether iasl (Debian package acpica-tools) is there; the tests that need it skip without. */
+static bool have_iasl(void)
 {
     if (system("iasl -v >/dev/null 2>&1") != 0) {
         printf("SKIP: iasl (Debian package acpica-tools) is not installed\n");
-        skip();
+        return false;
     }
+    return true;
+}
+
+/* Write table t to dir/name.dat and disassemble it there (dir/name.dsl); iasl must report no
+ * error or warning. */
+static void iasl_disassemble(const char *dir, const char *name, const uint8_t *t)
+{
+    char path[256], cmd[1024];
+    snprintf(path, sizeof(path), "%s/%s.dat", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(t, le_get32(t + 4), 1, f), 1);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >%s.log 2>&1", dir, name, name);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "grep -qi 'error\\|warning' %s/%s.dsl %s/%s.log", dir, name, dir,
+             name);
+    if (system(cmd) == 0) {
+        snprintf(cmd, sizeof(cmd), "cat %s/%s.log %s/%s.dsl", dir, name, dir, name);
+        (void)system(cmd);
+        fail_msg("iasl reported a problem with %s", name);
+    }
+}
+
+/* The whole of a disassembled file, NUL-terminated (malloc'd). */
+static char *slurp(const char *dir, const char *file)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    assert_true(n > 0);
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void rm_dir(const char *dir)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    (void)system(cmd);
+}
+
+static size_t count_str(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* One AML integer as iasl prints it: Zero, One, or 0x... */
+static uint64_t dsl_integer(const char **p)
+{
+    while (**p == ' ' || **p == '\n' || **p == '\r' || **p == ',')
+        (*p)++;
+    if (!strncmp(*p, "Zero", 4)) {
+        *p += 4;
+        return 0;
+    }
+    if (!strncmp(*p, "One", 3)) {
+        *p += 3;
+        return 1;
+    }
+    char *end;
+    assert_true(!strncmp(*p, "0x", 2));
+    uint64_t v = strtoull(*p, &end, 16);
+    *p = end;
+    return v;
+}
+
+/* Disassemble the DSDT with ACPICA's iasl when installed: it must parse without errors. */
+static void test_iasl(void **state)
+{
+    if (!have_iasl())
+        skip();
     /* 300 CPUs: both Local APIC and Local x2APIC entries in the MADT. */
     uint32_t ids[300];
     for (unsigned i = 0; i < 300; i++)
@@ -616,23 +699,8 @@ static void test_iasl(void **state)
     assert_non_null(mkdtemp(dir));
     static const char *names[] = {"dsdt", "facp", "apic", "facs", "xsdt", "rsdt"};
     const uint8_t *tabs[] = {w.dsdt, w.fadt, w.madt, w.facs, w.xsdt, w.rsdt};
-    char path[256], cmd[1024];
-    for (unsigned i = 0; i < 6; i++) {
-        snprintf(path, sizeof(path), "%s/%s.dat", dir, names[i]);
-        FILE *f = fopen(path, "wb");
-        assert_non_null(f);
-        assert_int_equal(fwrite(tabs[i], le_get32(tabs[i] + 4), 1, f), 1);
-        fclose(f);
-        snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >%s.log 2>&1", dir, names[i], names[i]);
-        assert_int_equal(system(cmd), 0);
-        snprintf(cmd, sizeof(cmd), "grep -qi 'error\\|warning' %s/%s.dsl %s/%s.log", dir, names[i],
-                 dir, names[i]);
-        if (system(cmd) == 0) {
-            snprintf(cmd, sizeof(cmd), "cat %s/%s.log %s/%s.dsl", dir, names[i], dir, names[i]);
-            (void)system(cmd);
-            fail_msg("iasl reported a problem with %s", names[i]);
-        }
-    }
+    for (unsigned i = 0; i < 6; i++)
+        iasl_disassemble(dir, names[i], tabs[i]);
     /* The disassembled DSDT names what we put there. */
     static const char *want[] = {"_S5_",
                                  "PNP0501",
@@ -646,19 +714,99 @@ static void test_iasl(void **state)
                                  "0x0CF7",
                                  "DWordMemory (ResourceProducer",
                                  "0xFEBFFFFF",
-                                 "0x001FFFFF,$",
+                                 "0x001FFFFF,",
                                  NULL};
-    for (unsigned i = 0; want[i]; i++) {
-        snprintf(cmd, sizeof(cmd), "grep -q '%s' %s/dsdt.dsl", want[i], dir);
-        if (system(cmd) != 0) {
-            snprintf(cmd, sizeof(cmd), "cat %s/dsdt.dsl", dir);
-            (void)system(cmd);
+    char *dsl = slurp(dir, "dsdt.dsl");
+    for (unsigned i = 0; want[i]; i++)
+        if (!strstr(dsl, want[i]))
+            fail_msg("disassembled DSDT lacks %s:\n%s", want[i], dsl);
+
+    /*
+     * \_SB.PCI0._PRT as iasl reads it back: 124 entries, slots 1-31 x pins INTA-INTD, each
+     * Package {0xSSSSFFFF, pin, 0, GSI} with the PIIX swizzle onto GSIs 16-19 (what Linux uses
+     * for INTx when ACPI is on).
+     */
+    const char *p = strstr(dsl, "Name (_PRT, Package (0x7C)");
+    if (!p)
+        fail_msg("disassembled DSDT has no 124-entry _PRT:\n%s", dsl);
+    unsigned seen[4] = {0};
+    for (unsigned slot = 1; slot < 32; slot++) {
+        for (unsigned pin = 0; pin < 4; pin++) {
+            p = strstr(p, "Package (0x04)");
+            assert_non_null(p);
+            p = strchr(p, '{');
+            assert_non_null(p);
+            p++;
+            assert_int_equal(dsl_integer(&p), ((uint64_t)slot << 16) | 0xffff);
+            assert_int_equal(dsl_integer(&p), pin);
+            assert_int_equal(dsl_integer(&p), 0);
+            uint64_t gsi = dsl_integer(&p);
+            assert_int_equal(gsi, 16 + (slot + pin) % 4);
+            seen[gsi - 16]++;
         }
-        if (system(cmd) != 0)
-            fail_msg("disassembled DSDT lacks %s", want[i]);
     }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    (void)system(cmd);
+    assert_null(strstr(p, "Package (0x04)")); /* nothing after the last entry */
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(seen[i], 31);
+    free(dsl);
+    rm_dir(dir);
+}
+
+/* microvm's DSDT: \_S5 and one LNRO0005 device per virtio-mmio transport, each with its
+ * window and its edge-triggered, active-high GSI; no PCI, no _PRT. */
+static void test_iasl_microvm(void **state)
+{
+    if (!have_iasl())
+        skip();
+    uint32_t ids[] = {0, 1};
+    static const struct x86_acpi_virtio_mmio devs[] = {
+        {0xfeb00000, 0x200, 16}, {0xfeb00200, 0x200, 17}, {0xfeb00400, 0x200, 23}};
+    struct x86_acpi_config cfg = {
+        .apic_ids = ids,
+        .nr_cpus = 2,
+        .pm_base = ACPI_PM_BASE,
+        .sci_irq = 9,
+        .virtio_mmio = devs,
+        .nr_virtio_mmio = 3,
+        .base = X86_ACPI_ADDR,
+        .size = X86_ACPI_MAX_SIZE,
+    };
+    struct error err = {0};
+    struct x86_acpi_info info;
+    memset(ram, 0, RAM_SIZE);
+    assert_int_equal(x86_build_acpi(&mem, &cfg, &info, &err), 0);
+    struct walk w = walk_tables(&info);
+
+    char dir[] = "/tmp/kemu-acpi-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    iasl_disassemble(dir, "dsdt", w.dsdt);
+    char *dsl = slurp(dir, "dsdt.dsl");
+    if (count_str(dsl, "\"LNRO0005\"") != 3 || !strstr(dsl, "_S5_") || strstr(dsl, "_PRT") ||
+        strstr(dsl, "PNP0A03"))
+        fail_msg("microvm DSDT:\n%s", dsl);
+    char want[256];
+    for (unsigned i = 0; i < 3; i++) {
+        /* iasl prints Memory32Fixed (ReadWrite, base, length, ) and
+         * Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { gsi } */
+        snprintf(want, sizeof(want), "Device (VR%02u)", i);
+        const char *d = strstr(dsl, want);
+        if (!d)
+            fail_msg("microvm DSDT lacks %s:\n%s", want, dsl);
+        snprintf(want, sizeof(want), "Name (_UID, %s", i == 0 ? "Zero" : i == 1 ? "One" : "0x02");
+        if (!strstr(d, want))
+            fail_msg("VR%02u lacks %s:\n%s", i, want, dsl);
+        snprintf(want, sizeof(want), "0x%08X,         // Address Base\n", devs[i].base);
+        if (!strstr(d, want))
+            fail_msg("VR%02u lacks its window 0x%08X:\n%s", i, devs[i].base, dsl);
+        const char *irq = strstr(d, "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive");
+        assert_non_null(irq);
+        irq = strchr(irq, '{');
+        assert_non_null(irq);
+        irq++;
+        assert_int_equal(dsl_integer(&irq), devs[i].gsi);
+    }
+    free(dsl);
+    rm_dir(dir);
 }
 
 int main(void)
@@ -677,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_integers_and_ids),
         cmocka_unit_test_setup_teardown(test_dsdt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_iasl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iasl_microvm, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
