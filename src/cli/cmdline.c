@@ -614,8 +614,9 @@ static bool parse_rtc_date(const char *s, time_t *out)
             !parse_digits(&p, 2, &se))
             return false;
     }
-    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
-        mi > 59 || se > 59)
+    /* Up to 2199: the RTC keeps the guest's time in int64 nanoseconds (hw/rtc.c). */
+    if (*p || y < 1970 || y > 2199 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
+        h > 23 || mi > 59 || se > 59)
         return false;
     struct tm tm = {.tm_year = y - 1900,
                     .tm_mon = mo - 1,

@@ -35,9 +35,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define NS_PER_SEC    1000000000LL
-#define UIP_WINDOW_NS 244000LL
-#define DIVIDER_HZ    32768
+#define NS_PER_SEC      1000000000LL
+#define RTC_MIN_SECONDS (-2208988800LL) /* 1900-01-01 00:00:00 UTC */
+#define RTC_MAX_SECONDS 7258118399LL    /* 2199-12-31 23:59:59 UTC */
+#define UIP_WINDOW_NS   244000LL
+#define DIVIDER_HZ      32768
 
 #define REG_SEC        0x00
 #define REG_SEC_ALARM  0x01
@@ -217,6 +219,14 @@ static int64_t regs_to_time(const struct rtc *rtc, const uint8_t *regs)
 
 /* --- flags and interrupts ------------------------------------------------------------------ */
 
+/* The century register reaches year 9999, but the guest's time is kept in int64 ns: a date
+ * the guest sets stays within 1900..2199. */
+static int64_t regs_time_clamped(const struct rtc *rtc, const uint8_t *regs)
+{
+    int64_t s = regs_to_time(rtc, regs);
+    return s < RTC_MIN_SECONDS ? RTC_MIN_SECONDS : s > RTC_MAX_SECONDS ? RTC_MAX_SECONDS : s;
+}
+
 static bool alarm_field_matches(uint8_t alarm, uint8_t value)
 {
     return (alarm & 0xc0) == 0xc0 || alarm == value;
@@ -363,7 +373,7 @@ static void run_state_changed(struct rtc *rtc, int64_t t, bool was_running, bool
     }
     if (!was_running && (running || div_released)) {
         int64_t phase = div_released ? NS_PER_SEC / 2 : floor_mod(t + rtc->offset_ns, NS_PER_SEC);
-        rtc->offset_ns = regs_to_time(rtc, rtc->cmos) * NS_PER_SEC + phase - t;
+        rtc->offset_ns = regs_time_clamped(rtc, rtc->cmos) * NS_PER_SEC + phase - t;
     }
 }
 
@@ -420,7 +430,8 @@ static void write_data(struct rtc *rtc, uint8_t v, bool *notify)
         uint8_t regs[128];
         time_to_regs(rtc, sec, regs);
         regs[reg] = v;
-        rtc->offset_ns += (regs_to_time(rtc, regs) - sec) * NS_PER_SEC;
+        int64_t want = regs_time_clamped(rtc, regs);
+        rtc->offset_ns = (int64_t)((__int128)rtc->offset_ns + (__int128)(want - sec) * NS_PER_SEC);
         *notify = true;
         return;
     }

@@ -403,6 +403,25 @@ static unsigned count_with_stall(bool slew, unsigned stall)
     return count;
 }
 
+/* A guest setting the century register to 99 (year 9999) gets the last date kemu keeps,
+ * 2199-12-31 23:59:59, not an overflow (found by fuzz_devices). */
+static void test_far_future_clamped(void **state)
+{
+    struct fixture *f = *state;
+    wr(f, 0x32, 0x99);
+    assert_int_equal(rd(f, 0x32), 0x21);
+    assert_int_equal(rd(f, 0x09), 0x99);
+    assert_int_equal(rd(f, 0x08), 0x12);
+    assert_int_equal(rd(f, 0x07), 0x31);
+    /* Stopped with SET, set to year 0000 in century 00, released: the first date kept. */
+    wr(f, 0x0b, 0x82);
+    wr(f, 0x32, 0x00);
+    wr(f, 0x09, 0x00);
+    wr(f, 0x0b, 0x02);
+    assert_int_equal(rd(f, 0x32), 0x19);
+    assert_int_equal(rd(f, 0x09), 0x00);
+}
+
 static void test_driftfix_slew(void **state)
 {
     /* 2 s at 64 Hz: 128 periods. Merged: the 20 of the stall are one interrupt. */
@@ -501,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_update_flag_and_register_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_periodic, setup, teardown),
         cmocka_unit_test(test_driftfix_slew),
+        cmocka_unit_test_setup_teardown(test_far_future_clamped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alarm, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
