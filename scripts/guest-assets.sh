@@ -290,33 +290,77 @@ if [ -n "$ccmd" ]; then
         /bin/sh -c 'cd "$1" 2>/dev/null || cd /tmp; eval "$2"' kth "$ccwd" "$ccmd"
     reboot -f
 fi
-# Raw, no echo: requests are single lines and nothing of them comes back.
-stty raw -echo
-echo "KTH-READY:$nonce"
 
-# Request: "<marker> <base64 cwd> <base64 command> [<base64 env lines>]".
-# Reply: "<marker>:BEGIN", the command's combined output, "<marker>:END:<status>".
-while IFS= read -r line; do
-    set -- $line
-    [ $# -ge 3 ] || continue
-    marker=$1
-    cwd=$(echo "$2" | base64 -d)
-    cmd=$(echo "$3" | base64 -d)
-    envs=
-    [ $# -ge 4 ] && envs=$(echo "$4" | base64 -d)
-    printf '\n%s:BEGIN\n' "$marker"
-    # shellcheck disable=SC2086
+# Every command runs with the same clean environment, chrooted into this machine's /.
+in_host() {
     chroot /host /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/tmp TMPDIR=/tmp TERM=dumb LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
-        KEMU_TESTHOST=1 \
-        /bin/sh -c 'cd "$1" 2>/dev/null ||
-            { echo "testhost: $1 is not visible inside, running in /tmp" >&2; cd /tmp; }
-            eval "$2"; eval "$3"' kth "$cwd" "$envs" "$cmd" \
-        </dev/null 2>&1
-    st=$?
-    printf '\n%s:END:%d\n' "$marker" "$st"
-done
+        KEMU_TESTHOST=1 "$@"
+}
+
+# Request (protocol 2): "<marker> <base64 path>": the path of a shell script the runner wrote on
+# this machine's /, read here through the 9p share. The share is mounted without cache= (so
+# cache=none): a file written just before the request is always found. Keeping the console line
+# short keeps long commands off the UART and out of the shell's byte-by-byte `read`.
+# Protocol 1 (older runners): "<marker> <base64 cwd> <base64 command> [<base64 env lines>]".
+# Reply: "<marker>:BEGIN", the command's combined output, "<marker>:END:<status>". A marker seen
+# before only gets "<marker>:DUP": the runner sends a request again when no BEGIN came, and the
+# first copy may merely have been slow; a command never runs twice.
+agent() {
+    set -f    # request fields are split, never globbed
+    mkdir -p /run/kth-done
+    while IFS= read -r line; do
+        set -- $line
+        [ $# -ge 2 ] || continue    # blank (requests start with a newline) or garbled
+        marker=$1
+        case $marker in
+        KTH-*[!0-9A-Za-z-]*) continue ;;
+        KTH-?*) ;;
+        *) continue ;;
+        esac
+        if [ -e "/run/kth-done/$marker" ]; then
+            printf '\n%s:DUP\n' "$marker"
+            continue
+        fi
+        : > "/run/kth-done/$marker"
+        if [ $# -eq 2 ]; then
+            req=$(echo "$2" | base64 -d)
+            printf '\n%s:BEGIN\n' "$marker"
+            if [ -n "$req" ] && [ -f "/host$req" ]; then
+                in_host /bin/sh "$req" </dev/null 2>&1
+                st=$?
+            else
+                echo "testhost: request file $req is not visible inside"
+                st=125
+            fi
+        else
+            cwd=$(echo "$2" | base64 -d)
+            cmd=$(echo "$3" | base64 -d)
+            envs=
+            [ $# -ge 4 ] && envs=$(echo "$4" | base64 -d)
+            printf '\n%s:BEGIN\n' "$marker"
+            in_host /bin/sh -c 'cd "$1" 2>/dev/null ||
+                { echo "testhost: $1 is not visible inside, running in /tmp" >&2; cd /tmp; }
+                eval "$2"; eval "$3"' kth "$cwd" "$envs" "$cmd" </dev/null 2>&1
+            st=$?
+        fi
+        printf '\n%s:END:%d\n' "$marker" "$st"
+    done
+}
+
+# Raw, no echo: requests are single lines and nothing of them comes back.
+stty raw -echo
+# The protocol number lets testhost.py refuse an initrd older than itself with a clear message;
+# older runners look for KTH-READY anywhere in a line and still find it.
+echo "KTH-PROTO:2 KTH-READY:$nonce"
+
+# The agent runs in a child process, never as PID 1. Orphans (a command's leftover background
+# processes) are reparented to PID 1, and each one's exit sends PID 1 a SIGCHLD; busybox's
+# `read`, interrupted by a signal while waiting for the rest of a line, throws away what it has
+# read of it (the rest then looks like a malformed request). Requests arriving at such a moment
+# got no reply at all. PID 1 now only waits here, and reaps the orphans while it waits.
+( agent )
 fail "agent input closed"
 INIT
     chmod 755 "$1/init"

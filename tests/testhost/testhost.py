@@ -7,6 +7,10 @@ initramfs built by scripts/guest-assets.sh. That initramfs loads kvm-amd, mounts
 read-only over 9p, a scratch ext4 disk as the writable /tmp, and serves commands on the serial
 console: each runs in `chroot /host` and comes back framed by random markers.
 
+A command travels as a shell script in a spool directory on this machine's / (the test host reads
+it through the share); the console carries only "<marker> <base64 path>". A request that gets no
+BEGIN within begin_timeout is sent again; the agent runs a marker at most once.
+
 Public API:
     kvm_can_run_linux() -> (bool, str)
     assets_dir() -> str;  missing_assets(names=...) -> list[str]
@@ -36,6 +40,11 @@ __all__ = [
 ]
 
 TESTHOST_ASSETS = ("vmlinuz-generic", "testhost-initrd.gz")
+# The request protocol of the agent in testhost-initrd.gz (scripts/guest-assets.sh) that this
+# runner speaks: its READY line says "KTH-PROTO:<n>"; an initrd without it predates request files.
+PROTO = 2
+# The test host mounts its own file systems over these, so files there are invisible to it.
+_HIDDEN_INSIDE = ("/tmp", "/run", "/dev", "/proc", "/sys")
 GUEST_ASSETS = ("vmlinuz-cloud", "initrd-cloud.gz", "vmlinuz-generic", "initrd-generic.gz")
 
 # SeaBIOS and the kernel's early console leave terminal control sequences on the first lines.
@@ -44,6 +53,41 @@ _ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][0-9A-Za-z]|
 
 def _clean(data: bytes) -> str:
     return _ESCAPES.sub(b"", data).replace(b"\r", b"").decode("utf-8", "replace")
+
+
+def _short(cmd: str, limit=300) -> str:
+    """cmd for an error message: long commands (64 KiB...) would bury the console tail."""
+    return repr(cmd) if len(cmd) <= limit else f"{cmd[:limit]!r}... ({len(cmd)} chars)"
+
+
+def _ready_pattern(nonce: str) -> re.Pattern:
+    return re.compile(rb"(?:KTH-PROTO:(\d+) )?" + re.escape(f"KTH-READY:{nonce}".encode())
+                      + rb"\r?\n")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def request_script(cmd: str, cwd: str, env: dict = None) -> bytes:
+    """The shell script the agent runs (with /bin/sh, in chroot /host) for one command."""
+    q = shlex.quote
+    lines = ["# kemu test host request (tests/testhost/testhost.py)",
+             f"cd {q(cwd)} 2>/dev/null || "
+             f"{{ echo {q(f'testhost: {cwd} is not visible inside, running in /tmp')} >&2; "
+             "cd /tmp; }"]
+    for k, v in (env or {}).items():
+        v = str(v)
+        if not _ENV_NAME.fullmatch(k):
+            raise ValueError(f"invalid environment variable name {k!r}")
+        if "\0" in v:
+            raise ValueError(f"environment variable {k} contains a NUL byte")
+        lines.append(f"export {k}={q(v)}")
+    if "\0" in cmd:
+        raise ValueError("command contains a NUL byte")
+    # eval: the command is parsed as a whole, as it was when it came as an argument.
+    lines.append(f"eval {q(cmd)}")
+    # surrogateescape: undecodable bytes from os.environ or file names go through unchanged.
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def assets_dir() -> str:
@@ -91,7 +135,8 @@ class TestHost:
     __test__ = False
 
     def __init__(self, memory="4G", smp=2, scratch_gib=2, boot_timeout=300,
-                 qemu="qemu-system-x86_64", cache_dir=None, extra_qemu_args=()):
+                 qemu="qemu-system-x86_64", cache_dir=None, extra_qemu_args=(),
+                 begin_timeout=60, spool_dir=None):
         self.memory = memory
         self.smp = smp
         self.scratch_gib = scratch_gib
@@ -99,9 +144,17 @@ class TestHost:
         self.qemu = qemu
         self.cache_dir = cache_dir or assets_dir()
         self.extra_qemu_args = list(extra_qemu_args)
+        # A request without BEGIN after this long is sent again (generous: TCG is slow).
+        self.begin_timeout = begin_timeout
+        # Where request files go: anywhere on this machine's / that the test host sees.
+        self.spool_dir = (spool_dir or os.environ.get("KEMU_TESTHOST_SPOOL")
+                          or os.path.join(self.cache_dir, "testhost-spool"))
+        self.resends = 0              # requests sent again for want of a BEGIN
+        self.proto = PROTO            # what the booted agent speaks (its READY line)
         self.boot_seconds = None      # measured by start()
         self._proc = None
         self._tmpdir = None
+        self._spool = None            # this host's directory in spool_dir
         self._reader = None
         self._cond = threading.Condition()
         self._buf = bytearray()       # unconsumed console output
@@ -130,7 +183,9 @@ class TestHost:
         if missing:
             raise TestHostError(f"missing test host assets in {self.cache_dir}: "
                                 f"{', '.join(missing)} (run scripts/guest-assets.sh)")
+        self._check_spool()
         t0 = time.monotonic()
+        self._open_spool()
         self._tmpdir = tempfile.mkdtemp(prefix="kemu-testhost-")
         scratch = os.path.join(self._tmpdir, "scratch.img")
         self._make_scratch(scratch)
@@ -147,11 +202,20 @@ class TestHost:
                                         daemon=True)
         self._reader.start()
         try:
-            ready = re.compile(f"KTH-READY:{nonce}\r?\n".encode())
-            self._wait_for(ready, self.boot_timeout, "boot", boot=True)
+            m = self._wait_for(_ready_pattern(nonce), self.boot_timeout, "boot", boot=True)
         except BaseException:
             self.stop()
             raise
+        self.proto = int(m.group(1) or 1)
+        initrd = os.path.join(self.cache_dir, "testhost-initrd.gz")
+        if self.proto not in (1, PROTO):
+            self.stop()
+            raise TestHostError(f"{initrd} serves request protocol {self.proto}, this runner "
+                                f"speaks {PROTO}: rebuild it with scripts/guest-assets.sh")
+        if self.proto == 1:
+            # A cache shared with checkouts that have not rebuilt yet must keep working.
+            print(f"testhost: {initrd} predates request files: commands go over the console "
+                  "as one line, never re-sent; run scripts/guest-assets.sh", file=sys.stderr)
         with self._cond:
             self._buf.clear()
         self.boot_seconds = time.monotonic() - t0
@@ -188,6 +252,28 @@ class TestHost:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
+    def _check_spool(self):
+        base = os.path.realpath(self.spool_dir)
+        for hidden in _HIDDEN_INSIDE:
+            if base == hidden or base.startswith(hidden + "/"):
+                raise TestHostError(f"test host spool {base} is under {hidden}, which the test "
+                                    "host does not see: set KEMU_TESTHOST_SPOOL elsewhere")
+
+    def _open_spool(self):
+        """Make this host's request directory; remove ones that crashed runs left behind."""
+        base = os.path.realpath(self.spool_dir)
+        os.makedirs(base, exist_ok=True)
+        now = time.time()
+        for name in os.listdir(base):
+            path = os.path.join(base, name)
+            try:
+                # A day without a request: no live host of any process keeps it that long idle.
+                if name.startswith("host-") and now - os.stat(path).st_mtime > 86400:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+        self._spool = tempfile.mkdtemp(prefix="host-", dir=base)
+
     def stop(self):
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -205,6 +291,9 @@ class TestHost:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
 
     def _make_scratch(self, path):
         with open(path, "wb") as f:
@@ -226,16 +315,29 @@ class TestHost:
                 data = os.read(fd, 65536)
             except OSError:
                 data = b""
-            with self._cond:
-                if not data:
-                    self._eof = True
-                    self._cond.notify_all()
-                    return
+            self._feed(data)
+            if not data:
+                return
+
+    def _feed(self, data: bytes):
+        """Console output arrived (b"": the console closed)."""
+        with self._cond:
+            if not data:
+                self._eof = True
+            else:
                 self._buf += data
                 self._log += data
                 if len(self._log) > 256 * 1024:
                     del self._log[:-128 * 1024]
-                self._cond.notify_all()
+            self._cond.notify_all()
+
+    def _send(self, data: bytes):
+        """Write to the console (the agent's input)."""
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (OSError, ValueError):
+            raise self._fail("cannot write to the console")
 
     def log_tail(self, lines=60) -> str:
         with self._cond:
@@ -247,10 +349,9 @@ class TestHost:
         self.stop()
         return exc(f"test host: {what}\n--- console tail ---\n{tail}")
 
-    def _wait_for(self, pattern: re.Pattern, timeout, what, boot=False):
-        """Wait until pattern matches in the console buffer; return the match."""
-        deadline = time.monotonic() + timeout
-        exc = TestHostError
+    def _await(self, pattern: re.Pattern, deadline, what, boot=False):
+        """The match of pattern in the console buffer, or None once deadline (monotonic) has
+        passed. Stops the host and raises if QEMU exits (or, booting, init fails)."""
         with self._cond:
             while True:
                 m = pattern.search(self._buf)
@@ -264,11 +365,17 @@ class TestHost:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    err, exc = f"{what}: timed out after {timeout} s", TestHostTimeout
-                    break
+                    return None
                 self._cond.wait(min(left, 1.0))
         # Outside the lock: stop() waits for the reader thread, which needs it.
-        raise self._fail(err, exc)
+        raise self._fail(err)
+
+    def _wait_for(self, pattern: re.Pattern, timeout, what, boot=False):
+        """Wait until pattern matches in the console buffer; return the match."""
+        m = self._await(pattern, time.monotonic() + timeout, what, boot)
+        if m is None:
+            raise self._fail(f"{what}: timed out after {timeout} s", TestHostTimeout)
+        return m
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -277,29 +384,66 @@ class TestHost:
 
         cwd defaults to the caller's cwd (the same path exists inside: / is shared). On a
         timeout the host is stopped (its state is unknown) and TestHostTimeout is raised.
+        ValueError: a NUL byte in cmd or env, or an env name that is not a shell variable.
         """
         if not self.running:
             raise TestHostError("test host is not running (call start())")
         cwd = cwd or os.getcwd()
-        envs = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in (env or {}).items())
-        b64 = lambda s: base64.b64encode(s.encode()).decode() or "Cg=="  # never an empty field
+        script = request_script(cmd, cwd, env)
         marker = "KTH-" + secrets.token_hex(12)
-        request = f"{marker} {b64(cwd)} {b64(cmd)} {b64(envs or ':')}\n".encode()
+        b64 = lambda t: base64.b64encode(t.encode("utf-8", "surrogateescape")).decode()
+        with self._lock:
+            if self.proto == 1:
+                # The old agent's one-line request; it does not deduplicate, so no resends.
+                envs = "".join(f"export {k}={shlex.quote(str(v))}\n"
+                               for k, v in (env or {}).items())
+                line = f"{marker} {b64(cwd)} {b64(cmd) or 'Cg=='} {b64(envs or ':')}\n"
+                return self._exchange(marker, line.encode(), cmd, timeout, resend=False)
+            # Written and closed before the request line goes out; the 9p mount inside has no
+            # cache, so the agent finds it.
+            path = os.path.join(self._spool, marker)
+            with open(path, "wb") as f:
+                f.write(script)
+            # The leading newline ends any partial line the agent may hold.
+            line = f"\n{marker} {b64(path)}\n".encode()
+            try:
+                return self._exchange(marker, line, cmd, timeout)
+            finally:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass    # stop() removed the whole spool
+
+    def _exchange(self, marker, line, cmd, timeout, resend=True):
+        """Send the request line until a BEGIN comes; return (status, output) at its END."""
+        what = f"command {_short(cmd)}"
         begin = f"{marker}:BEGIN\n".encode()
         end = re.compile(re.escape(f"{marker}:END:".encode()) + rb"(\d+)\r?\n")
-        with self._lock:
-            try:
-                self._proc.stdin.write(request)
-                self._proc.stdin.flush()
-            except OSError:
-                raise self._fail("cannot write to the console")
-            m = self._wait_for(end, timeout, f"command {cmd!r}")
-            with self._cond:
-                # The reader only appends, so the match's offsets still hold.
-                status = int(m.group(1))
-                b = self._buf.rfind(begin, 0, m.start())
-                out = self._buf[b + len(begin):m.start()] if b >= 0 else self._buf[:m.start()]
-                del self._buf[:m.end()]
+        deadline = time.monotonic() + timeout
+        sent = 0
+        while True:
+            self._send(line)
+            sent += 1
+            wait_until = (min(deadline, time.monotonic() + self.begin_timeout) if resend
+                          else deadline)
+            if self._await(re.compile(re.escape(begin)), wait_until, what):
+                break
+            if time.monotonic() >= deadline:
+                raise self._fail(f"{what}: timed out after {timeout} s (no BEGIN; request "
+                                 f"sent {sent} times)", TestHostTimeout)
+            # Lost or just slow: the agent runs a marker once and answers a copy with DUP.
+            self.resends += 1
+            print(f"testhost: no BEGIN for {marker} after {self.begin_timeout} s; sending the "
+                  "request again", file=sys.stderr)
+        m = self._await(end, deadline, what)
+        if m is None:
+            raise self._fail(f"{what}: timed out after {timeout} s", TestHostTimeout)
+        with self._cond:
+            # The reader only appends, so the match's offsets still hold.
+            status = int(m.group(1))
+            b = self._buf.rfind(begin, 0, m.start())
+            out = self._buf[b + len(begin):m.start()] if b >= 0 else self._buf[:m.start()]
+            del self._buf[:m.end()]
         # The agent puts a newline before the END marker so it starts a line: drop it.
         if out.endswith(b"\n"):
             out = out[:-1]
