@@ -292,13 +292,6 @@ static void request_exit(void *opaque, int status)
     vm_request(opaque, VM_REQ_SHUTDOWN, status);
 }
 
-static int64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The devices' clock functions (their clock_opaque is the VM for the VM clock). */
 static int64_t vm_clock(void *opaque)
 {
@@ -562,18 +555,17 @@ static int add_devices(struct pc *pc, struct error *err)
         .ram_below_4g = low,
         .ram_above_4g = pc->p.ram_size - low,
         .nr_cpus = pc->p.cpus,
-        .deadline_changed = dev_timer_changed,
-        .deadline_opaque = &pc->rtc_timer,
+        .hooks = {.deadline_changed = dev_timer_changed, .deadline_opaque = &pc->rtc_timer},
         .driftfix_slew = pc->p.rtc_driftfix_slew,
     };
     /* clock=rt is the RTC's own default (CLOCK_MONOTONIC); the wall clock still sets the date */
     enum dev_clock rtc_clock = DEV_CLOCK_MONOTONIC;
     if (pc->p.rtc_clock == PC_RTC_CLOCK_HOST) {
-        rc.clock = realtime_clock;
+        rc.hooks.clock = realtime_clock;
         rtc_clock = DEV_CLOCK_REALTIME;
     } else if (pc->p.rtc_clock == PC_RTC_CLOCK_VM) {
-        rc.clock = vm_clock;
-        rc.clock_opaque = vm;
+        rc.hooks.clock = vm_clock;
+        rc.hooks.clock_opaque = vm;
         rtc_clock = DEV_CLOCK_VM;
     }
     pc->rtc = rtc_create(&rc, vm_irq_line(vm, 8));
@@ -593,11 +585,11 @@ static int add_devices(struct pc *pc, struct error *err)
                         err) < 0)
         return -1;
     /* The PIT counts on the VM clock, as QEMU's: it stands still while the VM is stopped. */
-    struct pit_config pc_pit = {.clock = vm_clock,
-                                .clock_opaque = vm,
-                                .deadline_changed = dev_timer_changed,
-                                .deadline_opaque = &pc->pit_timer};
-    pc->pit = pit_create(&pc_pit, vm_irq_line(vm, 0));
+    struct timed_hooks pit_hooks = {.clock = vm_clock,
+                                    .clock_opaque = vm,
+                                    .deadline_changed = dev_timer_changed,
+                                    .deadline_opaque = &pc->pit_timer};
+    pc->pit = pit_create(&pit_hooks, vm_irq_line(vm, 0));
     if (!pc->pit)
         return error_setf(err, "cannot create the PIT");
     if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||

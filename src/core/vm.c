@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 #define SIG_VCPU_KICK SIGUSR1
 
 /*
@@ -150,18 +152,11 @@ void vm_request(struct vm *vm, enum vm_request req, int exit_status)
     atomic_store(&vm->stopping, true);
 }
 
-static int64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int64_t vm_clock_ns(const struct vm *vm)
 {
     int64_t at = __atomic_load_n(&vm->clock_stopped_at, __ATOMIC_ACQUIRE);
     int64_t total = __atomic_load_n(&vm->clock_stopped_total, __ATOMIC_ACQUIRE);
-    return (at ? at : monotonic_ns()) - total;
+    return (at ? at : clock_ns(CLOCK_MONOTONIC)) - total;
 }
 
 int64_t vm_clock_to_monotonic(const struct vm *vm, int64_t vm_ns)
@@ -175,7 +170,7 @@ int64_t vm_clock_to_monotonic(const struct vm *vm, int64_t vm_ns)
 static void clock_stop(struct vm *vm)
 {
     if (!vm->clock_stopped_at)
-        __atomic_store_n(&vm->clock_stopped_at, monotonic_ns(), __ATOMIC_RELEASE);
+        __atomic_store_n(&vm->clock_stopped_at, clock_ns(CLOCK_MONOTONIC), __ATOMIC_RELEASE);
 }
 
 static void clock_start(struct vm *vm)
@@ -184,8 +179,8 @@ static void clock_start(struct vm *vm)
     if (!at)
         return;
     /* the total first: a reader between the stores sees the clock frozen a moment longer */
-    __atomic_store_n(&vm->clock_stopped_total, vm->clock_stopped_total + monotonic_ns() - at,
-                     __ATOMIC_RELEASE);
+    __atomic_store_n(&vm->clock_stopped_total,
+                     vm->clock_stopped_total + clock_ns(CLOCK_MONOTONIC) - at, __ATOMIC_RELEASE);
     __atomic_store_n(&vm->clock_stopped_at, 0, __ATOMIC_RELEASE);
 }
 

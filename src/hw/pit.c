@@ -72,25 +72,15 @@ struct pit_channel {
 struct pit {
     pthread_mutex_t lock;
     struct irq_line irq;
-    int64_t (*clock)(void *opaque);
-    void *clock_opaque;
-    void (*deadline_changed)(void *opaque);
-    void *deadline_opaque;
+    struct timed_hooks hooks;
     struct pit_channel ch[3];
     uint8_t speaker; /* port 0x61 bits kept from the last write: SPK_DATA | SPK_STORED */
     int64_t last_pulse_ns;
 };
 
-static int64_t monotonic_ns(void *opaque)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
-
 static int64_t now(const struct pit *pit)
 {
-    return pit->clock(pit->clock_opaque);
+    return timed_now(&pit->hooks);
 }
 
 /* Whole PIT clocks in ns nanoseconds (ns >= 0). */
@@ -345,8 +335,7 @@ static void pit_write(void *opaque, uint64_t offset, unsigned size, uint64_t val
             write_counter(&pit->ch[offset + i], b, t);
     }
     pthread_mutex_unlock(&pit->lock);
-    if (pit->deadline_changed)
-        pit->deadline_changed(pit->deadline_opaque);
+    timed_deadline_changed(&pit->hooks);
 }
 
 const struct bus_ops pit_bus_ops = {
@@ -438,17 +427,14 @@ static void reset_locked(struct pit *pit)
     pit->last_pulse_ns = INT64_MIN / 2; /* pulses end low: the line needs no reset */
 }
 
-struct pit *pit_create(const struct pit_config *cfg, struct irq_line irq)
+struct pit *pit_create(const struct timed_hooks *hooks, struct irq_line irq)
 {
     struct pit *pit = calloc(1, sizeof(*pit));
     if (!pit)
         return NULL;
     pthread_mutex_init(&pit->lock, NULL);
     pit->irq = irq;
-    pit->clock = cfg->clock ? cfg->clock : monotonic_ns;
-    pit->clock_opaque = cfg->clock_opaque;
-    pit->deadline_changed = cfg->deadline_changed;
-    pit->deadline_opaque = cfg->deadline_opaque;
+    pit->hooks = *hooks;
     reset_locked(pit);
     return pit;
 }
@@ -458,8 +444,7 @@ void pit_reset(struct pit *pit)
     pthread_mutex_lock(&pit->lock);
     reset_locked(pit);
     pthread_mutex_unlock(&pit->lock);
-    if (pit->deadline_changed)
-        pit->deadline_changed(pit->deadline_opaque);
+    timed_deadline_changed(&pit->hooks);
 }
 
 void pit_destroy(struct pit *pit)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/bus.h"
+#include "core/clock.h"
 #include "core/irq.h"
 
 #define PIT_IO_BASE    0x40
@@ -21,22 +22,11 @@
 #define PIT_SPEAKER_IO 0x61
 #define PIT_FREQ_HZ    1193182
 
-struct pit_config {
-    /* Optional: the clock every pit_* function uses, in ns; NULL means CLOCK_MONOTONIC. */
-    int64_t (*clock)(void *opaque);
-    void *clock_opaque;
-    /*
-     * Optional. Called (on a vCPU thread, without the device lock) after a register access
-     * that may have moved pit_next_deadline_ns(), so the event loop can re-arm its timer.
-     */
-    void (*deadline_changed)(void *opaque);
-    void *deadline_opaque;
-};
-
 struct pit;
 
-/* Returns NULL when out of memory. irq is channel 0's output (IRQ 0). */
-struct pit *pit_create(const struct pit_config *cfg, struct irq_line irq);
+/* Returns NULL when out of memory. irq is channel 0's output (IRQ 0); hooks: its clock and
+ * who re-arms the timer behind pit_next_deadline_ns(). */
+struct pit *pit_create(const struct timed_hooks *hooks, struct irq_line irq);
 /* System reset: every channel unprogrammed (no interrupts), channel 2's gate low. */
 void pit_reset(struct pit *pit);
 void pit_destroy(struct pit *pit);

@@ -80,10 +80,7 @@
 struct rtc {
     pthread_mutex_t lock;
     struct irq_line irq;
-    int64_t (*clock)(void *opaque);
-    void *clock_opaque;
-    void (*deadline_changed)(void *opaque);
-    void *deadline_opaque;
+    struct timed_hooks hooks;
 
     uint8_t cmos[128];
     uint8_t index;
@@ -111,23 +108,9 @@ static int64_t floor_mod(int64_t a, int64_t b)
     return r < 0 ? r + b : r;
 }
 
-static int64_t monotonic_ns(void *opaque)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
-
-static int64_t realtime_ns(void *opaque)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
-
 static int64_t now(const struct rtc *rtc)
 {
-    return rtc->clock(rtc->clock_opaque);
+    return timed_now(&rtc->hooks);
 }
 
 static bool divider_running(const struct rtc *rtc)
@@ -485,8 +468,8 @@ static uint64_t rtc_read(void *opaque, uint64_t offset, unsigned size)
         value |= (uint64_t)b << (8 * i);
     }
     pthread_mutex_unlock(&rtc->lock);
-    if (notify && rtc->deadline_changed)
-        rtc->deadline_changed(rtc->deadline_opaque);
+    if (notify)
+        timed_deadline_changed(&rtc->hooks);
     return value;
 }
 
@@ -504,8 +487,8 @@ static void rtc_write(void *opaque, uint64_t offset, unsigned size, uint64_t val
             write_data(rtc, b, &notify);
     }
     pthread_mutex_unlock(&rtc->lock);
-    if (notify && rtc->deadline_changed)
-        rtc->deadline_changed(rtc->deadline_opaque);
+    if (notify)
+        timed_deadline_changed(&rtc->hooks);
 }
 
 const struct bus_ops rtc_bus_ops = {
@@ -557,7 +540,8 @@ static int64_t start_time_ns(const struct rtc_config *cfg)
 {
     if (cfg->base == RTC_BASE_FIXED)
         return cfg->fixed_epoch * NS_PER_SEC;
-    int64_t wall = cfg->wall_clock ? cfg->wall_clock(cfg->clock_opaque) : realtime_ns(NULL);
+    int64_t wall =
+        cfg->wall_clock ? cfg->wall_clock(cfg->hooks.clock_opaque) : clock_ns(CLOCK_REALTIME);
     if (cfg->base == RTC_BASE_LOCALTIME) {
         time_t t = (time_t)floor_div(wall, NS_PER_SEC);
         struct tm tm;
@@ -583,10 +567,7 @@ struct rtc *rtc_create(const struct rtc_config *cfg, struct irq_line irq)
         return NULL;
     pthread_mutex_init(&rtc->lock, NULL);
     rtc->irq = irq;
-    rtc->clock = cfg->clock ? cfg->clock : monotonic_ns;
-    rtc->clock_opaque = cfg->clock_opaque;
-    rtc->deadline_changed = cfg->deadline_changed;
-    rtc->deadline_opaque = cfg->deadline_opaque;
+    rtc->hooks = cfg->hooks;
     rtc->slew = cfg->driftfix_slew;
 
     rtc->cmos[REG_A] = 0x26;  /* 32.768 kHz time base, 1024 Hz periodic rate */

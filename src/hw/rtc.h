@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/bus.h"
+#include "core/clock.h"
 #include "core/irq.h"
 
 #define RTC_IO_BASE 0x70
@@ -26,21 +27,12 @@ struct rtc_config {
     uint64_t ram_below_4g, ram_above_4g; /* bytes, for the CMOS memory-size fields */
     unsigned nr_cpus;                    /* CMOS 0x5f = nr_cpus - 1 (as QEMU sets for SeaBIOS) */
 
-    /*
-     * Optional. clock() returns the time in ns on the clock every rtc_* function uses; NULL
-     * means CLOCK_MONOTONIC (tests inject a fake). wall_clock() gives the host's wall time in
-     * ns since 1970 for base=utc/localtime, read once at creation; NULL means CLOCK_REALTIME.
-     */
-    int64_t (*clock)(void *opaque);
+    /* The clock every rtc_* function uses and who re-arms the timer behind
+     * rtc_next_deadline_ns(). wall_clock() gives the host's wall time in ns since 1970 for
+     * base=utc/localtime, read once at creation (with hooks.clock_opaque); NULL means
+     * CLOCK_REALTIME. Tests inject fakes. */
+    struct timed_hooks hooks;
     int64_t (*wall_clock)(void *opaque);
-    void *clock_opaque;
-
-    /*
-     * Optional. Called (on a vCPU thread, without the device lock) after a register access
-     * that may have moved rtc_next_deadline_ns(), so the event loop can re-arm its timer.
-     */
-    void (*deadline_changed)(void *opaque);
-    void *deadline_opaque;
 
     /*
      * QEMU's -rtc driftfix=slew: periodic interrupts the guest missed because it had not yet

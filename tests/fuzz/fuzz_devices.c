@@ -62,8 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct rtc *rtc = rtc_create(&rc, irq);
     struct acpi_pm *pm = acpi_pm_create(&pm_ops, NULL, irq);
     struct debugexit *dbg = debugexit_create(on_exit_status, NULL);
-    struct pit_config pc = {.clock = fuzz_clock};
-    struct pit *pit = pit_create(&pc, irq);
+    struct timed_hooks pit_hooks = {.clock = fuzz_clock};
+    struct pit *pit = pit_create(&pit_hooks, irq);
     struct bus bus;
     bus_init(&bus, "pio");
     bus_register(&bus, 0x3f8, SERIAL_IO_LEN, &serial_bus_ops, ser, "serial", NULL);

@@ -44,10 +44,10 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     f->now = 1000 * SEC; /* not zero: start times must not be confused with "never" */
-    struct pit_config cfg = {.clock = fake_clock,
-                             .clock_opaque = f,
-                             .deadline_changed = note_deadline,
-                             .deadline_opaque = f};
+    struct timed_hooks cfg = {.clock = fake_clock,
+                              .clock_opaque = f,
+                              .deadline_changed = note_deadline,
+                              .deadline_opaque = f};
     f->pit = pit_create(&cfg, (struct irq_line){.set = fake_irq_set, .opaque = f, .gsi = 0});
     assert_non_null(f->pit);
     *state = f;

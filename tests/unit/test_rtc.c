@@ -61,11 +61,11 @@ static struct rtc *make(struct fixture *f, int base, int64_t fixed_epoch)
         .fixed_epoch = fixed_epoch,
         .ram_below_4g = 128ULL << 20,
         .nr_cpus = 2,
-        .clock = fake_clock,
+        .hooks = {.clock = fake_clock,
+                  .clock_opaque = f,
+                  .deadline_changed = note_deadline,
+                  .deadline_opaque = f},
         .wall_clock = fake_wall,
-        .clock_opaque = f,
-        .deadline_changed = note_deadline,
-        .deadline_opaque = f,
     };
     return rtc_create(&cfg, (struct irq_line){fake_irq_set, &f->irq, 8});
 }
@@ -273,8 +273,7 @@ static void test_memory_bytes(void **state)
         .ram_below_4g = 3ULL << 30,
         .ram_above_4g = 2ULL << 30,
         .nr_cpus = 4,
-        .clock = fake_clock,
-        .clock_opaque = &g,
+        .hooks = {.clock = fake_clock, .clock_opaque = &g},
     };
     struct rtc *r = rtc_create(&cfg, (struct irq_line){0});
     assert_int_equal(cmos_read_rtc(r, 0x15), 0x80); /* 640 KiB */
@@ -372,9 +371,8 @@ static unsigned count_with_stall(bool slew, unsigned stall)
     f->now = 1000 * SEC;
     struct rtc_config cfg = {.base = RTC_BASE_FIXED,
                              .fixed_epoch = EPOCH_2006,
-                             .clock = fake_clock,
+                             .hooks = {.clock = fake_clock, .clock_opaque = f},
                              .wall_clock = fake_wall,
-                             .clock_opaque = f,
                              .driftfix_slew = slew};
     f->rtc = rtc_create(&cfg, (struct irq_line){fake_irq_set, &f->irq, 8});
     wr(f, 0x0a, 0x2a); /* RS = 10: 64 Hz */
