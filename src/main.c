@@ -672,6 +672,7 @@ static int build_machine(struct app *app, struct error *err)
     if (opts_get_bool(&cfg->machine_opts, "acpi", &acpi, err) < 0)
         return -1;
     p.no_acpi = !acpi;
+    p.kernel_pit = cfg->kernel_pit;
     if (pc_create(&p, &app->pc, err) < 0)
         return -1;
     pc_vm(app->pc)->start_paused = cfg->start_paused;

@@ -527,6 +527,27 @@ int pc_add_virtio_mmio(struct pc *pc, struct virtio_device *vdev, struct virtio_
     return 0;
 }
 
+/* kemu's 8254 and the speaker port; the PIT counts on the VM clock, as QEMU's: it stands
+ * still while the VM is stopped. */
+static int add_pit(struct pc *pc, struct error *err)
+{
+    struct vm *vm = &pc->vm;
+    struct timed_hooks pit_hooks = {.clock = vm_clock,
+                                    .clock_opaque = vm,
+                                    .deadline_changed = dev_timer_changed,
+                                    .deadline_opaque = &pc->pit_timer};
+    pc->pit = pit_create(&pit_hooks, vm_irq_line(vm, 0));
+    if (!pc->pit)
+        return error_setf(err, "cannot create the PIT");
+    if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||
+        bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) < 0)
+        return -1;
+    if (dev_timer_start(&pc->pit_timer, vm, DEV_CLOCK_VM, pc->pit, pit_timer_next, pit_timer_tick,
+                        err) < 0)
+        return -1;
+    return 0;
+}
+
 static int add_devices(struct pc *pc, struct error *err)
 {
     struct vm *vm = &pc->vm;
@@ -584,19 +605,8 @@ static int add_devices(struct pc *pc, struct error *err)
     if (dev_timer_start(&pc->rtc_timer, vm, rtc_clock, pc->rtc, rtc_timer_next, rtc_timer_tick,
                         err) < 0)
         return -1;
-    /* The PIT counts on the VM clock, as QEMU's: it stands still while the VM is stopped. */
-    struct timed_hooks pit_hooks = {.clock = vm_clock,
-                                    .clock_opaque = vm,
-                                    .deadline_changed = dev_timer_changed,
-                                    .deadline_opaque = &pc->pit_timer};
-    pc->pit = pit_create(&pit_hooks, vm_irq_line(vm, 0));
-    if (!pc->pit)
-        return error_setf(err, "cannot create the PIT");
-    if (bus_register(&vm->pio, PIT_IO_BASE, PIT_IO_LEN, &pit_bus_ops, pc->pit, "pit", err) < 0 ||
-        bus_register(&vm->pio, PIT_SPEAKER_IO, 1, &pit_speaker_ops, pc->pit, "pcspk", err) < 0)
-        return -1;
-    if (dev_timer_start(&pc->pit_timer, vm, DEV_CLOCK_VM, pc->pit, pit_timer_next, pit_timer_tick,
-                        err) < 0)
+    /* kernel-irqchip=on: KVM emulates ports 0x40-0x43 and 0x61 (core/kvm.c) */
+    if (!pc->p.kernel_pit && add_pit(pc, err) < 0)
         return -1;
     if (!pc->p.microvm && add_pci(pc, err) < 0)
         return -1;
@@ -635,6 +645,7 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
     vm->no_shutdown = p->no_shutdown;
     if (kvm_open(&vm->kvm, "/dev/kvm", err) < 0)
         goto fail;
+    vm->kvm.pit = p->kernel_pit;
     if (p->cpus > (unsigned)vm->kvm.max_vcpus) {
         error_setf(err, "-smp %u: exceeds the %d vCPUs KVM supports here", p->cpus,
                    vm->kvm.max_vcpus);

@@ -31,7 +31,8 @@ struct pc_params {
     bool debug_exit;
     uint16_t debug_exit_base, debug_exit_size;
     bool no_reboot, no_shutdown;
-    bool no_acpi; /* -machine acpi=off: no ACPI tables, the guest goes by the MP table */
+    bool no_acpi;    /* -machine acpi=off: no ACPI tables, the guest goes by the MP table */
+    bool kernel_pit; /* -machine kernel-irqchip=on: KVM's PIT instead of hw/pit.c */
 };
 
 /* What the RTC runs on (QEMU's -rtc clock=): the host's wall clock (host steps move it), the

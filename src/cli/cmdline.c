@@ -70,6 +70,8 @@ static const struct opt_desc machine_desc[] = {
     {"dump-guest-core", OPT_BOOL, "on", "include guest memory in a core dump"},
     {"mem-merge", OPT_BOOL, "on", "allow KSM to merge guest memory pages"},
     {"acpi", OPT_BOOL, "on", "ACPI tables (off: CPUs, IOAPIC and IRQs from the MP table)"},
+    {"kernel-irqchip", OPT_STRING, NULL,
+     "on: the 8254 PIT in KVM too (unset: LAPIC, IOAPIC and PIC in KVM, the PIT in kemu)"},
     {NULL, 0, NULL, NULL},
 };
 static const struct opts_group machine_group = {"machine", "type", false, machine_desc};
@@ -395,6 +397,20 @@ static int h_machine(struct parse_state *st, const char *arg, struct opts *o, st
         return -1;
     if (opts_has(o, "mem-merge") && opts_get_bool(o, "mem-merge", &cfg->mem_merge, err) < 0)
         return -1;
+    const char *irqchip = opts_get_str(o, "kernel-irqchip");
+    if (irqchip) {
+        /* QEMU's values; kemu has no userspace LAPIC (off) nor IOAPIC and PIC (split) */
+        if (!strcmp(irqchip, "split") || !strcmp(irqchip, "off"))
+            return error_setf(err, "kernel-irqchip=%s is not supported (on, or leave it unset)",
+                              irqchip);
+        bool on;
+        if (opts_parse_bool(irqchip, &on) < 0)
+            return error_setf(err, "Parameter 'kernel-irqchip' does not accept value '%s'",
+                              irqchip);
+        if (!on)
+            return error_setf(err, "kernel-irqchip=off is not supported (on, or leave it unset)");
+        cfg->kernel_pit = true;
+    }
     bool acpi = true;
     if (opts_get_bool(o, "acpi", &acpi, err) < 0) /* checked here, read from machine_opts */
         return -1;

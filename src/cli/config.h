@@ -107,6 +107,7 @@ struct kemu_config {
     bool accel_kvm;       /* -enable-kvm, -accel kvm or -machine accel=kvm was given */
     bool dump_guest_core; /* default on */
     bool mem_merge;       /* default on (KSM madvise) */
+    bool kernel_pit;      /* -machine kernel-irqchip=on: KVM's in-kernel PIT */
 
     /* Memory: -m [size=]N[,slots=n,maxmem=size]. */
     uint64_t ram_size;   /* bytes, default 128 MiB, 4 KiB aligned */

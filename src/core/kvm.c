@@ -315,7 +315,13 @@ int kvm_create_vm(struct kvm *kvm, struct error *err)
     pthread_mutex_unlock(&kvm->route_lock);
     if (r < 0)
         goto fail;
-    /* No KVM_CREATE_PIT2: the PIT is a kemu device (hw/pit.c says why). */
+    /* The PIT is a kemu device (hw/pit.c says why) unless kernel-irqchip=on asks for KVM's,
+     * whose speaker-port dummy keeps port 0x61 reads (PIT calibration) in the kernel. */
+    if (kvm->pit) {
+        struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+        if (ioctl(fd, KVM_CREATE_PIT2, &pit) < 0)
+            goto fail;
+    }
     return 0;
 fail:;
     int e = errno;

@@ -52,6 +52,7 @@ struct kvm {
     int max_vcpus;
     int max_vcpu_id;
     bool tsc_deadline; /* the LAPIC's TSC-deadline timer can be offered to the guest */
+    bool pit;          /* set before kvm_create_vm: KVM's PIT too (kernel-irqchip=on) */
     struct kvm_cpuid2 *supported_cpuid;
     /* MSIs through irqfds (KVM_CAP_IRQ_ROUTING and KVM_CAP_IRQFD), decided at kvm_open; else
      * every MSI is a KVM_SIGNAL_MSI ioctl. */
@@ -67,8 +68,8 @@ int kvm_open(struct kvm *kvm, const char *path, struct error *err);
 void kvm_close(struct kvm *kvm);
 
 /*
- * Create a VM with the in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Called again after
- * kvm_destroy_vm() to reset the machine.
+ * Create a VM with the in-kernel irqchip (PIC, IOAPIC, LAPICs), and KVM's PIT if kvm->pit.
+ * Called again after kvm_destroy_vm() to reset the machine.
  */
 int kvm_create_vm(struct kvm *kvm, struct error *err);
 void kvm_destroy_vm(struct kvm *kvm);

@@ -93,11 +93,12 @@ def test_generic_kernel_boots():
     assert re.search(r"^\d+\.\d+\.\d+-\d+-amd64$", r.output, re.M), r
 
 
-@pytest.mark.parametrize("machine", ["pc", "microvm"])
+@pytest.mark.parametrize("machine", ["pc", "microvm", "pc,kernel-irqchip=on"])
 def test_pit_is_the_tick(machine):
-    """The PIT is kemu's (hw/pit.c). A guest under KVM normally ticks with the LAPIC's TSC
-    deadline timer and never starts the PIT; without that timer Linux drives its ticks from
-    the 8254 on IRQ 0 (through IOAPIC pin 2), and /proc/interrupts counts them."""
+    """The PIT is kemu's (hw/pit.c), or KVM's with kernel-irqchip=on. A guest under KVM
+    normally ticks with the LAPIC's TSC deadline timer and never starts the PIT; without that
+    timer Linux drives its ticks from the 8254 on IRQ 0 (through IOAPIC pin 2), and
+    /proc/interrupts counts them."""
     irq0 = "grep -E '^ *0:' /proc/interrupts"
     r = run_guest(["-M", machine, "-nographic", "-no-reboot", "-m", "256M"],
                   append="lapic=notscdeadline noapictimer",

@@ -474,3 +474,20 @@ def test_x_remembers_format_and_size(kernel, tmp_path):
         if p.poll() is None:
             p.kill()
         p.communicate(timeout=10)
+
+
+def test_pit_in_kemu_or_in_kvm(kernel):
+    # kemu's 8254 sits on its port bus (0x40-0x43 and the speaker port 0x61); with
+    # kernel-irqchip=on KVM's PIT takes those ports and the guest still runs.
+    def mtree(machine):
+        rc, out, err = run_piped(base_args(kernel) + ["-M", machine, "-nodefaults",
+                                                      "-monitor", "stdio"],
+                                 [b"info mtree\n", b"info status\n", b"quit\n"])
+        assert rc == 0, err
+        assert "VM status: running" in out, out
+        return out
+    out = mtree("pc")
+    assert "0040-0043 (prio 1, i/o): pit" in out and "0061-0061 (prio 1, i/o): pcspk" in out, out
+    for machine in ("pc,kernel-irqchip=on", "microvm,kernel-irqchip=on"):
+        out = mtree(machine)
+        assert ": pit" not in out and "pcspk" not in out, (machine, out)

@@ -175,6 +175,16 @@ static void test_smp_merge_and_machine(void **state)
     assert_int_equal(cfg.smp.sockets, 2);
     assert_int_equal(cfg.smp.cores, 4);
     kemu_config_free(&cfg);
+    /* kernel-irqchip=on: KVM's PIT as well; unset, kemu's */
+    assert_false(cfg.kernel_pit);
+    kemu_config_free(&cfg);
+    assert_int_equal(PARSE(&cfg, &err, "-M", "microvm,kernel-irqchip=on"), 0);
+    assert_true(cfg.kernel_pit);
+    kemu_config_free(&cfg);
+    assert_int_equal(PARSE(&cfg, &err, "-machine", "pc,kernel-irqchip=on"), 0);
+    assert_true(cfg.kernel_pit);
+    kemu_config_free(&cfg);
+    assert_int_equal(PARSE(&cfg, &err, "-smp", "8"), 0);
     /* -smp may come before -machine: the topology is resolved at the end */
     assert_int_equal(PARSE(&cfg, &err, "-smp", "4,dies=2", "-M", "pc"), 0);
     assert_int_equal(cfg.smp.dies, 2);
@@ -435,6 +445,12 @@ static const struct error_case error_cases[] = {
     {{"-"}, "-: invalid option"},
     {{"--"}, "--: invalid option"},
     {{"disk.img"}, "disk.img: disk images without an option are not supported yet, use -drive"},
+    {{"-M", "pc,kernel-irqchip=split"},
+     "-M pc,kernel-irqchip=split: kernel-irqchip=split is not supported (on, or leave it unset)"},
+    {{"-machine", "kernel-irqchip=off"},
+     "-machine kernel-irqchip=off: kernel-irqchip=off is not supported (on, or leave it unset)"},
+    {{"-M", "microvm,kernel-irqchip=2"},
+     "-M microvm,kernel-irqchip=2: Parameter 'kernel-irqchip' does not accept value '2'"},
     {{"-kernel"}, "-kernel: option requires an argument"},
     {{"-m", "1G", "-smp"}, "-smp: option requires an argument"},
     /* -smp */
