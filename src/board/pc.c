@@ -314,7 +314,11 @@ static void dev_timer_arm(struct dev_timer *t)
         its.it_value.tv_sec = deadline / 1000000000;
         its.it_value.tv_nsec = deadline % 1000000000;
     }
-    timerfd_settime(t->fd, TFD_TIMER_ABSTIME, &its, NULL);
+    /* A realtime deadline is dropped when the host's time is set (read fails ECANCELED), so
+     * the tick below re-arms it from the new time. */
+    timerfd_settime(
+        t->fd, TFD_TIMER_ABSTIME | (t->clock == DEV_CLOCK_REALTIME ? TFD_TIMER_CANCEL_ON_SET : 0),
+        &its, NULL);
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -362,7 +362,9 @@ static void *vcpu_thread(void *opaque)
     for (;;) {
         vm->vcpus_parked++;
         pthread_cond_broadcast(&vm->vcpu_cond);
-        while (!vm->vcpus_go && !vm->vcpus_quit)
+        /* A pending request (stopping without a stop) parks too, not spins, until the main
+         * loop acts on it: start_vcpus clears stopping before it lets them go. */
+        while ((!vm->vcpus_go || atomic_load(&vm->stopping)) && !vm->vcpus_quit)
             pthread_cond_wait(&vm->vcpu_cond, &vm->vcpu_lock);
         vm->vcpus_parked--;
         if (vm->vcpus_quit)

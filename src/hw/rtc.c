@@ -280,6 +280,14 @@ static void update_irq(struct rtc *rtc)
 /* Set the flags for every event between last_ns and t, then raise IRQF as enabled. */
 static void catch_up(struct rtc *rtc, int64_t t)
 {
+    if (t < rtc->last_ns - NS_PER_SEC) {
+        /* The clock stepped back (clock=host: the host's time was set): events restart from
+         * here, else none would be flagged until the clock passed last_ns again. (A tick whose
+         * time was read just before a register access's is merely early: no reset for it.) */
+        rtc->last_ns = t;
+        if (rtc->reinject_ns > t)
+            rtc->reinject_ns = t;
+    }
     if (t > rtc->last_ns && divider_running(rtc)) {
         int64_t g0 = rtc->last_ns + rtc->offset_ns, g1 = t + rtc->offset_ns;
         int64_t p = period_ticks(rtc);

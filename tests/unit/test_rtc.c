@@ -420,6 +420,28 @@ static void test_far_future_clamped(void **state)
     assert_int_equal(rd(f, 0x09), 0x00);
 }
 
+/* clock=host: the host's time set back an hour; update interrupts go on each second (they
+ * stopped until the clock caught up with where it had been). */
+static void test_clock_steps_back(void **state)
+{
+    struct fixture *f = *state;
+    wr(f, 0x0b, 0x12); /* UIE, 24 h */
+    unsigned irqs = 0;
+    for (int i = 0; i < 6; i++) {
+        if (i == 3)
+            f->now -= 3600 * SEC;
+        int64_t d = rtc_next_deadline_ns(f->rtc);
+        assert_true(d <= f->now + SEC);
+        f->now = d;
+        rtc_tick(f->rtc, f->now);
+        if (f->irq.level) {
+            irqs++;
+            assert_int_equal(rd(f, 0x0c) & 0x90, 0x90);
+        }
+    }
+    assert_int_equal(irqs, 6);
+}
+
 static void test_driftfix_slew(void **state)
 {
     /* 2 s at 64 Hz: 128 periods. Merged: the 20 of the stall are one interrupt. */
@@ -518,6 +540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_update_flag_and_register_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_periodic, setup, teardown),
         cmocka_unit_test(test_driftfix_slew),
+        cmocka_unit_test_setup_teardown(test_clock_steps_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_far_future_clamped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alarm, setup, teardown),
     };
