@@ -1170,8 +1170,9 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
             if (write_header_u64(q, 88, 0, err) < 0)
                 goto fail;
         }
-        if (q->incompat & INCOMPAT_DIRTY) {
-            /* lazy refcounts left unflushed: rebuild them before writing */
+        if ((q->incompat & INCOMPAT_DIRTY) && !opts->check) {
+            /* lazy refcounts left unflushed: rebuild them before writing (an open for check
+             * -r leaves that to the check, which reports what it repairs) */
             struct qcow2_check_result res;
             int r = qcow2_check(q, QCOW2_FIX_LEAKS | QCOW2_FIX_ERRORS, &res, NULL, err);
             if (r < 0 || r == 2) {
@@ -2464,6 +2465,13 @@ int qcow2_check(struct qcow2 *q, unsigned fix, struct qcow2_check_result *res, F
             if (write_header_u64(q, 72, q->incompat, err) < 0 || meta_sync(q, err) < 0)
                 return -1;
         }
+    }
+    /* as QEMU: a repair that leaves no error makes a dirty (lazy refcounts) image clean */
+    if (fix && !res->corruptions && !res->check_errors && (q->incompat & INCOMPAT_DIRTY)) {
+        if (meta_sync(q, err) < 0 ||
+            write_header_u64(q, 72, q->incompat & ~INCOMPAT_DIRTY, err) < 0 || qsync(q, err) < 0)
+            return -1;
+        q->incompat &= ~INCOMPAT_DIRTY;
     }
     if (res->corruptions || res->check_errors)
         return 2;

@@ -38,8 +38,10 @@ enum qcow2_lazy {
 
 struct qcow2_open_opts {
     bool read_write;
-    bool no_backing;        /* do not open the backing chain (unallocated clusters read zero) */
-    bool check;             /* opened for check -r: allow read-write even if marked corrupt */
+    bool no_backing; /* do not open the backing chain (unallocated clusters read zero) */
+    /* opened for check -r: read-write even if marked corrupt, and a dirty image is not
+     * repaired by the open but left for qcow2_check to report and repair */
+    bool check;
     bool no_sync;           /* cache=unsafe: never fdatasync (write order is still kept) */
     uint64_t l2_cache_size; /* bytes of L2 tables to cache; 0 = 1 MiB (at least 2 tables) */
     enum qcow2_lazy lazy_refcounts;

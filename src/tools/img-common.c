@@ -21,6 +21,7 @@ const char *prog = "kemu-img";
 bool quiet, img_ignored, show_progress;
 /* cache=unsafe for images opened read-write from here on (convert's default target mode) */
 bool open_no_sync;
+bool open_for_check;
 
 void err_print(const char *fmt, ...)
 {
@@ -281,6 +282,7 @@ int img_open(struct img *im, const char *name, const char *fmt, bool rw, bool no
     struct qcow2_open_opts o = {.read_write = rw,
                                 .no_backing = no_backing,
                                 .no_sync = rw && open_no_sync,
+                                .check = open_for_check,
                                 .l2_cache_size = 32u << 20};
     im->q = qcow2_open_fd(fd, name, &o, &err);
     close(fd);

@@ -379,6 +379,7 @@ static int cmd_check(const struct img_cmd *cmd, int argc, char **argv)
         return 1;
     const char *file = argv[optind];
     struct img im;
+    open_for_check = true;
     if (img_open(&im, file, fmt, fix != 0, true) < 0)
         return 1;
     if (!im.q) {

@@ -24,6 +24,9 @@ extern bool show_progress;
 extern bool img_ignored;
 /* cache=unsafe for images opened read-write from here on (convert's default target mode) */
 extern bool open_no_sync;
+/* images are opened to be checked (check -r): a dirty or corrupt image is left for the check
+ * to report and repair, as qemu-img's BDRV_O_CHECK */
+extern bool open_for_check;
 
 void err_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* printf unless -q */
