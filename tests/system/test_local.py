@@ -1,5 +1,6 @@
 """kemu on this machine's own /dev/kvm with tiny guests that need no Linux (tests/guests/
 mkbzimage.py), and command-line errors. These run even where /dev/kvm cannot run Linux (PVM)."""
+import contextlib
 import os
 import pty
 import select
@@ -135,28 +136,46 @@ def drain(fd, until=None, timeout=5.0):
     return out
 
 
-def start_on_pty(kernel):
-    """kemu -nographic with a pty's slave as its terminal; returns (process, master, slave,
-    termios before), once kemu has put the terminal in raw mode."""
+@contextlib.contextmanager
+def kemu_on_pty(kernel):
+    """kemu -nographic with a pty's slave as its terminal; yields (process, master, slave,
+    termios before) once kemu has put the terminal in raw mode; kills it and closes the pty
+    after."""
     master, slave = pty.openpty()
     before = termios.tcgetattr(slave)
     p = subprocess.Popen([KEMU, "-enable-kvm", "-m", "64M", "-nographic", "-kernel", kernel],
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    try:
+        for _ in range(100):
+            if termios.tcgetattr(slave) != before or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        # Else "restored" below would prove nothing.
+        assert termios.tcgetattr(slave) != before, "kemu did not put the terminal in raw mode"
+        yield p, master, slave, before
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def assert_exits_restoring(p, master, slave, before, what):
+    """kemu exits 0 (its output drained meanwhile) and leaves the terminal as it found it."""
     for _ in range(100):
-        if termios.tcgetattr(slave) != before or p.poll() is not None:
+        if p.poll() is not None:
             break
-        time.sleep(0.05)
-    # Else "restored" below would prove nothing.
-    assert termios.tcgetattr(slave) != before, "kemu did not put the terminal in raw mode"
-    return p, master, slave, before
+        drain(master, timeout=0.05)
+    assert p.wait(timeout=5) == 0
+    assert termios.tcgetattr(slave) == before, f"terminal not restored after {what}"
 
 
 @needs_kvm
 def test_ctrl_a_help_and_exit_restore_terminal(tmp_path):
     k = tmp_path / "halt.bzImage"
     k.write_bytes(mkbzimage.build_halt())
-    p, master, slave, before = start_on_pty(str(k))
-    try:
+    with kemu_on_pty(str(k)) as (p, master, slave, before):
         os.write(master, b"\x01h")
         out = drain(master, until=b"C-a C-a")
         # QEMU's mux help, word for word.
@@ -165,39 +184,16 @@ def test_ctrl_a_help_and_exit_restore_terminal(tmp_path):
             assert line in out, out
         assert p.poll() is None, "Ctrl-A h ended kemu"
         os.write(master, b"\x01x")
-        for _ in range(100):
-            if p.poll() is not None:
-                break
-            drain(master, timeout=0.05)
-        assert p.wait(timeout=5) == 0
-        assert termios.tcgetattr(slave) == before, "terminal not restored after Ctrl-A x"
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        os.close(master)
-        os.close(slave)
+        assert_exits_restoring(p, master, slave, before, "Ctrl-A x")
 
 
 @needs_kvm
 def test_sigterm_restores_terminal(tmp_path):
     k = tmp_path / "halt.bzImage"
     k.write_bytes(mkbzimage.build_halt())
-    p, master, slave, before = start_on_pty(str(k))
-    try:
+    with kemu_on_pty(str(k)) as (p, master, slave, before):
         p.send_signal(signal.SIGTERM)
-        for _ in range(100):
-            if p.poll() is not None:
-                break
-            drain(master, timeout=0.05)
-        assert p.wait(timeout=5) == 0
-        assert termios.tcgetattr(slave) == before, "terminal not restored after SIGTERM"
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        os.close(master)
-        os.close(slave)
+        assert_exits_restoring(p, master, slave, before, "SIGTERM")
 
 
 def in_private_dev(script, *args):
