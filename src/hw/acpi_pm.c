@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
+
 #define NS_PER_SEC 1000000000LL
 
 #define PM1_STS_MASK                                                                               \
@@ -53,17 +55,10 @@ struct acpi_pm {
     uint8_t cf9;
 };
 
-static int64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
-
 /* Timer ticks since creation, not wrapped (split so the product cannot overflow). */
 static uint64_t timer_ticks(const struct acpi_pm *pm)
 {
-    int64_t d = monotonic_ns() - pm->start_ns;
+    int64_t d = clock_ns(CLOCK_MONOTONIC) - pm->start_ns;
     if (d < 0)
         d = 0;
     uint64_t sec = (uint64_t)d / NS_PER_SEC, ns = (uint64_t)d % NS_PER_SEC;
@@ -233,7 +228,7 @@ struct acpi_pm *acpi_pm_create(const struct acpi_pm_ops *ops, void *opaque, stru
         pm->ops = *ops;
     pm->opaque = opaque;
     pm->sci = sci;
-    pm->start_ns = monotonic_ns();
+    pm->start_ns = clock_ns(CLOCK_MONOTONIC);
     reset_locked(pm);
     return pm;
 }

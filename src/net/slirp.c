@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/os.h"
 #include "net/netdev_int.h"
 
@@ -58,13 +59,6 @@ struct nd_slirp {
     uint8_t *buf; /* linear copy of a multi-segment frame */
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
 {
     netdev_deliver(opaque, buf, len);
@@ -83,7 +77,7 @@ static void cb_guest_error(const char *msg, void *opaque)
 
 static int64_t cb_clock_get_ns(void *opaque)
 {
-    return now_ns();
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 static void *cb_timer_new(SlirpTimerCb cb, void *cb_opaque, void *opaque)
@@ -204,7 +198,7 @@ static void slirp_poll_fill(struct netdev *nd, int *timeout_ms)
 {
     struct nd_slirp *s = nd->be;
     uint32_t t = UINT32_MAX;
-    int64_t now = now_ns() / 1000000;
+    int64_t now = clock_ns(CLOCK_MONOTONIC) / 1000000;
     for (struct slirp_timer *tm = s->timers; tm; tm = tm->next) {
         if (tm->expire_ms < 0)
             continue;
@@ -224,7 +218,7 @@ static void slirp_poll_done(struct netdev *nd, bool poll_error)
     /* Expired timers; a callback may re-arm or free timers, so look again from the start after
      * each one (bounded, in case one re-arms itself in the past). */
     for (int round = 0; round < 64; round++) {
-        int64_t now = now_ns() / 1000000;
+        int64_t now = clock_ns(CLOCK_MONOTONIC) / 1000000;
         struct slirp_timer *tm = s->timers;
         while (tm && (tm->expire_ms < 0 || tm->expire_ms > now))
             tm = tm->next;
