@@ -50,6 +50,17 @@ static void parse_ok(const char *text, unsigned index, struct drive_opts *d)
         fail_msg("drive_parse(\"%s\"): %s", text, err.msg);
 }
 
+/* -drive text parsed and opened; the caller closes the backend and frees d. */
+static struct block_backend *drive_open_ok(const char *text, struct drive_opts *d)
+{
+    struct block_backend *bb = NULL;
+    struct error err = {0};
+    parse_ok(text, 0, d);
+    if (drive_open(d, &bb, &err) < 0)
+        fail_msg("%s: %s", text, err.msg);
+    return bb;
+}
+
 static void parse_err(const char *text, const char *want)
 {
     struct drive_opts d;
@@ -1046,11 +1057,7 @@ static void test_close_syncs(void **state)
         char text[256];
         snprintf(text, sizeof(text), "file=%s,format=raw,if=none,id=d%s", path, cases[i].opts);
         struct drive_opts d;
-        struct block_backend *bb = NULL;
-        struct error err = {0};
-        parse_ok(text, 0, &d);
-        if (drive_open(&d, &bb, &err) < 0)
-            fail_msg("%s: %s", text, err.msg);
+        struct block_backend *bb = drive_open_ok(text, &d);
         if (!strstr(cases[i].opts, "readonly"))
             assert_int_equal(rw(bb, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
         int before = __atomic_load_n(&fdatasync_calls, __ATOMIC_RELAXED);
@@ -1085,11 +1092,7 @@ static void test_drive_lazy_refcounts(void **state)
         snprintf(text, sizeof(text), "file=%s,format=qcow2,if=none,id=d%s", qpath("l.qcow2"),
                  cases[i].drive_opt);
         struct drive_opts d;
-        struct block_backend *bb = NULL;
-        struct error err = {0};
-        parse_ok(text, 0, &d);
-        if (drive_open(&d, &bb, &err) < 0)
-            fail_msg("%s: %s", text, err.msg);
+        struct block_backend *bb = drive_open_ok(text, &d);
         memset(buf, 0x5a, 65536);
         assert_int_equal(rw(bb, BLOCK_OP_WRITE, 1 << 20, buf, 65536), 0);
         assert_int_equal(rw(bb, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
