@@ -156,6 +156,9 @@ uint64_t netdev_vhost_features(const struct netdev *nd);
 int netdev_vhost_start(struct netdev *nd, unsigned queue, const struct guest_mem *mem,
                        uint64_t guest_features, const struct vhost_net_ring r[2],
                        struct error *err);
+/* Any thread, while queue `queue` runs on vhost: vring `ring` (0 RX, 1 TX) signals eventfd fd
+ * from now on. 0, or -1 when there is no such vhost queue or the kernel refused. */
+int netdev_vhost_set_call(struct netdev *nd, unsigned queue, unsigned ring, int fd);
 /* Netdev thread. Stop queue `queue` (no-op if vhost does not run it); last_avail[] holds the
  * values given at start and gets the rings' next available indices. */
 void netdev_vhost_stop(struct netdev *nd, unsigned queue, uint16_t last_avail[2]);

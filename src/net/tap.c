@@ -486,6 +486,15 @@ int netdev_vhost_start(struct netdev *nd, unsigned queue, const struct guest_mem
     return 0;
 }
 
+int netdev_vhost_set_call(struct netdev *nd, unsigned queue, unsigned ring, int fd)
+{
+    /* The vhost descriptors live as long as the netdev; the caller knows the queue runs. */
+    struct nd_fd_backend *b = vhost_backend(nd);
+    if (!b || queue >= b->nqueues || ring > 1)
+        return -1;
+    return vhost_net_set_call(b->q[queue].vhost_fd, ring, fd);
+}
+
 void netdev_vhost_stop(struct netdev *nd, unsigned queue, uint16_t last_avail[2])
 {
     struct nd_fd_backend *b = vhost_backend(nd);

@@ -140,6 +140,12 @@ int vhost_net_start(int vfd, int tapfd, const struct guest_mem *mem, uint64_t fe
     return ret;
 }
 
+int vhost_net_set_call(int vfd, unsigned index, int fd)
+{
+    struct vhost_vring_file call = {.index = index, .fd = fd};
+    return ioctl(vfd, VHOST_SET_VRING_CALL, &call) < 0 ? -1 : 0;
+}
+
 void vhost_net_stop(int vfd, uint16_t last_avail[2])
 {
     /* Errors are ignored: each step is undone as far as the kernel got. */

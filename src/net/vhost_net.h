@@ -68,6 +68,8 @@ int vhost_net_probe(int fd, uint64_t *features, struct error *err);
  * everything done is undone (vhost_net_stop) and err says which step failed. */
 int vhost_net_start(int vfd, int tapfd, const struct guest_mem *mem, uint64_t features,
                     const struct vhost_net_ring r[2], struct error *err);
+/* Have vring `index` signal eventfd fd from now on (VHOST_SET_VRING_CALL). 0, or -1 (errno). */
+int vhost_net_set_call(int vfd, unsigned index, int fd);
 /* Detach the tap, take back each ring's next available index (last_avail[i]; the value given at
  * start if the kernel does not answer) and unbind the kick and call eventfds. */
 void vhost_net_stop(int vfd, uint16_t last_avail[2]);

@@ -463,6 +463,49 @@ static void msix_deliver_pending(struct pci_device *dev)
     }
 }
 
+/* The eventfd that raises vector v with no help from kemu now, or -1. Device lock held. */
+static int direct_fd(struct pci_device *dev, unsigned v)
+{
+    const struct pci_msix_route *r = &dev->msix.route[v];
+    if (r->handle < 0 || vector_masked(dev, v) || !(cfg16(dev, PCI_COMMAND) & PCI_COMMAND_MASTER))
+        return -1;
+    return r->fd;
+}
+
+/* Tell the device about watched vectors whose direct fd changed. Device lock held; called
+ * after every change of the table, the MSI-X control, the command register or the routes. */
+static void msix_direct_sync(struct pci_device *dev)
+{
+    if (!dev->msix.route || !dev->ops || !dev->ops->msix_direct)
+        return;
+    for (unsigned v = 0; v < dev->msix.nvec; v++) {
+        struct pci_msix_route *r = &dev->msix.route[v];
+        if (!r->watchers)
+            continue;
+        int fd = direct_fd(dev, v);
+        if (fd != r->direct) {
+            r->direct = fd;
+            dev->ops->msix_direct(dev, v, fd);
+        }
+    }
+}
+
+void pci_msix_watch(struct pci_device *dev, unsigned vector, bool on)
+{
+    pthread_mutex_lock(&dev->lock);
+    if (dev->msix.route && vector < dev->msix.nvec) {
+        struct pci_msix_route *r = &dev->msix.route[vector];
+        if (on) {
+            r->watchers++;
+            r->direct = -2; /* report to the new watcher */
+        } else if (r->watchers) {
+            r->watchers--;
+        }
+        msix_direct_sync(dev);
+    }
+    pthread_mutex_unlock(&dev->lock);
+}
+
 void pci_msix_notify(struct pci_device *dev, unsigned vector)
 {
     pthread_mutex_lock(&dev->lock);
@@ -527,7 +570,7 @@ int pci_msix_init(struct pci_device *dev, unsigned nvec, unsigned bar, uint32_t 
     m->pba = pba;
     m->route = route;
     for (unsigned v = 0; v < nvec; v++)
-        route[v] = (struct pci_msix_route){.fd = -1, .handle = -1};
+        route[v] = (struct pci_msix_route){.fd = -1, .handle = -1, .direct = -1};
     le_put16(dev->config + cap + PCI_MSIX_FLAGS, (uint16_t)(nvec - 1));
     set_wmask16(dev, (unsigned)cap + PCI_MSIX_FLAGS,
                 PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
@@ -572,6 +615,7 @@ void pci_msix_table_write(struct pci_device *dev, uint64_t off, unsigned size, u
              v++)
             msix_route_sync(dev, (unsigned)v);
         msix_deliver_pending(dev);
+        msix_direct_sync(dev);
     }
     pthread_mutex_unlock(&dev->lock);
 }
@@ -667,6 +711,7 @@ void pci_config_write(struct pci_device *dev, unsigned off, unsigned size, uint3
         if (dev->msix.nvec && overlaps(off, size, dev->msix.cap + PCI_MSIX_FLAGS, 2))
             msix_routes_sync(dev);
         msix_deliver_pending(dev);
+        msix_direct_sync(dev);
     }
     if (dev->ops && dev->ops->config_write)
         dev->ops->config_write(dev, off, size, val);
@@ -696,6 +741,7 @@ void pci_device_reset(struct pci_device *dev)
                  ctrl & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
         msix_routes_release(dev);
         msix_reset(dev);
+        msix_direct_sync(dev);
     }
     dev->intx_level = false;
     update_intx(dev);

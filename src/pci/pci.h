@@ -102,6 +102,11 @@ struct pci_device_ops {
     void (*bar_map)(struct pci_device *dev, unsigned bar, uint64_t addr, bool enabled);
     /* Device-specific reset, after the generic registers have been reset. Optional. */
     void (*reset)(struct pci_device *dev);
+    /* A watched MSI-X vector (pci_msix_watch) changed how it can be raised: fd is the eventfd
+     * whose write injects it right now without kemu (its irqfd: MSI-X on, vector and function
+     * unmasked, bus mastering on), or -1 (go through pci_msix_notify, which masks and latches).
+     * Called with the device lock held: take no lock that is held around a PCI call. Optional. */
+    void (*msix_direct)(struct pci_device *dev, unsigned vector, int fd);
 };
 
 /* What the board provides: address-bus registration and interrupt delivery. */
@@ -154,6 +159,8 @@ struct pci_msix {
         int handle; /* from msi_route_add, or -1 */
         uint64_t addr;
         uint32_t data;
+        unsigned watchers; /* pci_msix_watch count */
+        int direct;        /* last fd given to ops->msix_direct (-2: none yet) */
     } * route;
 };
 
@@ -248,6 +255,12 @@ bool pci_msix_masked(struct pci_device *dev, unsigned vector);
  * vector's irqfd when it has one (a write to an eventfd), else through msi_send.
  */
 void pci_msix_notify(struct pci_device *dev, unsigned vector);
+/*
+ * Follow vector's direct fd (see ops->msix_direct), for a source that can write an eventfd
+ * itself (vhost): on=true reports the current state through ops->msix_direct at once and every
+ * change after; watches nest. Out-of-range vectors and devices without MSI-X are ignored.
+ */
+void pci_msix_watch(struct pci_device *dev, unsigned vector, bool on);
 
 struct pci_bus {
     struct pci_device *dev[PCI_SLOTS][PCI_FUNCS];

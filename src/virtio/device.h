@@ -68,6 +68,13 @@ struct virtio_transport_ops {
     void (*notify_queue)(struct virtio_device *vdev, unsigned q);
     /* Interrupt for a configuration change (also used for DEVICE_NEEDS_RESET). */
     void (*notify_config)(struct virtio_device *vdev);
+    /* Optional, for a source that signals queue q's interrupt by writing an eventfd (vhost):
+     * set(opaque, fd) now and on every change, fd being the eventfd that raises that interrupt
+     * with no hop through kemu (an irqfd while its MSI-X vector is unmasked) or -1 (then use
+     * notify_queue). set() runs with transport locks held and takes no lock but its own.
+     * set == NULL ends it. */
+    void (*watch_queue_irq)(struct virtio_device *vdev, unsigned q,
+                            void (*set)(void *opaque, int fd), void *opaque);
 };
 
 struct virtio_device {

@@ -52,11 +52,18 @@ struct net_pair {
 
 /* A vring's call eventfd under vhost-net: the kernel signals it when the driver wants an
  * interrupt, the netdev thread turns it into the transport's interrupt (MSI-X masking and the
- * pending bit, or the INTx/mmio line, as for the userspace path). */
+ * pending bit, or the INTx/mmio line, as for the userspace path). While the queue's MSI-X vector
+ * is unmasked the kernel gets the vector's irqfd instead (QEMU's guest notifiers with KVM): an
+ * interrupt then costs no thread wake-up in kemu. */
 struct net_call {
     struct virtio_net *n;
     unsigned q;
     int fd;
+    /* Under call_lock: */
+    bool bound;    /* vhost runs this ring: direct may change */
+    int direct;    /* the irqfd vhost signals, or -1: fd */
+    unsigned pair; /* vhost queue pair and ring (0 RX, 1 TX) */
+    unsigned ring;
 };
 
 struct virtio_net {
@@ -64,9 +71,10 @@ struct virtio_net {
     struct netdev *nd;
     bool vhost; /* the netdev has vhost-net: pairs start on it */
     struct net_call calls[2 * VIRTIO_NET_MAX_PAIRS];
-    uint8_t perm_mac[6]; /* from the command line; back after a reset */
-    unsigned be_hdr;     /* the backend's vnet header length: 0 or 12 */
-    unsigned max_pairs;  /* 1, or the netdev's queues with mq */
+    pthread_mutex_t call_lock; /* innermost: taken under the transport's locks */
+    uint8_t perm_mac[6];       /* from the command line; back after a reset */
+    unsigned be_hdr;           /* the backend's vnet header length: 0 or 12 */
+    unsigned max_pairs;        /* 1, or the netdev's queues with mq */
 
     /* The primary address: written by MAC_ADDR_SET and reset (mac_lock held), read by the
      * netdev thread's filter and by config reads (mac_lock held). */
@@ -716,6 +724,52 @@ static void vhost_call(void *opaque)
         t->notify_queue(&n->vdev, c->q);
 }
 
+/* The transport's word on how ring c's interrupt can be raised (transport locks held): the
+ * vector's irqfd, or -1 for the relay through vhost_call. */
+static void vhost_call_direct(void *opaque, int fd)
+{
+    struct net_call *c = opaque;
+    struct virtio_net *n = c->n;
+    pthread_mutex_lock(&n->call_lock);
+    if (c->bound && fd != c->direct &&
+        netdev_vhost_set_call(n->nd, c->pair, c->ring, fd >= 0 ? fd : c->fd) == 0) {
+        c->direct = fd;
+        n->stats.vhost_call_binds++;
+        /* A signal the relay got just before the switch is still owed: the vector is unmasked,
+         * its irqfd delivers it (if the netdev thread drains it first, it notifies instead). */
+        uint64_t one = 1;
+        if (fd >= 0 && virtio_kick_drain(c->fd) && write(fd, &one, sizeof(one)) < 0) {
+            /* EAGAIN only: an interrupt is pending on the irqfd already */
+        }
+    }
+    pthread_mutex_unlock(&n->call_lock);
+}
+
+/* Ring c from the relay to the transport's direct path (vhost started) or back (before it
+ * stops). Netdev thread, no device lock held. */
+static void vhost_ring_watch(struct virtio_net *n, struct net_call *c, unsigned pair, unsigned ring,
+                             bool on)
+{
+    const struct virtio_transport_ops *t = n->vdev.transport;
+    if (!t || !t->watch_queue_irq)
+        return;
+    if (on) {
+        pthread_mutex_lock(&n->call_lock);
+        c->bound = true;
+        c->direct = -1;
+        c->pair = pair;
+        c->ring = ring;
+        pthread_mutex_unlock(&n->call_lock);
+        t->watch_queue_irq(&n->vdev, c->q, vhost_call_direct, c);
+    } else {
+        t->watch_queue_irq(&n->vdev, c->q, NULL, NULL);
+        pthread_mutex_lock(&n->call_lock);
+        c->bound = false;
+        c->direct = -1;
+        pthread_mutex_unlock(&n->call_lock);
+    }
+}
+
 /* Hand pair p's rings to vhost-net. -1 (and the pair stays with the userspace path) if a ring
  * is unusable or the kernel refused. */
 static int vhost_pair_start(struct virtio_net *n, struct net_pair *p, struct error *err)
@@ -744,6 +798,8 @@ static int vhost_pair_start(struct virtio_net *n, struct net_pair *p, struct err
     }
     if (netdev_vhost_start(n->nd, p->index, v->mem, v->features, r, err) < 0)
         goto fail;
+    for (unsigned i = 0; i < 2; i++)
+        vhost_ring_watch(n, &n->calls[qs[i]], p->index, i, true);
     p->vhost = true;
     n->stats.vhost_starts++;
     return 0;
@@ -759,6 +815,8 @@ static void vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
     struct virtio_device *v = &n->vdev;
     unsigned qs[2] = {rxq(p), txq(p)};
     uint16_t last[2] = {v->vq[qs[0]].last_avail_idx, v->vq[qs[1]].last_avail_idx};
+    for (unsigned i = 0; i < 2; i++)
+        vhost_ring_watch(n, &n->calls[qs[i]], p->index, i, false);
     netdev_vhost_stop(n->nd, p->index, last);
     p->vhost = false;
     for (unsigned i = 0; i < 2; i++) {
@@ -960,6 +1018,7 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
     n->nd = nd;
     memcpy(n->perm_mac, mac, 6);
     pthread_mutex_init(&n->mac_lock, NULL);
+    pthread_mutex_init(&n->call_lock, NULL);
     n->be_hdr = netdev_vnet_hdr_len(nd);
     n->max_pairs = mq ? netdev_queues(nd) : 1;
     n->vhost = netdev_has_vhost(nd);
@@ -1025,6 +1084,7 @@ int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t ma
 fail:
     close_calls(n);
     pthread_mutex_destroy(&n->mac_lock);
+    pthread_mutex_destroy(&n->call_lock);
     netdev_release(nd);
     free(n);
     return -1;
@@ -1050,14 +1110,16 @@ void virtio_net_destroy(struct virtio_net *n)
     if (getenv("KEMU_NET_STATS"))
         fprintf(stderr,
                 "kemu: %s: userspace rx %llu tx %llu frames; vhost-net pair starts %llu, "
-                "interrupts %llu\n",
+                "relayed interrupts %llu, irqfd switches %llu\n",
                 n->vdev.name ? n->vdev.name : "virtio-net", (unsigned long long)n->stats.rx_frames,
                 (unsigned long long)n->stats.tx_frames, (unsigned long long)n->stats.vhost_starts,
-                (unsigned long long)n->stats.vhost_calls);
+                (unsigned long long)n->stats.vhost_calls,
+                (unsigned long long)n->stats.vhost_call_binds);
     close_calls(n);
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
         held_drop_all(&n->pairs[i]);
     pthread_mutex_destroy(&n->mac_lock);
+    pthread_mutex_destroy(&n->call_lock);
     netdev_release(n->nd);
     free(n);
 }

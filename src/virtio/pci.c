@@ -17,6 +17,10 @@ struct vp_queue {
     uint16_t size;
     uint16_t msix_vector;
     uint64_t desc, driver, device;
+    /* watch_queue_irq (under the PCI device lock): whom to tell about watched_vector. */
+    void (*irq_set)(void *opaque, int fd);
+    void *irq_opaque;
+    uint16_t watched_vector;
 };
 
 struct virtio_pci {
@@ -75,9 +79,33 @@ static void vp_notify_config(struct virtio_device *vdev)
     vp_interrupt(vp, __atomic_load_n(&vp->msix_config, __ATOMIC_RELAXED), VIRTIO_PCI_ISR_CONFIG);
 }
 
+/* Point queue q's watcher at the vector the queue uses now (PCI device lock not held). */
+static void vp_watch_queue_irq(struct virtio_device *vdev, unsigned q, void (*set)(void *, int),
+                               void *opaque)
+{
+    struct virtio_pci *vp = vdev->transport_opaque;
+    if (q >= vdev->nqueues)
+        return;
+    struct vp_queue *vq = &vp->q[q];
+    pthread_mutex_lock(&vp->pci.lock);
+    uint16_t old = vq->irq_set ? vq->watched_vector : VIRTIO_MSI_NO_VECTOR;
+    uint16_t vec = set ? __atomic_load_n(&vq->msix_vector, __ATOMIC_RELAXED) : VIRTIO_MSI_NO_VECTOR;
+    vq->irq_set = set;
+    vq->irq_opaque = opaque;
+    vq->watched_vector = vec;
+    pthread_mutex_unlock(&vp->pci.lock);
+    if (old != VIRTIO_MSI_NO_VECTOR)
+        pci_msix_watch(&vp->pci, old, false);
+    if (vec != VIRTIO_MSI_NO_VECTOR)
+        pci_msix_watch(&vp->pci, vec, true); /* reports the vector's state to set() */
+    else if (set)
+        set(opaque, -1);
+}
+
 static const struct virtio_transport_ops vp_transport_ops = {
     .notify_queue = vp_notify_queue,
     .notify_config = vp_notify_config,
+    .watch_queue_irq = vp_watch_queue_irq,
 };
 
 /* The ISR: a read returns the bits and clears them, and INTx goes down (spec 4.1.4.5). A peek
@@ -280,8 +308,15 @@ static void common_write(struct virtio_pci *vp, uint64_t off, unsigned size, uin
         vp->queue_select = (uint16_t)val; /* out of range: the queue registers read 0 */
         return;
     case VIRTIO_PCI_COMMON_Q_MSIX:
-        if (q)
+        if (q) {
             __atomic_store_n(&q->msix_vector, checked_vector(vp, val), __ATOMIC_RELAXED);
+            pthread_mutex_lock(&vp->pci.lock);
+            void (*set)(void *, int) = q->irq_set;
+            void *opaque = q->irq_opaque;
+            pthread_mutex_unlock(&vp->pci.lock);
+            if (set) /* a vector moved under a running source: follow it */
+                vp_watch_queue_irq(vdev, vp->queue_select, set, opaque);
+        }
         return;
     case VIRTIO_PCI_COMMON_Q_ENABLE:
         /* Writing 0 is not allowed to the driver (without RING_RESET): ignored. */
@@ -540,10 +575,22 @@ static void vp_reset(struct pci_device *dev)
     pthread_mutex_lock(&dev->lock);
 }
 
+/* A watched vector's direct fd changed (PCI device lock held): tell the queues on it. */
+static void vp_msix_direct(struct pci_device *dev, unsigned vector, int fd)
+{
+    struct virtio_pci *vp = dev->opaque;
+    for (unsigned i = 0; i < vp->vdev->nqueues; i++) {
+        const struct vp_queue *q = &vp->q[i];
+        if (q->irq_set && q->watched_vector == vector)
+            q->irq_set(q->irq_opaque, fd);
+    }
+}
+
 static const struct pci_device_ops vp_pci_ops = {
     .config_write = vp_config_write,
     .bar_map = vp_bar_map,
     .reset = vp_reset,
+    .msix_direct = vp_msix_direct,
 };
 
 /* ---- set-up ---------------------------------------------------------------------------------- */

@@ -32,6 +32,9 @@ struct fake {
     bool bar_map_enabled;
     uint64_t bar_map_addr;
     unsigned cfg_writes;
+    unsigned direct_calls; /* ops->msix_direct */
+    unsigned direct_vec;
+    int direct_fd;
 };
 
 static int fake_map(void *ctx, bool mmio, uint64_t base, uint64_t len, const struct bus_ops *ops,
@@ -93,8 +96,15 @@ static void on_config_write(struct pci_device *dev, unsigned off, unsigned size,
     fake.cfg_writes++;
 }
 
-static const struct pci_device_ops test_ops = {.bar_map = on_bar_map,
-                                               .config_write = on_config_write};
+static void on_msix_direct(struct pci_device *dev, unsigned vector, int fd)
+{
+    fake.direct_calls++;
+    fake.direct_vec = vector;
+    fake.direct_fd = fd;
+}
+
+static const struct pci_device_ops test_ops = {
+    .bar_map = on_bar_map, .config_write = on_config_write, .msix_direct = on_msix_direct};
 
 /* A BAR's register space: a byte array, MSI-X forwarded. */
 struct test_dev {
@@ -869,6 +879,74 @@ static void test_msix_irqfd(void **state)
     pci_bus_init(&e->bus, &fake_irqfd_io);
 }
 
+/* A watched vector is told when its irqfd may be written directly (vhost) and when not. */
+static void test_msix_watch_direct(void **state)
+{
+    struct env *e = *state;
+    struct pci_device *d = &e->t->pci;
+    cfg_wr(e, 0x20, 4, 0xfe000004);
+    cfg_wr(e, 0x24, 4, 0);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+
+    /* Watching reports the state at once: MSI-X is off, no direct fd. */
+    pci_msix_watch(d, 0, true);
+    assert_int_equal(fake.direct_calls, 1);
+    assert_int_equal(fake.direct_vec, 0);
+    assert_int_equal(fake.direct_fd, -1);
+
+    /* Enabled, vector unmasked: the route's eventfd. */
+    msix_entry(0, 0xfee01000, 0x41);
+    msix_vector_mask(0, false);
+    assert_int_equal(fake.direct_calls, 1);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(fake.direct_calls, 2);
+    assert_int_equal(fake.direct_fd, routes[0].fd);
+    assert_true(fake.direct_fd >= 0);
+    int fd = fake.direct_fd;
+
+    /* Retargeting keeps the fd (the route follows): nothing to tell. */
+    msix_entry(0, 0xfee02000, 0x42);
+    assert_int_equal(fake.direct_calls, 2);
+
+    /* Vector mask, function mask, bus mastering: each takes the fd away and gives it back. */
+    msix_vector_mask(0, true);
+    assert_int_equal(fake.direct_fd, -1);
+    msix_vector_mask(0, false);
+    assert_int_equal(fake.direct_fd, fd);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+    assert_int_equal(fake.direct_fd, -1);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(fake.direct_fd, fd);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    assert_int_equal(fake.direct_fd, -1);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    assert_int_equal(fake.direct_fd, fd);
+    assert_int_equal(fake.direct_calls, 8);
+
+    /* An unwatched vector says nothing; out-of-range watches are ignored. */
+    msix_entry(1, 0xfee04000, 0x44);
+    msix_vector_mask(1, false);
+    msix_vector_mask(1, true);
+    pci_msix_watch(d, 9999, true);
+    assert_int_equal(fake.direct_calls, 8);
+    assert_int_equal(fake.direct_vec, 0);
+
+    /* Disabling MSI-X frees the route: no fd. Watches nest; the last one ends the reports. */
+    pci_msix_watch(d, 0, true);
+    assert_int_equal(fake.direct_calls, 9); /* the second watcher hears the state too */
+    msix_enable(e, 0);
+    assert_int_equal(fake.direct_calls, 10);
+    assert_int_equal(fake.direct_fd, -1);
+    pci_msix_watch(d, 0, false);
+    msix_enable(e, PCI_MSIX_FLAGS_ENABLE);
+    assert_int_equal(fake.direct_calls, 11);
+    assert_true(fake.direct_fd >= 0);
+    pci_msix_watch(d, 0, false);
+    msix_vector_mask(0, true);
+    pci_device_reset(d);
+    assert_int_equal(fake.direct_calls, 11);
+}
+
 /* ---- mechanism #1 ------------------------------------------------------------------------ */
 
 static uint64_t cf9_value;
@@ -1113,6 +1191,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_intx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msix_irqfd, setup_irqfd, teardown),
+        cmocka_unit_test_setup_teardown(test_msix_watch_direct, setup_irqfd, teardown),
         cmocka_unit_test_setup_teardown(test_mechanism1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_like_linux, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info, setup, teardown),

@@ -105,7 +105,8 @@ static void notify_config(struct virtio_device *vdev)
     __atomic_fetch_add(&cur->tr.config_irqs, 1, __ATOMIC_SEQ_CST);
 }
 
-static const struct virtio_transport_ops fake_ops = {notify_queue, notify_config};
+static const struct virtio_transport_ops fake_ops = {.notify_queue = notify_queue,
+                                                     .notify_config = notify_config};
 
 static void create_with(struct fx *f, bool readonly, enum block_cache cache,
                         enum drive_error_action werror, enum drive_error_action rerror)
