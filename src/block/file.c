@@ -114,6 +114,7 @@ static int run_sync(struct block_backend *bb, struct block_request *req)
 
 static void *pool_worker(void *arg)
 {
+    pthread_setname_np(pthread_self(), "blk-pool");
     struct block_backend *bb = arg;
     struct thread_pool *p = &bb->pool;
     pthread_mutex_lock(&p->lock);

@@ -389,6 +389,7 @@ struct worker_arg {
 
 static void *worker(void *arg)
 {
+    pthread_setname_np(pthread_self(), "qcow2");
     struct qcow2_state *s = ((struct worker_arg *)arg)->s;
     struct scratch *w = ((struct worker_arg *)arg)->w;
     free(arg);

@@ -660,6 +660,9 @@ static void netdev_round(struct netdev *nd, int timeout)
 static void *netdev_thread(void *arg)
 {
     struct netdev *nd = arg;
+    char name[16]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof(name), "net %s", nd->id);
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         pthread_mutex_lock(&nd->lock);
         bool quit = nd->quit;

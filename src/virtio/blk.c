@@ -420,6 +420,8 @@ static void notify_dirty(struct virtio_blk *b)
 
 static void *worker(void *arg)
 {
+    /* Started by a vCPU thread (DRIVER_OK): without a name of its own it would pass for one. */
+    pthread_setname_np(pthread_self(), "virtio-blk");
     struct virtio_blk *b = arg;
     bool stop = false;
     /* Kicks that arrived before DRIVER_OK are still counted in the kick fds: epoll sees them. */

@@ -382,6 +382,7 @@ static void service_queue(struct virtio_serial *vs, unsigned q)
 
 static void *worker(void *opaque)
 {
+    pthread_setname_np(pthread_self(), "virtio-serial");
     struct virtio_serial *vs = opaque;
     struct virtio_device *vdev = &vs->vdev;
     struct pollfd pfd[VIRTIO_MAX_QUEUES + 1];

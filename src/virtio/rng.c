@@ -144,6 +144,7 @@ static void service(struct virtio_rng *r)
 
 static void *worker(void *opaque)
 {
+    pthread_setname_np(pthread_self(), "virtio-rng");
     struct virtio_rng *r = opaque;
     struct virtio_device *vdev = &r->vdev;
     enum { KICK, STOP, TIMER, SOURCE };

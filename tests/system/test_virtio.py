@@ -58,16 +58,28 @@ def test_blk_data_both_ways(cache, aio):
     assert flags & (O_DIRECT | O_DSYNC) == PROMISED[cache], oct(flags)
 
 
+# Host side, while kemu runs: the names of its threads once the virtio-blk worker is up.
+THREADS = ("rm -f /tmp/kemu-threads; (for i in $(seq 300); do sleep 0.1; for p in $(pidof kemu); do "
+           "grep -qx virtio-blk /proc/$p/task/*/comm 2>/dev/null && "
+           "cat /proc/$p/task/*/comm > /tmp/kemu-threads && exit 0; done; done) & ")
+
+
 def test_blk_drive_and_device_pair():
-    """QEMU's long form: if=none + -device virtio-blk-pci at a chosen address, serial visible."""
-    r = run_guest(COMMON + ["-drive", f"file={IMG},if=none,id=drive-virtio-disk0,format=raw,"
+    """QEMU's long form: if=none + -device virtio-blk-pci at a chosen address, serial visible.
+    kemu's threads carry their names: the vCPUs "CPU n/KVM", the disk's worker (started by a vCPU
+    thread at DRIVER_OK) its own."""
+    r = run_guest(COMMON + ["-smp", "2", "-drive", f"file={IMG},if=none,id=drive-virtio-disk0,format=raw,"
                                       "cache=none,aio=native",
                             "-device", "virtio-blk-pci,scsi=off,bus=pci.0,addr=0x4,"
                                        "drive=drive-virtio-disk0,id=virtio-disk0,bootindex=1,"
                                        "serial=KEMU-SERIAL-42"],
                   run="ls /sys/bus/pci/devices; cat /sys/block/vda/serial; echo; " + GUEST_IO,
-                  prefix=MAKE_IMG, suffix=TAIL_MD5)
+                  prefix=MAKE_IMG + THREADS,
+                  suffix=TAIL_MD5 + "echo HOST-THREADS=$(tr ' \\n' '_,' < /tmp/kemu-threads)")
     assert r.status == 0, r
+    threads = field(r.host_output, "HOST-THREADS").strip(",").split(",")
+    assert sorted(t for t in threads if t.startswith("CPU")) == ["CPU_0/KVM", "CPU_1/KVM"], threads
+    assert threads.count("virtio-blk") == 1, threads
     assert "0000:00:04.0" in r.output, r
     assert "KEMU-SERIAL-42" in r.output, r
     assert field(r.output, "GUEST-HEAD") == field(r.host_output, "HOST-HEAD"), r
