@@ -29,6 +29,18 @@
 #define TAG_COMPL 0x10001u
 #define TAG_RETRY 0x10002u
 
+/*
+ * Kick suppression. While BLK_POLL_INFLIGHT or more requests of a queue are at the backend, the
+ * driver's notifications stay off and the worker looks at the available ring whenever it wakes
+ * anyway (each completion wakes it), or after BLK_POLL_MS at the latest. Each kick is a VM exit
+ * (nested, a costly one); at depth the next completion comes soon enough. fio 4k random read at
+ * depth 32 in the nested test host: 0.44 kicks per request and 7-8k IOPS before, 12-13k with a
+ * threshold of 2 (15k with 1; QEMU 9.4-10.2k). Below the threshold the queue is notified as
+ * before, so a lone request, or one of two, never waits for another's completion.
+ */
+#define BLK_POLL_INFLIGHT 2
+#define BLK_POLL_MS       1
+
 struct blk_req {
     struct block_request br;
     struct virtio_blk *b;
@@ -61,6 +73,8 @@ struct virtio_blk {
     int epfd, stop_fd;
     bool broken; /* the driver broke the rules: no more pops until reset */
     bool dirty[VIRTIO_MAX_QUEUES];
+    unsigned busy[VIRTIO_MAX_QUEUES]; /* requests of the queue at the backend */
+    bool polling[VIRTIO_MAX_QUEUES];  /* notifications off: the worker looks (see above) */
     struct vq_chain *chain;
     struct blk_req *reqs, *free_reqs;
     unsigned nreqs;
@@ -125,6 +139,7 @@ static void io_done(struct block_request *br, int ret)
 {
     struct blk_req *r = br->opaque;
     struct virtio_blk *b = r->b;
+    b->busy[r->q]--;
     if (ret < 0) {
         enum drive_error_taken a = io_error(b, r, ret);
         if (a == DRIVE_ERROR_TAKEN_STOP)
@@ -135,6 +150,7 @@ static void io_done(struct block_request *br, int ret)
     if (ret == 0 && r->flush_after) {
         r->flush_after = false;
         br->op = BLOCK_OP_FLUSH;
+        b->busy[r->q]++;
         block_backend_submit(b->bb, br);
         return;
     }
@@ -344,6 +360,7 @@ static void handle_chain(struct virtio_blk *b, unsigned q, const struct vq_chain
         finish(b, r, st);
         return;
     }
+    b->busy[q]++;
     block_backend_submit(b->bb, &r->br);
 }
 
@@ -371,7 +388,10 @@ static void process_queue(struct virtio_blk *b, unsigned q)
                 break;
             handle_chain(b, q, b->chain);
         }
-        if (b->broken || !vq_enable_notification(vq))
+        if (b->broken)
+            break;
+        b->polling[q] = b->busy[q] >= BLK_POLL_INFLIGHT;
+        if (b->polling[q] || !vq_enable_notification(vq))
             break;
     }
 out:
@@ -388,6 +408,7 @@ static void retry_held(struct virtio_blk *b)
     block_backend_plug(b->bb);
     while (r) {
         struct blk_req *next = r->next_free;
+        b->busy[r->q]++;
         block_backend_submit(b->bb, &r->br);
         r = next;
     }
@@ -406,6 +427,18 @@ static void drop_held(struct virtio_blk *b)
     }
     b->held_tail = &b->held;
     __atomic_store_n(&b->nheld, 0, __ATOMIC_RELAXED);
+}
+
+/* Queues with notifications off: take what the driver added since we last looked. */
+static bool poll_queues(struct virtio_blk *b, bool run)
+{
+    bool any = false;
+    for (unsigned q = 0; q < b->num_queues; q++) {
+        if (b->polling[q] && run && !b->broken)
+            process_queue(b, q);
+        any |= b->polling[q];
+    }
+    return any;
 }
 
 static void notify_dirty(struct virtio_blk *b)
@@ -427,7 +460,8 @@ static void *worker(void *arg)
     /* Kicks that arrived before DRIVER_OK are still counted in the kick fds: epoll sees them. */
     while (!stop) {
         struct epoll_event ev[VIRTIO_MAX_QUEUES + 2];
-        int n = epoll_wait(b->epfd, ev, VIRTIO_MAX_QUEUES + 2, -1);
+        int n = epoll_wait(b->epfd, ev, VIRTIO_MAX_QUEUES + 2,
+                           poll_queues(b, false) ? BLK_POLL_MS : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -448,6 +482,7 @@ static void *worker(void *arg)
                 process_queue(b, tag);
             }
         }
+        poll_queues(b, true);
         notify_dirty(b);
     }
     /* Stopping (reset or exit): complete what is in flight so no I/O touches guest memory
@@ -465,6 +500,8 @@ static int blk_start(struct virtio_device *vdev)
     struct virtio_blk *b = vdev->opaque;
     b->broken = false;
     memset(b->dirty, 0, sizeof(b->dirty));
+    memset(b->busy, 0, sizeof(b->busy));
+    memset(b->polling, 0, sizeof(b->polling));
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     b->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (b->epfd < 0 || b->stop_fd < 0)

@@ -48,6 +48,11 @@ struct fx {
 
 static struct fx *cur;
 
+/* The driver kicks after every request, or (kick_as_needed) only when the device's avail_event
+ * asks, as Linux's does with EVENT_IDX; kicks counts them. */
+static bool kick_as_needed;
+static unsigned kicks;
+
 /* Error injection: the backend's format driver is wrapped so that requests of the ops in
  * inject_mask (1 << BLOCK_OP_*) fail with -inject_errno while it is set. */
 static const struct block_format_ops *real_fmt;
@@ -55,8 +60,21 @@ static struct block_format_ops faulty_fmt;
 static int inject_errno;
 static unsigned inject_mask;
 
+/* The gate: while it is on, reads stay at the backend until the test releases them. */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool gate_on;
+static struct block_request *gated[QSIZE];
+static unsigned ngated;
+
 static void faulty_submit(struct block_backend *bb, struct block_request *req)
 {
+    pthread_mutex_lock(&gate_lock);
+    if (gate_on && req->op == BLOCK_OP_READ && ngated < QSIZE) {
+        gated[ngated++] = req;
+        pthread_mutex_unlock(&gate_lock);
+        return;
+    }
+    pthread_mutex_unlock(&gate_lock);
     int e = __atomic_load_n(&inject_errno, __ATOMIC_SEQ_CST);
     if (e && (__atomic_load_n(&inject_mask, __ATOMIC_SEQ_CST) & (1u << req->op))) {
         block_complete_later(bb, req, -e);
@@ -120,6 +138,8 @@ static void create_with(struct fx *f, bool readonly, enum block_cache cache,
     faulty_fmt.submit = faulty_submit;
     f->bb->fmt = &faulty_fmt;
     inject(0, 0);
+    gate_on = false;
+    ngated = 0;
     nerrs = 0;
     struct virtio_blk_params p = {.serial = "KEMU-SERIAL-0123456789",
                                   .queue_size = QSIZE,
@@ -173,9 +193,16 @@ static int setup(void **state)
     return 0;
 }
 
+static void release_one(struct fx *f);
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
+    /* A failed test may leave reads at the gate: stopping the device waits for them. */
+    gate_on = false;
+    while (ngated)
+        release_one(f);
+    kick_as_needed = false;
     virtio_blk_destroy(f->blk);
     if (f->bb)
         f->bb->fmt = real_fmt; /* close runs the real driver's close */
@@ -196,12 +223,22 @@ static void desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t
     le_put16(p + 14, next);
 }
 
+static bool kick_needed(struct fx *f)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint16_t ev = le_get16(f->ram + USED + 4 + 8 * QSIZE), new_idx = f->avail_idx;
+    return (uint16_t)(new_idx - ev - 1) < 1; /* vring_need_event for one added entry */
+}
+
 static void publish(struct fx *f, uint16_t head)
 {
     le_put16(f->ram + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), head);
     f->avail_idx++;
     __atomic_store_n((uint16_t *)(void *)(f->ram + AVAIL + 2), f->avail_idx, __ATOMIC_RELEASE);
-    virtio_kick(f->vdev, 0);
+    if (!kick_as_needed || kick_needed(f)) {
+        kicks++;
+        virtio_kick(f->vdev, 0);
+    }
 }
 
 /* Wait until the device used every published chain. */
@@ -533,6 +570,82 @@ static void test_reset_inflight(void **state)
     }
 }
 
+static void wait_gated(unsigned n)
+{
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&gate_lock);
+        unsigned have = ngated;
+        pthread_mutex_unlock(&gate_lock);
+        if (have == n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("%u reads at the backend, not %u", ngated, n);
+}
+
+/* Complete the oldest gated read (as a backend thread would). */
+static void release_one(struct fx *f)
+{
+    pthread_mutex_lock(&gate_lock);
+    assert_true(ngated > 0);
+    struct block_request *req = gated[0];
+    memmove(gated, gated + 1, --ngated * sizeof(gated[0]));
+    pthread_mutex_unlock(&gate_lock);
+    block_complete_later(f->bb, req, 0);
+}
+
+/* Wait until the device asks to be kicked for the next request (its notifications are on). */
+static void wait_kick_wanted(struct fx *f)
+{
+    for (int i = 0; i < 5000 && le_get16(f->ram + USED + 4 + 8 * QSIZE) != f->avail_idx; i++)
+        usleep(1000);
+    assert_int_equal(le_get16(f->ram + USED + 4 + 8 * QSIZE), f->avail_idx);
+}
+
+/* With two or more requests at the backend the device turns the driver's kicks off and takes
+ * new requests when a completion wakes it, or within BLK_POLL_MS; below that, kicks as usual. */
+static void test_kick_suppression(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    driver_init(f, all_features);
+    kick_as_needed = true;
+    kicks = 0;
+    gate_on = true;
+
+    /* One read in flight: the device still wants a kick for the next. */
+    post(f, 0, VIRTIO_BLK_T_IN, 0, DATA, 4096, true);
+    wait_gated(1);
+    wait_kick_wanted(f);
+    /* Two: from now on no kick is asked for... */
+    post(f, 1, VIRTIO_BLK_T_IN, 8, DATA + 4096, 4096, true);
+    assert_int_equal(kicks, 2);
+    wait_gated(2);
+    usleep(20000); /* the worker settles with notifications off */
+    post(f, 2, VIRTIO_BLK_T_IN, 16, DATA + 8192, 4096, true);
+    post(f, 3, VIRTIO_BLK_T_IN, 24, DATA + 12288, 4096, true);
+    assert_int_equal(kicks, 2);
+    /* ...and the requests still reach the backend (the poll timer: nothing completed). */
+    wait_gated(4);
+    /* A completion is a moment to look as well. */
+    post(f, 4, VIRTIO_BLK_T_IN, 32, DATA + 16384, 4096, true);
+    assert_int_equal(kicks, 2);
+    release_one(f);
+    wait_gated(4);
+
+    /* All done: kicks are wanted again, and work. */
+    gate_on = false;
+    while (ngated)
+        release_one(f);
+    wait_used(f);
+    for (unsigned s = 0; s < 5; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    wait_kick_wanted(f);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 40, DATA, 4096, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(kicks, 3);
+    kick_as_needed = false;
+}
+
 static void wait_errors(unsigned n)
 {
     for (int i = 0; i < 5000; i++) {
@@ -742,6 +855,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kick_suppression, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_report, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_ignore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_stop, setup, teardown),
