@@ -1,6 +1,7 @@
 """The human monitor (HMP) against kemu on this machine's /dev/kvm, with a tiny guest that halts
 forever at 0x100200 (cli; hlt; jmp back): over -monitor unix:, over -monitor stdio with a pipe,
 and on the -nographic / -serial mon:stdio console behind Ctrl-A c."""
+import contextlib
 import os
 import re
 import socket
@@ -28,6 +29,18 @@ def kernel(tmp_path):
     k = tmp_path / "halt.bzImage"
     k.write_bytes(mkbzimage.build_halt())
     return str(k)
+
+
+@contextlib.contextmanager
+def kemu_running(args, stdin=subprocess.DEVNULL):
+    """kemu started with args (stdout and stderr piped); killed if it still runs at the end."""
+    p = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
 
 
 def base_args(kernel):
@@ -77,10 +90,8 @@ def parse_regs(text):
 
 def test_unix_monitor(kernel, tmp_path):
     sock = str(tmp_path / "hmp.sock")
-    p = subprocess.Popen(base_args(kernel) + ["-nodefaults",
-                                              "-monitor", f"unix:{sock},server=on,wait=off"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with kemu_running(base_args(kernel) +
+                      ["-nodefaults", "-monitor", f"unix:{sock},server=on,wait=off"]) as p:
         m = Monitor(sock)
         assert "monitor - type 'help' for more information" in m.banner, m.banner
         assert m.cmd("info status") == "VM status: running\r\n"
@@ -183,10 +194,6 @@ def test_unix_monitor(kernel, tmp_path):
         assert "monitor - type" in m.banner
         m.sock.sendall(b"quit\n")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def run_piped(args, data, delay_before_last=None):
@@ -221,10 +228,9 @@ def test_stdio_monitor_on_a_pipe(kernel):
 def test_stdio_monitor_eof_keeps_running(kernel, tmp_path):
     # stdin closing is not a quit: the VM runs on and QMP still answers.
     sock = str(tmp_path / "qmp.sock")
-    p = subprocess.Popen(base_args(kernel) + ["-nodefaults", "-monitor", "stdio",
-                                              "-qmp", f"unix:{sock},server=on,wait=off"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with kemu_running(base_args(kernel) + ["-nodefaults", "-monitor", "stdio",
+                                           "-qmp", f"unix:{sock},server=on,wait=off"],
+                      stdin=subprocess.PIPE) as p:
         p.stdin.write(b"info stat")  # a line cut short by EOF
         p.stdin.close()
         p.stdin = None  # communicate() must not flush it again
@@ -237,10 +243,6 @@ def test_stdio_monitor_eof_keeps_running(kernel, tmp_path):
         assert out == "%016x: 0xfa 0xf4 0xeb 0xfd\r\n" % ENTRY, out
         q.cmd("quit")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 @pytest.mark.parametrize("console", [["-nographic"], ["-serial", "mon:stdio"]])
@@ -271,21 +273,15 @@ def test_bad_monitor_options(kernel):
 
 def test_mon_readline_on_a_chardev(kernel, tmp_path):
     sock = str(tmp_path / "m.sock")
-    p = subprocess.Popen(base_args(kernel) + [
+    with kemu_running(base_args(kernel) + [
         "-nodefaults", "-chardev", f"socket,id=m0,path={sock},server=on,wait=off",
-        "-mon", "chardev=m0,mode=readline", "-S"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+        "-mon", "chardev=m0,mode=readline", "-S"]) as p:
         m = Monitor(sock)
         assert m.cmd("info status") == "VM status: paused (prelaunch)\r\n"
         assert m.cmd("cont") == ""
         assert m.cmd("info status") == "VM status: running\r\n"
         m.sock.sendall(b"q\n")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def free_port():
@@ -301,14 +297,12 @@ def test_tcp_chardevs_and_info_chardev(kernel, tmp_path):
     -monitor's own chardev (compat_monitor0)."""
     sock = str(tmp_path / "hmp.sock")
     mport, sport = free_port(), free_port()
-    p = subprocess.Popen(base_args(kernel) + [
+    with kemu_running(base_args(kernel) + [
         "-nodefaults", "-monitor", f"unix:{sock},server=on,wait=off",
         "-chardev", f"socket,id=m0,host=127.0.0.1,port={mport},server=on,wait=off",
         "-mon", "chardev=m0,mode=readline",
         "-chardev", f"socket,id=s0,host=127.0.0.1,port={sport},server=on,wait=off",
-        "-serial", "chardev:s0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+        "-serial", "chardev:s0"]) as p:
         m = Monitor(("127.0.0.1", mport))
         assert "monitor - type 'help'" in m.banner, m.banner
         assert m.cmd("info status") == "VM status: running\r\n"
@@ -322,10 +316,6 @@ def test_tcp_chardevs_and_info_chardev(kernel, tmp_path):
         ser.close()
         m.sock.sendall(b"quit\r\n")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def test_tcp_monitor(kernel):
@@ -333,10 +323,8 @@ def test_tcp_monitor(kernel):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    p = subprocess.Popen(base_args(kernel) + [
-        "-nodefaults", "-monitor", f"tcp:127.0.0.1:{port},server=on,wait=off"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with kemu_running(base_args(kernel) + [
+        "-nodefaults", "-monitor", f"tcp:127.0.0.1:{port},server=on,wait=off"]) as p:
         deadline = time.time() + 10
         while True:
             try:
@@ -354,10 +342,6 @@ def test_tcp_monitor(kernel):
             buf += data
         assert b"monitor - type 'help'" in buf and b"VM status: running\r\n" in buf, buf
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def test_default_nic(kernel):
@@ -391,12 +375,10 @@ def test_info_items_powerdown_and_monitor_on_a_chardev(kernel, tmp_path):
     system_powerdown reaches QMP as POWERDOWN (the tiny guest has no ACPI driver, so it runs on)."""
     from qmp import QMP
     hsock, qsock = str(tmp_path / "h.sock"), str(tmp_path / "q.sock")
-    p = subprocess.Popen(base_args(kernel) + [
+    with kemu_running(base_args(kernel) + [
         "-nodefaults", "-name", "guest-x1",
         "-chardev", f"socket,id=h0,path={hsock},server=on,wait=off", "-monitor", "chardev:h0",
-        "-qmp", f"unix:{qsock},server=on,wait=off"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+        "-qmp", f"unix:{qsock},server=on,wait=off"]) as p:
         m = Monitor(hsock)
         assert "monitor - type 'help' for more information" in m.banner, m.banner
         q = QMP(qsock)
@@ -423,10 +405,6 @@ def test_info_items_powerdown_and_monitor_on_a_chardev(kernel, tmp_path):
         assert m.cmd("info status") == "VM status: running\r\n"
         m.sock.sendall(b"quit\r\n")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def test_info_name_without_name(kernel):
@@ -441,11 +419,9 @@ def test_x_remembers_format_and_size(kernel, tmp_path):
     size given, shared between them; the count is 1 each time; a format that does not parse
     changes nothing and gets QEMU's two lines."""
     sock = str(tmp_path / "hmp.sock")
-    p = subprocess.Popen(base_args(kernel) + ["-nodefaults",
-                                              "-monitor", f"unix:{sock},server=on,wait=off"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     a = "%016x:" % ENTRY
-    try:
+    with kemu_running(base_args(kernel) +
+                      ["-nodefaults", "-monitor", f"unix:{sock},server=on,wait=off"]) as p:
         m = Monitor(sock)
         assert m.cmd(f"xp {ENTRY:#x}") == f"{a} 0xfdebf4fa\r\n"  # QEMU's first default: 1 w x
         assert m.cmd(f"xp /4bx {ENTRY:#x}") == f"{a} 0xfa 0xf4 0xeb 0xfd\r\n"
@@ -470,10 +446,6 @@ def test_x_remembers_format_and_size(kernel, tmp_path):
             assert m.cmd(f"xp /x {ENTRY:#x}") == f"{a} 0xfdebf4fa\r\n"
         m.sock.sendall(b"quit\n")
         assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def test_pit_in_kemu_or_in_kvm(kernel):
