@@ -32,7 +32,8 @@ else
     [ -f build-fuzz/build.ninja ] ||
         CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
             -Db_lundef=false -Dtests=disabled >/dev/null
-    ninja -C build-fuzz >/dev/null
+    # Quiet when it builds; a compiler error is shown (ninja prints it on stdout).
+    ninja -C build-fuzz >build-fuzz/ninja.log || { cat build-fuzz/ninja.log; exit 1; }
     for f in build-fuzz/tests/fuzz/fuzz_*; do
         [ -f "$f" ] && [ -x "$f" ] || continue
         name=$(basename "$f" | sed 's/^fuzz_//')

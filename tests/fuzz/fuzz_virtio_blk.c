@@ -41,7 +41,8 @@ static void no_irq(struct virtio_device *vdev, unsigned q) {}
 
 static void no_config_irq(struct virtio_device *vdev) {}
 
-static const struct virtio_transport_ops ops = {no_irq, no_config_irq};
+static const struct virtio_transport_ops ops = {.notify_queue = no_irq,
+                                                .notify_config = no_config_irq};
 
 static void init_once(void)
 {
