@@ -586,6 +586,15 @@ static void msix_enable(struct env *e, uint16_t flags)
     cfg_wr(e, cap + PCI_MSIX_FLAGS, 2, flags);
 }
 
+/* Map BAR4 (64-bit, MSI-X table at +0x2000) at 0xfe000000 as a guest would, with memory
+ * decoding and bus mastering on. */
+static void map_bar4(struct env *e)
+{
+    cfg_wr(e, 0x20, 4, 0xfe000004);
+    cfg_wr(e, 0x24, 4, 0);
+    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+}
+
 static void test_msix(void **state)
 {
     struct env *e = *state;
@@ -598,10 +607,8 @@ static void test_msix(void **state)
     cfg_wr(e, cap + PCI_MSIX_FLAGS, 2, 0x3fff); /* only the enable/mask bits are writable */
     assert_int_equal(cfg_rd(e, cap + PCI_MSIX_FLAGS, 2), 3);
 
-    /* Map BAR4 as a guest would and program vector 1 through MMIO. */
-    cfg_wr(e, 0x20, 4, 0xfe000004);
-    cfg_wr(e, 0x24, 4, 0);
-    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    /* Map BAR4 and program vector 1 through MMIO. */
+    map_bar4(e);
     uint64_t v;
     uint64_t ent = 0xfe000000 + 0x2000 + 16;
     assert_true(bus_read(&fake.mmio, ent + 12, 4, &v));
@@ -788,9 +795,7 @@ static void test_msix_irqfd(void **state)
 {
     struct env *e = *state;
     struct pci_device *d = &e->t->pci;
-    cfg_wr(e, 0x20, 4, 0xfe000004);
-    cfg_wr(e, 0x24, 4, 0);
-    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    map_bar4(e);
 
     /* Nothing is routed while MSI-X is disabled or a vector has never been unmasked. */
     msix_entry(0, 0xfee01000, 0x41);
@@ -884,9 +889,7 @@ static void test_msix_watch_direct(void **state)
 {
     struct env *e = *state;
     struct pci_device *d = &e->t->pci;
-    cfg_wr(e, 0x20, 4, 0xfe000004);
-    cfg_wr(e, 0x24, 4, 0);
-    cfg_wr(e, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    map_bar4(e);
 
     /* Watching reports the state at once: MSI-X is off, no direct fd. */
     pci_msix_watch(d, 0, true);
