@@ -627,25 +627,33 @@ void netdev_deliver(struct netdev *nd, const uint8_t *frame, size_t len)
 static void netdev_round(struct netdev *nd, int timeout)
 {
     struct epoll_event evs[32];
-    nd->npfds = 0;
-    netdev_poll_add(nd, nd->epfd, POLLIN);
-    int t = -1;
-    if (nd->ops->poll_fill)
+    int n = 0;
+    if (nd->ops->poll_fill) {
+        /* The backend's own descriptors (slirp's sockets) change every round: poll() them
+         * together with our epoll set. */
+        nd->npfds = 0;
+        netdev_poll_add(nd, nd->epfd, POLLIN);
+        int t = -1;
         nd->ops->poll_fill(nd, &t);
-    if (timeout >= 0 && (t < 0 || t > timeout))
-        t = timeout;
-    int r = poll(nd->pfds, (nfds_t)nd->npfds, t);
-    if (r < 0 && errno != EINTR)
-        fprintf(stderr, "kemu: netdev '%s': poll: %s\n", nd->id, strerror(errno));
-    if (nd->ops->poll_done)
-        nd->ops->poll_done(nd, r < 0);
-    if (r > 0 && nd->pfds[0].revents) {
-        int n = epoll_wait(nd->epfd, evs, 32, 0);
-        for (int i = 0; i < n; i++) {
-            struct nd_handler *h = evs[i].data.ptr;
-            if (h->state == ND_LIVE)
-                h->cb(h->opaque);
-        }
+        if (timeout >= 0 && (t < 0 || t > timeout))
+            t = timeout;
+        int r = poll(nd->pfds, (nfds_t)nd->npfds, t);
+        if (r < 0 && errno != EINTR)
+            fprintf(stderr, "kemu: netdev '%s': poll: %s\n", nd->id, strerror(errno));
+        if (nd->ops->poll_done)
+            nd->ops->poll_done(nd, r < 0);
+        if (r > 0 && nd->pfds[0].revents)
+            n = epoll_wait(nd->epfd, evs, 32, 0);
+    } else {
+        /* Everything is in the epoll set (tap): one system call per wake-up. */
+        n = epoll_wait(nd->epfd, evs, 32, timeout);
+        if (n < 0 && errno != EINTR)
+            fprintf(stderr, "kemu: netdev '%s': epoll_wait: %s\n", nd->id, strerror(errno));
+    }
+    for (int i = 0; i < n; i++) {
+        struct nd_handler *h = evs[i].data.ptr;
+        if (h->state == ND_LIVE)
+            h->cb(h->opaque);
     }
     for (unsigned i = 0; i < ND_HANDLERS; i++)
         if (nd->h[i].state == ND_DEAD)
