@@ -186,18 +186,20 @@ void virtio_kick(struct virtio_device *vdev, unsigned q)
     (void)r; /* EAGAIN only when the counter is saturated: a kick is pending anyway */
 }
 
-bool virtio_kick_drain(int fd)
+uint64_t virtio_kick_drain(int fd)
 {
     uint64_t n;
-    return read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n);
+    return read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) ? n : 0;
 }
 
-void virtio_notify_queue(struct virtio_device *vdev, unsigned q)
+bool virtio_notify_queue(struct virtio_device *vdev, unsigned q)
 {
     if (q >= vdev->nqueues || !vq_should_notify(&vdev->vq[q]))
-        return;
-    if (vdev->transport && vdev->transport->notify_queue)
-        vdev->transport->notify_queue(vdev, q);
+        return false;
+    if (!vdev->transport || !vdev->transport->notify_queue)
+        return false;
+    vdev->transport->notify_queue(vdev, q);
+    return true;
 }
 
 void virtio_config_changed(struct virtio_device *vdev)

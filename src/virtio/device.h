@@ -135,8 +135,9 @@ void virtio_kick(struct virtio_device *vdev, unsigned q);
 
 /* ---- for the device kind (any thread) ---- */
 
-/* After pushing used buffers on queue q: interrupt the driver if it wants one. */
-void virtio_notify_queue(struct virtio_device *vdev, unsigned q);
+/* After pushing used buffers on queue q: interrupt the driver if it wants one (true when an
+ * interrupt went out). */
+bool virtio_notify_queue(struct virtio_device *vdev, unsigned q);
 /* The device changed its config space: bump the generation and interrupt the driver. */
 void virtio_config_changed(struct virtio_device *vdev);
 /* The driver broke the rules (e.g. vq_pop returned -1): set DEVICE_NEEDS_RESET, tell the
@@ -147,7 +148,8 @@ static inline bool virtio_has_feature(const struct virtio_device *vdev, unsigned
 {
     return (vdev->features >> bit) & 1;
 }
-/* Drain a kick eventfd after it became readable (returns false if it was not signalled). */
-bool virtio_kick_drain(int fd);
+/* Drain a kick eventfd after it became readable: the number of notifications it had counted
+ * (0 if it was not signalled). */
+uint64_t virtio_kick_drain(int fd);
 
 #endif

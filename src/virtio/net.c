@@ -38,8 +38,9 @@ struct virtio_net;
 struct net_pair {
     struct virtio_net *n;
     unsigned index;
-    bool vhost;     /* the kernel's vhost-net services this pair's rings now */
-    bool rx_pushed; /* used RX buffers not yet notified */
+    bool vhost;             /* the kernel's vhost-net services this pair's rings now */
+    bool rx_pushed;         /* used RX buffers not yet notified */
+    uint64_t tx_self_kicks; /* our own TX re-kicks still in the eventfd, not the driver's */
     struct held_frame held[VIRTIO_NET_RX_HELD_MAX];
     unsigned held_head, held_count;
 };
@@ -298,7 +299,8 @@ static void rx_notify(struct net_pair *p)
 {
     if (p->rx_pushed) {
         p->rx_pushed = false;
-        virtio_notify_queue(&p->n->vdev, rxq(p));
+        if (virtio_notify_queue(&p->n->vdev, rxq(p)))
+            p->n->stats.rx_irqs++;
     }
 }
 
@@ -344,7 +346,7 @@ static void rx_kick(void *opaque)
 {
     struct net_pair *p = opaque;
     struct virtio_net *n = p->n;
-    virtio_kick_drain(n->vdev.kick_fd[rxq(p)]);
+    n->stats.rx_kicks += virtio_kick_drain(n->vdev.kick_fd[rxq(p)]);
     if (n->broken)
         return;
     while (p->held_count) {
@@ -442,7 +444,10 @@ static void tx_kick(void *opaque)
     struct net_pair *p = opaque;
     struct virtio_net *n = p->n;
     struct virtqueue *vq = &n->vdev.vq[txq(p)];
-    virtio_kick_drain(n->vdev.kick_fd[txq(p)]);
+    uint64_t kicks = virtio_kick_drain(n->vdev.kick_fd[txq(p)]);
+    uint64_t own = kicks < p->tx_self_kicks ? kicks : p->tx_self_kicks;
+    p->tx_self_kicks -= own;
+    n->stats.tx_kicks += kicks - own;
     if (n->broken)
         return;
     unsigned i;
@@ -466,11 +471,15 @@ static void tx_kick(void *opaque)
         vq_push(vq, n->tx.head, 0);
         /* Complete each frame as it goes: the guest's TCP (small queues) sends more only when
          * earlier frames are freed, so holding completions until the batch ends stalls it. */
-        virtio_notify_queue(&n->vdev, txq(p));
+        if (virtio_notify_queue(&n->vdev, txq(p)))
+            n->stats.tx_irqs++;
     }
-    if (i == TX_BUDGET)
+    if (i == TX_BUDGET) {
+        p->tx_self_kicks++;
         virtio_kick(&n->vdev, txq(p)); /* more may wait: come back after other events */
-    virtio_notify_queue(&n->vdev, txq(p));
+    }
+    if (virtio_notify_queue(&n->vdev, txq(p)))
+        n->stats.tx_irqs++;
     /* Sending into slirp may have produced replies: deliver them now rather than next round. */
     rx_notify(&n->pairs[0]);
 }
@@ -914,6 +923,7 @@ static void detach_on_thread(void *opaque)
         netdev_set_rx_enabled(n->nd, i, true);
         held_drop_all(&n->pairs[i]);
         n->pairs[i].rx_pushed = false;
+        n->pairs[i].tx_self_kicks = 0; /* the reset drains the kick eventfds */
     }
     struct error e = {0};
     netdev_set_active_queues(n->nd, 1, &e); /* cannot fail when shrinking but for a tap error */
@@ -1110,11 +1120,14 @@ void virtio_net_destroy(struct virtio_net *n)
     if (getenv("KEMU_NET_STATS"))
         fprintf(stderr,
                 "kemu: %s: userspace rx %llu tx %llu frames; vhost-net pair starts %llu, "
-                "relayed interrupts %llu, irqfd switches %llu\n",
+                "relayed interrupts %llu, irqfd switches %llu; driver kicks rx %llu tx %llu, "
+                "interrupts rx %llu tx %llu\n",
                 n->vdev.name ? n->vdev.name : "virtio-net", (unsigned long long)n->stats.rx_frames,
                 (unsigned long long)n->stats.tx_frames, (unsigned long long)n->stats.vhost_starts,
                 (unsigned long long)n->stats.vhost_calls,
-                (unsigned long long)n->stats.vhost_call_binds);
+                (unsigned long long)n->stats.vhost_call_binds,
+                (unsigned long long)n->stats.rx_kicks, (unsigned long long)n->stats.tx_kicks,
+                (unsigned long long)n->stats.rx_irqs, (unsigned long long)n->stats.tx_irqs);
     close_calls(n);
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
         held_drop_all(&n->pairs[i]);

@@ -126,7 +126,9 @@ struct virtio_net_stats {
     uint64_t vhost_starts;      /* queue pairs handed to vhost-net (once per driver start) */
     uint64_t vhost_calls;       /* interrupts vhost-net asked for through kemu's relay */
     uint64_t vhost_call_binds;  /* vhost's call fd switched to an irqfd or back to the relay */
-    unsigned curr_pairs;        /* queue pairs in use (VQ_PAIRS_SET) */
+    /* kemu's own datapath: the driver's notifications (each a VM exit) and the interrupts sent. */
+    uint64_t rx_kicks, tx_kicks, rx_irqs, tx_irqs;
+    unsigned curr_pairs; /* queue pairs in use (VQ_PAIRS_SET) */
 };
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *st);
 
