@@ -439,6 +439,12 @@ static int tx_one(struct net_pair *p)
     return 0;
 }
 
+static void tx_notify(struct net_pair *p)
+{
+    if (virtio_notify_queue(&p->n->vdev, txq(p)))
+        p->n->stats.tx_irqs++;
+}
+
 static void tx_kick(void *opaque)
 {
     struct net_pair *p = opaque;
@@ -471,15 +477,13 @@ static void tx_kick(void *opaque)
         vq_push(vq, n->tx.head, 0);
         /* Complete each frame as it goes: the guest's TCP (small queues) sends more only when
          * earlier frames are freed, so holding completions until the batch ends stalls it. */
-        if (virtio_notify_queue(&n->vdev, txq(p)))
-            n->stats.tx_irqs++;
+        tx_notify(p);
     }
     if (i == TX_BUDGET) {
         p->tx_self_kicks++;
         virtio_kick(&n->vdev, txq(p)); /* more may wait: come back after other events */
     }
-    if (virtio_notify_queue(&n->vdev, txq(p)))
-        n->stats.tx_irqs++;
+    tx_notify(p);
     /* Sending into slirp may have produced replies: deliver them now rather than next round. */
     rx_notify(&n->pairs[0]);
 }

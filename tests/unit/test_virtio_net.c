@@ -135,15 +135,16 @@ static bool wait_used(struct fx *f, unsigned q, uint16_t idx)
     return false;
 }
 
-/* kemu's datapath counters once the netdev thread has taken `kicks` TX notifications and
- * counted an interrupt for each one the transport sent (read while the thread is idle). */
-static struct virtio_net_stats wait_tx_counted(struct fx *f, uint64_t kicks)
+/* kemu's datapath counters once the netdev thread has taken `kicks` notifications on queue q
+ * (0 receive, 1 transmit) and counted an interrupt for each one the transport sent there (read
+ * while the thread is idle). */
+static struct virtio_net_stats wait_counted(struct fx *f, unsigned q, uint64_t kicks)
 {
     struct virtio_net_stats st = {0};
     for (int i = 0; i < 3000; i++) {
         virtio_net_get_stats(f->net, &st);
-        if (st.tx_kicks == kicks &&
-            st.tx_irqs == __atomic_load_n(&f->notify_q[1], __ATOMIC_SEQ_CST))
+        uint64_t k = q ? st.tx_kicks : st.rx_kicks, irqs = q ? st.tx_irqs : st.rx_irqs;
+        if (k == kicks && irqs == __atomic_load_n(&f->notify_q[q], __ATOMIC_SEQ_CST))
             break;
         usleep(1000);
     }
@@ -266,7 +267,7 @@ static void test_tx(void **state)
 
         /* The counters behind KEMU_NET_STATS: one driver kick per publish, each interrupt the
          * transport sent, nothing on the receive side. */
-        struct virtio_net_stats st = wait_tx_counted(f, 3);
+        struct virtio_net_stats st = wait_counted(f, 1, 3);
         assert_int_equal(st.tx_kicks, 3);
         assert_int_equal(st.tx_frames, 2);
         assert_int_equal(st.tx_dropped, 1);
@@ -331,13 +332,7 @@ static void test_rx(void **state)
     for (int i = 0; i < 1000 && !__atomic_load_n(&f->notify_q[0], __ATOMIC_SEQ_CST); i++)
         usleep(1000);
     assert_true(__atomic_load_n(&f->notify_q[0], __ATOMIC_SEQ_CST) >= 1);
-    struct virtio_net_stats st;
-    for (int i = 0; i < 1000; i++) {
-        virtio_net_get_stats(f->net, &st);
-        if (st.rx_irqs == __atomic_load_n(&f->notify_q[0], __ATOMIC_SEQ_CST) && st.rx_kicks == 1)
-            break;
-        usleep(1000);
-    }
+    struct virtio_net_stats st = wait_counted(f, 0, 1);
     assert_int_equal(st.rx_irqs, __atomic_load_n(&f->notify_q[0], __ATOMIC_SEQ_CST));
     assert_int_equal(st.rx_kicks, 1); /* the one publish of a receive buffer */
 
