@@ -104,12 +104,18 @@ static void desc(struct fx *f, unsigned q, unsigned i, uint64_t addr, uint32_t l
     le_put16(p + 14, next);
 }
 
-static void publish(struct fx *f, unsigned q, uint16_t head)
+/* Make chain `head` available on queue q without notifying the device. */
+static void make_avail(struct fx *f, unsigned q, uint16_t head)
 {
     le_put16(f->ram + AVAIL(q) + 4 + 2 * (f->avail_idx[q] % QSIZE), head);
     f->avail_idx[q]++;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     le_put16(f->ram + AVAIL(q) + 2, f->avail_idx[q]);
+}
+
+static void publish(struct fx *f, unsigned q, uint16_t head)
+{
+    make_avail(f, q, head);
     virtio_kick(f->vdev, q);
 }
 
@@ -291,11 +297,8 @@ static void test_tx_one_irq_per_kick(void **state)
         memset(f->ram + a, 0, 12);
         fill(f->ram + a + 12, LEN, (uint8_t)i);
         desc(f, 1, i, a, 12 + LEN, 0, 0);
-        le_put16(f->ram + AVAIL(1) + 4 + 2 * i, (uint16_t)i);
+        make_avail(f, 1, (uint16_t)i);
     }
-    f->avail_idx[1] = N;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    le_put16(f->ram + AVAIL(1) + 2, N);
     virtio_kick(f->vdev, 1);
     uint8_t buf[256];
     for (unsigned i = 0; i < N; i++) {
