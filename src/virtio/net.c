@@ -41,6 +41,7 @@ struct net_pair {
     unsigned index;
     bool vhost;             /* the kernel's vhost-net services this pair's rings now */
     bool rx_pushed;         /* used RX buffers not yet notified */
+    bool rx_round_started;  /* a frame of this netdev round was notified */
     uint64_t tx_self_kicks; /* our own TX re-kicks still in the eventfd, not the driver's */
     struct held_frame held[VIRTIO_NET_RX_HELD_MAX];
     unsigned held_head, held_count;
@@ -328,9 +329,12 @@ static void net_receive(void *opaque, unsigned queue, const uint8_t *frame, size
     if (r == 0) {
         held_push(p, frame, len);
         netdev_set_rx_enabled(n->nd, queue, false);
-    } else if (r > 0) {
-        /* Per frame, not per batch: the guest starts on the first frame while we copy the next;
-         * its used_event (NAPI) keeps the interrupts few. */
+    } else if (r > 0 && !p->rx_round_started) {
+        /* The first frame of a netdev round at once (the guest starts on it while we copy the
+         * next), the rest at the round's end in net_flush. Per frame, the guest's RX NAPI
+         * re-armed between frames: 0.13-0.17 interrupts per frame host->guest over tap against
+         * 0.10-0.14 this way, at the same throughput (tap A/B, 4 runs each). */
+        p->rx_round_started = true;
         rx_notify(p);
     }
 }
@@ -338,8 +342,10 @@ static void net_receive(void *opaque, unsigned queue, const uint8_t *frame, size
 static void net_flush(void *opaque)
 {
     struct virtio_net *n = opaque;
-    for (unsigned i = 0; i < n->used_pairs; i++)
+    for (unsigned i = 0; i < n->used_pairs; i++) {
+        n->pairs[i].rx_round_started = false;
         rx_notify(&n->pairs[i]);
+    }
 }
 
 /* The guest added receive buffers: deliver what waits. */
@@ -931,7 +937,7 @@ static void detach_on_thread(void *opaque)
     for (unsigned i = 0; i < n->used_pairs; i++) {
         netdev_set_rx_enabled(n->nd, i, true);
         held_drop_all(&n->pairs[i]);
-        n->pairs[i].rx_pushed = false;
+        n->pairs[i].rx_pushed = n->pairs[i].rx_round_started = false;
         n->pairs[i].tx_self_kicks = 0; /* the reset drains the kick eventfds */
     }
     struct error e = {0};
