@@ -46,7 +46,7 @@ def field(text, name):
 
 def run_qcow2(drive_opts):
     r = run_guest(COMMON + ["-drive", f"file={IMG},if=virtio{drive_opts}"],
-                  run=GUEST_IO, prefix=MAKE_IMG, suffix=AFTER)
+                  run=GUEST_IO, prefix="export KEMU_BLK_STATS=1; " + MAKE_IMG, suffix=AFTER)
     if "HAVE-QEMU-IMG=1" not in r.host_output:
         pytest.skip("qemu-img/qemu-io missing where kemu runs")
     assert r.status == 0, r
@@ -68,6 +68,15 @@ def test_qcow2_data_both_ways(opts):
     assert field(r.output, "GUEST-TAIL") == field(r.host_output, "HOST-TAIL"), r
     if not opts:
         assert "probing guessed raw" not in r.output + r.host_output
+    # With O_DIRECT, the 2 MiB written into fresh clusters and read back (iflag=direct) go
+    # straight to the aio engine, with no hand-off to a worker thread; buffered, all on workers.
+    m = re.search(r"qcow2: (\d+) reads and (\d+) writes on the owner thread", r.output)
+    assert m, r
+    fast_reads, fast_writes = int(m.group(1)), int(m.group(2))
+    if "cache=none" in opts:
+        assert fast_reads > 0 and fast_writes > 0, m.group(0)
+    else:
+        assert fast_reads == 0 and fast_writes == 0, m.group(0)
 
 
 def test_qcow2_snapshot_leaves_image_unchanged():
