@@ -13,6 +13,7 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +114,16 @@ def run_vmm(argv, timeout, prefix="", suffix=""):
     why = (f"VMM exit status {res['status']}" + (", timed out" if res["timed_out"] else "") +
            f", {res['seconds']} s")
     full = f"[{why}]\n{text}" + (f"\n--- host side ---\n{host}" if host else "")
+    if res.get("threads"):
+        full += f"\n--- VMM threads at the timeout ---\n{res['threads']}"
+    if not ok:
+        # The tail printed by the benchmarks may miss the start of a failure (a guest warning
+        # before a stall): the whole console is kept.
+        fd, path = tempfile.mkstemp(prefix=f"kemu-bench-{os.path.basename(argv[0])}-",
+                                    suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(full + "\n")
+        full += f"\n(whole output: {path})"
     return ok, figures, full
 
 
@@ -137,18 +148,25 @@ def alternate(rounds):
 
 
 def table(metrics, results, rounds):
-    """metrics: [(key, label, unit)]; results: {vmm: {key: [values]}}. Prints medians, ratios."""
+    """metrics: [(key, label, unit)]; results: {vmm: {key: {round: value}}}. Prints medians and
+    their ratio, and the ratio round by round where both VMMs have a figure: the test host
+    slows down through a run, so the rounds compare like with like and the medians may not."""
     print()
-    print(f"  {'median (runs with a figure)':32s} {'kemu':>14s} {'QEMU':>14s} {'kemu/QEMU':>10s}")
+    print(f"  {'median (runs with a figure)':32s} {'kemu':>14s} {'QEMU':>14s} {'kemu/QEMU':>10s}"
+          f"  {'per round':s}")
     for key, label, unit in metrics:
-        cells, meds = [], {}
+        cells, meds, runs = [], {}, {}
         for vmm in ("kemu", "qemu"):
-            v = results[vmm].get(key, [])
+            runs[vmm] = results[vmm].get(key, {})
+            v = list(runs[vmm].values())
             meds[vmm] = statistics.median(v) if v else None
             cells.append(f"{meds[vmm]:9.1f} ({len(v)}/{rounds})" if v else "failed")
         ratio = (f"{meds['kemu'] / meds['qemu']:10.3f}" if meds["kemu"] and meds["qemu"]
                  else f"{'-':>10s}")
-        print(f"  {label + ' [' + unit + ']':32s} {cells[0]:>14s} {cells[1]:>14s} {ratio}")
+        paired = [f"r{r + 1} {runs['kemu'][r] / runs['qemu'][r]:.2f}" for r in sorted(runs["kemu"])
+                  if r in runs["qemu"] and runs["qemu"][r]]
+        print(f"  {label + ' [' + unit + ']':32s} {cells[0]:>14s} {cells[1]:>14s} {ratio}"
+              f"  {', '.join(paired) or '-'}")
     print("  (higher is better for every figure; a ratio >= 1.0 means kemu is at least as fast)")
 
 

@@ -61,10 +61,12 @@ class Result:
         self.seconds = d["seconds"]
         self.killed = d["killed"]
         self.timed_out = d["timed_out"]
+        self.threads = d.get("threads", "")
 
     def __repr__(self):
+        threads = f"\n--- VMM threads at the timeout ---\n{self.threads}" if self.threads else ""
         return (f"<status={self.status} killed={self.killed} timed_out={self.timed_out} "
-                f"{self.seconds}s>\n--- output tail ---\n{self.output[-3000:]}")
+                f"{self.seconds}s>\n--- output tail ---\n{self.output[-3000:]}{threads}")
 
 
 def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_opts=(),
@@ -114,7 +116,9 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
         # A guest that stalls past its timeout: the nested test host (KVM on QEMU's software
         # emulation) sometimes locks up a vCPU under load. Retried once, announced.
         if attempt == 1 and res.timed_out:
-            announce_retry(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}")
+            threads = f"\nVMM threads:\n{res.threads[:6000]}" if res.threads else ""
+            announce_retry(f"RETRY: the guest timed out; first output:\n{res.output[-2000:]}"
+                           f"{threads}")
             # On a fresh test host: a stuck process would keep this one slow.
             testhost._stop_shared()
             continue

@@ -14,10 +14,45 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def thread_dump(pid):
+    """Each thread of a VMM that timed out: name, state, wait channel and kernel stack, to tell
+    a vCPU halted in KVM from one stuck in the VMM (the stack needs root; left out without)."""
+    lines = []
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return ""
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        stat = read_text(f"{base}/stat")
+        state = stat[stat.rfind(")") + 2:].split(" ", 1)[0] if ")" in stat else "?"
+        lines.append(f"thread {tid} {read_text(f'{base}/comm')} state {state} "
+                     f"wchan {read_text(f'{base}/wchan') or '-'}")
+        lines += ["    " + l for l in read_text(f"{base}/stack").splitlines()[:12]]
+    if shutil.which("gdb"):  # and where in the VMM each thread is
+        try:
+            bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx",
+                                 "-ex", "thread apply all bt 12"], capture_output=True,
+                                text=True, timeout=90).stdout
+            lines += [l[:160] for l in bt.splitlines() if l.startswith(("Thread ", "#"))]
+        except (OSError, subprocess.TimeoutExpired):
+            lines.append("gdb did not answer")
+    return "\n".join(lines)
 
 
 def main():
@@ -46,13 +81,16 @@ def main():
 
     buf = b""
     pending = [(m.encode(), t.encode().decode("unicode_escape").encode()) for m, t in a.input_after]
-    killed = timed_out = False
+    killed = timed_out = exited = False
     while True:
         left = a.timeout - (time.monotonic() - start)
         if left <= 0:
             timed_out = True
             break
-        r, _, _ = select.select([out_fd], [], [], min(left, 1.0))
+        # Once the VMM has exited, only what is still in the pipe: it may have written its last
+        # words after the previous select() gave up waiting (a VMM failing at start-up says
+        # only that).
+        r, _, _ = select.select([out_fd], [], [], 0 if exited else min(left, 1.0))
         if r:
             try:
                 chunk = os.read(out_fd, 65536)
@@ -69,8 +107,11 @@ def main():
                 if text.count(m.encode()) >= int(n):
                     killed = True
                     break
-        elif p.poll() is not None:
+        elif exited:
             break
+        else:
+            exited = p.poll() is not None
+    threads = thread_dump(p.pid) if timed_out and p.poll() is None else ""
     if killed or timed_out:
         p.send_signal(signal.SIGKILL)
     try:
@@ -84,6 +125,7 @@ def main():
         "killed": killed,
         "timed_out": timed_out,
         "output": buf.decode("utf-8", "replace").replace("\r", ""),
+        "threads": threads,
     }
     sys.stdout.write("GUESTRUN-RESULT " + json.dumps(result) + "\n")
 
