@@ -90,7 +90,10 @@ def test_vhost_single_queue_both_ways_and_rebind():
                       "ip addr add 192.168.80.2/24 dev eth0; ip link set eth0 up; "
                       "ping -c 3 -W 5 192.168.80.1; echo PING2-EXIT=$?; "
                       "ping -c 3 -W 5 -s 20000 192.168.80.1; echo BIGPING2-EXIT=$?; "
-                      "dd if=/dev/urandom of=/www/big2 bs=64k count=32 2>/dev/null; "
+                      # Written aside and renamed: the host polls for big2 and must never
+                      # fetch it half written.
+                      "dd if=/dev/urandom of=/www/.big2 bs=64k count=32 2>/dev/null; "
+                      "mv /www/.big2 /www/big2; "
                       "echo GUEST-MD5-2=$(md5sum /www/big2 | cut -d' ' -f1); " + guest_wait("done2") +
                       "grep virtio /proc/interrupts",
                   prefix=STATS + "rm -f /tmp/vh.out /tmp/vh.big2; " +
