@@ -52,6 +52,17 @@ def test_qcow2_lazy_refcounts_survive_sigkill():
                ["--lazy-refcounts", kemu_img])
 
 
+def failed_reports(out):
+    """The driver's lines for failed trials: "TRIAL n FAIL ...", its problems, how to repeat."""
+    keep, lines = False, []
+    for line in out.splitlines():
+        if line.startswith(("TRIAL ", "CRASH-RESULT ", "crash trials: ")):
+            keep = line.startswith("TRIAL ") and " FAIL " in line
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def run_trials(trials, extra):
     need_qemu_img()
     if not os.access(KEMU, os.X_OK):
@@ -92,7 +103,9 @@ def run_trials(trials, extra):
     out = "\n".join(outs)
     assert len(trials_done) == trials, out[-4000:]
     bad = [t for t in trials_done if not t["ok"]]
-    assert not bad, f"{len(bad)} trial(s) failed (seed {seed}):\n{out[-8000:]}"
+    # The failed trials' own reports first: CI shows only part of a long message.
+    assert not bad, (f"{len(bad)} trial(s) failed (seed {seed}):\n{failed_reports(out)[:6000]}"
+                     f"\n--- the whole output's end ---\n{out[-3000:]}")
     assert status == 0, out[-4000:]
     # The trials must have tested something: most kills came after flushed writes.
     with_data = sum(1 for t in trials_done if t["flushed"] > 0)
