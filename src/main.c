@@ -371,6 +371,7 @@ static size_t qmp_pci(void *opaque, struct qmp_pci_info *out, size_t max)
                     .class_code = (uint16_t)(c[0x0b] << 8 | c[0x0a]),
                     .desc = pci_class_desc((uint16_t)(c[0x0b] << 8 | c[0x0a])),
                     .type = d->name,
+                    .qdev_id = d->id,
                     .irq_pin = c[PCI_INTERRUPT_PIN],
                     .irq = pci_device_gsi(d),
                 };
@@ -390,6 +391,29 @@ static size_t qmp_pci(void *opaque, struct qmp_pci_info *out, size_t max)
         }
     }
     return n;
+}
+
+static int mon_hostfwd(void *opaque, const char *netdev, bool add, const char *rule,
+                       struct error *err)
+{
+    struct app *app = opaque;
+    if (!app->devices) {
+        error_setf(err, "user mode network stack not in use");
+        return -ENODEV;
+    }
+    return machine_devices_hostfwd(app->devices, netdev, add, rule, err);
+}
+
+static char *mon_usernet_info(void *opaque)
+{
+    struct app *app = opaque;
+    return app->devices ? machine_devices_usernet_info(app->devices) : NULL;
+}
+
+static size_t qmp_network(void *opaque, struct qmp_net_client *out, size_t max)
+{
+    struct app *app = opaque;
+    return app->devices ? machine_devices_net_info(app->devices, out, max) : 0;
 }
 
 static size_t qmp_block(void *opaque, struct qmp_block_info *out, size_t max)
@@ -553,7 +577,10 @@ static int start_qmp(struct app *app, struct error *err)
                                        .query_chardevs = qmp_chardevs,
                                        .query_pci = qmp_pci,
                                        .query_block = qmp_block,
+                                       .query_network = qmp_network,
                                        .commit = mon_commit,
+                                       .hostfwd = mon_hostfwd,
+                                       .usernet_info = mon_usernet_info,
                                        .vm = mon_vm,
                                        .name = cfg->name,
                                        .opaque = app};
@@ -582,14 +609,20 @@ static int start_qmp(struct app *app, struct error *err)
     return 0;
 }
 
-/* True if one element of "a,b,help" is "help" or "?". */
-static bool wants_help(const char *text)
+/* True if one element of "a,b,help" is "help" or "?" (key "": a bare element; key "model=":
+ * "model=help" or "model=?"). */
+static bool wants_help_key(const char *text, const char *key)
 {
+    size_t kl = strlen(key);
     for (const char *p = text; *p;) {
         const char *e = strchr(p, ',');
         size_t n = e ? (size_t)(e - p) : strlen(p);
-        if ((n == 4 && !strncmp(p, "help", 4)) || (n == 1 && *p == '?'))
-            return true;
+        if (n >= kl && !strncmp(p, key, kl)) {
+            const char *v = p + kl;
+            size_t vn = n - kl;
+            if ((vn == 4 && !strncmp(v, "help", 4)) || (vn == 1 && *v == '?'))
+                return true;
+        }
         if (!e)
             break;
         p = e + 1;
@@ -597,9 +630,33 @@ static bool wants_help(const char *text)
     return false;
 }
 
+static bool wants_help(const char *text)
+{
+    return wants_help_key(text, "");
+}
+
+/* "-net nic,model=help", "-nic user,model=?": the NIC models, as QEMU lists them; "-net help",
+ * "-nic help": the backends (a NIC option names one). */
+static bool print_nic_help(const struct kemu_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (wants_help_key(l->v[i], "model=")) {
+            printf("Supported NIC models:\nvirtio-net-pci\n");
+            return true;
+        }
+        if (wants_help(l->v[i])) {
+            netdev_print_help(stdout);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* "-drive help", "-netdev user,help": print the keys and exit 0 before any machine exists. */
 static bool print_backend_help(const struct kemu_config *cfg)
 {
+    if (print_nic_help(&cfg->nets) || print_nic_help(&cfg->nics))
+        return true;
     for (size_t i = 0; i < cfg->drives.n; i++) {
         if (wants_help(cfg->drives.v[i])) {
             struct drive_opts o = {0};

@@ -22,6 +22,8 @@ static const struct opt_desc drive_desc[] = {
     {"rerror", OPT_STRING, "report", "action on read errors: report, ignore or stop"},
     {"media", OPT_STRING, "disk", "media type (disk only)"},
     {"index", OPT_NUMBER, NULL, "unit number (names a drive without id=)"},
+    {"bus", OPT_NUMBER, "0", "bus number"},
+    {"unit", OPT_NUMBER, NULL, "unit number on the bus (default: the first free one)"},
     {"snapshot", OPT_BOOL, "off", "write to a temporary overlay, discarded at exit"},
     {"file.locking", OPT_STRING, "auto", "image locking as QEMU's: auto, on or off"},
     {"l2-cache-size", OPT_SIZE, NULL, "qcow2: bytes of L2 tables to cache (default 1M)"},
@@ -58,6 +60,9 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
         d->iface = DRIVE_IF_VIRTIO;
     else if (!strcmp(v, "none"))
         d->iface = DRIVE_IF_NONE;
+    else if (!opts_has(o, "if"))
+        return error_setf(err, "no if= given, and the pc machine's default (if=ide) is not "
+                               "supported yet: add if=virtio");
     else if (lookup(v, other_ifs) >= 0)
         return error_setf(err, "if=%s is not supported yet, use if=virtio", v);
     else
@@ -136,12 +141,22 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
         return error_setf(err, "'%s' invalid read error action", opts_get_str(o, "rerror"));
     d->rerror = (enum drive_error_action)i;
 
-    uint64_t n = index;
-    if (opts_get_number(o, "index", &n, err) < 0)
+    uint64_t n = index, bus = 0;
+    if (opts_get_number(o, "bus", &bus, err) < 0 || opts_get_number(o, "index", &n, err) < 0 ||
+        opts_get_number(o, "unit", &n, err) < 0)
         return -1;
-    if (n > 65535)
-        return error_setf(err, "index %llu is too large", (unsigned long long)n);
+    /* As QEMU: index= stands for a bus and unit pair, so it comes alone. */
+    if (opts_has(o, "index") && (bus || opts_has(o, "unit")))
+        return error_setf(err, "index cannot be used with bus and unit");
+    if (n > 65535 || bus > 65535)
+        return error_setf(err, "%s %llu is too large",
+                          bus > 65535            ? "bus"
+                          : opts_has(o, "index") ? "index"
+                                                 : "unit",
+                          (unsigned long long)(bus > 65535 ? bus : n));
     d->index = (unsigned)n;
+    d->bus = (unsigned)bus;
+    d->unit_given = opts_has(o, "index") || opts_has(o, "unit");
 
     if (set_str(&d->file, opts_get_str(o, "file"), err) < 0 ||
         set_str(&d->serial, opts_get_str(o, "serial"), err) < 0 ||
@@ -155,9 +170,20 @@ static int interpret(const struct opts *o, unsigned index, struct drive_opts *d,
             return error_setf(err, "Parameter 'id' expects an identifier");
         return set_str(&d->id, v, err);
     }
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%s%u", d->iface == DRIVE_IF_VIRTIO ? "virtio" : "none", d->index);
     d->id_generated = true;
+    return drive_set_unit(d, d->index, err);
+}
+
+int drive_set_unit(struct drive_opts *d, unsigned unit, struct error *err)
+{
+    d->index = unit;
+    if (!d->id_generated)
+        return 0;
+    /* QEMU's "<if><unit>": an interface without a unit limit leaves the bus out. */
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%s%u", d->iface == DRIVE_IF_VIRTIO ? "virtio" : "none", unit);
+    free(d->id);
+    d->id = NULL;
     return set_str(&d->id, buf, err);
 }
 

@@ -83,7 +83,9 @@ struct drive_opts {
     bool discard_unmap;
     enum detect_zeroes dz;
     enum drive_error_action werror, rerror;
-    unsigned index; /* the unit: index= or the index argument of drive_parse() */
+    unsigned bus;    /* bus= (an interface like virtio has one unit per drive on any bus) */
+    unsigned index;  /* the unit: unit=, index= or the index argument of drive_parse() */
+    bool unit_given; /* unit= or index= was given */
     bool id_generated;
     bool snapshot;
     bool locking;                   /* file.locking=on|auto (default), off */
@@ -95,14 +97,16 @@ struct drive_opts {
 extern const struct opts_group drive_opts_group;
 
 /*
- * Parse one -drive argument. index: how many -drive options came before this one; it is the
- * unit number when index= is not given, and names a drive without id=: "virtio<N>" for
- * if=virtio, "none<N>" for if=none (QEMU's rule "<if><unit>"; QEMU's unit is the first free one
- * of that interface, which equals index when every -drive uses the same if=). Returns 0, 1 if
+ * Parse one -drive argument. index: the unit number when neither unit= nor index= is given
+ * (the machine then sets QEMU's, the first free one, with drive_set_unit()); the unit names a
+ * drive without id=: "virtio<N>" for if=virtio, "none<N>" for if=none. Returns 0, 1 if
  * "help" was asked for (the keys were printed on stdout; *out is empty), or -1 with err set to
  * the reason only (the caller prefixes "-drive ARG: ").
  */
 int drive_parse(const char *text, unsigned index, struct drive_opts *out, struct error *err);
+/* Give a drive parsed without unit= or index= its unit (QEMU: the first free one of its
+ * interface and bus), renaming it if its id was generated. */
+int drive_set_unit(struct drive_opts *o, unsigned unit, struct error *err);
 void drive_opts_free(struct drive_opts *o);
 /* Open the image: missing or unreadable files, O_DIRECT refusals, engine set-up errors. */
 int drive_open(const struct drive_opts *o, struct block_backend **out, struct error *err);

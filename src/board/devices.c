@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -32,6 +33,9 @@ enum kind { KIND_BLK, KIND_NET, KIND_SERIAL, KIND_RNG };
 struct dev {
     enum kind kind;
     char *id;
+    char *net_name;    /* a NIC's name in info network: its id or "virtio-net-pci.N" */
+    char net_info[64]; /* a NIC's "model=...,macaddr=..." in info network */
+    struct netdev *nd; /* a NIC's backend */
     struct virtio_pci *vp;
     struct virtio_mmio *mmio; /* microvm */
     union {
@@ -53,6 +57,7 @@ struct drive {
     bool used; /* by a virtio-blk device */
     enum io_status io_status;
     char node_name[32]; /* QEMU names a -drive's node "#blockNNN" */
+    const char *qdev;   /* QEMU's path of the device it is attached to, NULL if none */
     struct machine_devices *md;
 };
 
@@ -79,8 +84,12 @@ struct machine_devices {
     size_t nnetdevs;
     struct dev devs[MAX_DEVICES];
     size_t ndevs;
-    unsigned nics; /* for default MAC addresses */
-    char **owned;  /* strings built here (netdev texts of -nic/-net) */
+    unsigned nics;      /* for NIC names */
+    bool mac_used[256]; /* 52:54:00:12:34:XX addresses taken, for default ones */
+    /* QEMU's /machine/peripheral-anon/device[N]: -device devices without id= and if=virtio
+     * disks, numbered in creation order (query-block's "qdev" names them). */
+    unsigned anon_devices;
+    char **owned; /* strings built here (netdev texts of -nic/-net) */
     size_t nowned;
 
     /* Failed disk requests: workers queue them and signal err_fd, the main loop reports them
@@ -116,6 +125,12 @@ static struct dev *new_dev(struct machine_devices *md, enum kind kind, const cha
         error_setf(err, "too many devices (at most %d)", MAX_DEVICES);
         return NULL;
     }
+    /* -device ids are checked as they are parsed; this catches "-net nic,id=" against them. */
+    for (size_t i = 0; id && i < md->ndevs; i++)
+        if (md->devs[i].id && !strcmp(md->devs[i].id, id)) {
+            error_setf(err, "duplicate device id '%s'", id);
+            return NULL;
+        }
     struct dev *d = &md->devs[md->ndevs++];
     memset(d, 0, sizeof(*d));
     d->kind = kind;
@@ -332,7 +347,33 @@ static int add_blk(struct machine_devices *md, struct drive *dr, const struct op
         return -1;
     if (virtio_blk_create(md->mem, dr->bb, &p, &d->u.blk, err) < 0)
         return -1;
+    /* What QEMU reports the drive attached to: its virtio device, which is the "virtio-backend"
+     * child of a PCI proxy, or the virtio-mmio device itself (named by its id when it has one).
+     * An anonymous -device was counted by add_device; an if=virtio disk is counted here. */
+    bool pci = !pc_has_virtio_mmio(md->pc);
+    unsigned anon = o ? md->anon_devices - 1 : md->anon_devices++;
+    size_t n = 64 + (id ? strlen(id) : 0);
+    char *path = keep(md, malloc(n));
+    if (!path)
+        return error_setf(err, "out of memory");
+    if (id)
+        snprintf(path, n, pci ? "/machine/peripheral/%s/virtio-backend" : "%s", id);
+    else
+        snprintf(path, n, "/machine/peripheral-anon/device[%u]%s", anon,
+                 pci ? "/virtio-backend" : "");
+    dr->qdev = path;
     return plug(md, d, slot, func, err);
+}
+
+/* Whether a drive before dr (the last one parsed) has dr's interface and bus, and unit. */
+static bool unit_taken(const struct machine_devices *md, const struct drive *dr, unsigned unit)
+{
+    for (size_t i = 0; i + 1 < md->ndrives; i++) {
+        const struct drive_opts *o = &md->drives[i].o;
+        if (o->iface == dr->o.iface && o->bus == dr->o.bus && o->index == unit)
+            return true;
+    }
+    return false;
 }
 
 static int open_drives(struct machine_devices *md, const struct kemu_config *cfg, struct error *err)
@@ -348,9 +389,19 @@ static int open_drives(struct machine_devices *md, const struct kemu_config *cfg
         int r = drive_parse(dr->text, (unsigned)i, &dr->o, err);
         if (r == 0) {
             md->ndrives++;
-            if (find_drive(md, dr->o.id) != dr)
+            /* QEMU's default unit: the lowest one no earlier drive of the interface and bus
+             * has. */
+            unsigned unit = 0;
+            while (!dr->o.unit_given && unit_taken(md, dr, unit))
+                unit++;
+            if (!dr->o.unit_given)
+                r = drive_set_unit(&dr->o, unit, err);
+            if (r == 0 && unit_taken(md, dr, dr->o.index))
+                r = error_setf(err, "drive with bus=%u, unit=%u (index=%u) exists", dr->o.bus,
+                               dr->o.index, dr->o.index);
+            else if (r == 0 && find_drive(md, dr->o.id) != dr)
                 r = error_setf(err, "duplicate drive id '%s'", dr->o.id);
-            else
+            else if (r == 0)
                 r = drive_open(&dr->o, &dr->bb, err);
         } else if (r > 0) {
             return error_setf(err, "-drive help was printed"); /* main exits 0 on help */
@@ -415,21 +466,38 @@ static int parse_mac(const char *s, uint8_t mac[6])
     return (mac[0] & 1) ? -1 : 0; /* a multicast address cannot be a NIC's */
 }
 
-/* mac NULL: QEMU's default 52:54:00:12:34:56, the last byte counting up per NIC. */
+/* mac NULL: QEMU's default, 52:54:00:12:34:XX with the lowest XX from 0x56 that no NIC before
+ * it has (given or default). */
 static int add_nic(struct machine_devices *md, struct netdev_slot *ns, const char *mac_text,
                    bool mq, const char *id, int slot, int func, struct error *err)
 {
-    uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + md->nics)};
+    static const uint8_t base[5] = {0x52, 0x54, 0x00, 0x12, 0x34};
+    uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
     if (mac_text && parse_mac(mac_text, mac) < 0)
         return error_setf(err, "mac '%s': not a unicast MAC address (52:54:00:12:34:56)", mac_text);
+    while (!mac_text && mac[5] < 0xff && md->mac_used[mac[5]])
+        mac[5]++;
+    if (!mac_text && md->mac_used[mac[5]])
+        return error_setf(err, "no default MAC address left (give mac=)");
     if (ns->used)
         return error_setf(err, "netdev '%s' is already in use", netdev_id(ns->nd));
+    if (!memcmp(mac, base, sizeof(base)))
+        md->mac_used[mac[5]] = true;
     struct dev *d = new_dev(md, KIND_NET, id, err);
     if (!d)
         return -1;
     if (virtio_net_create(md->mem, ns->nd, mac, mq, &d->u.net, err) < 0)
         return -1;
     ns->used = true;
+    /* QEMU names a NIC without id "<model>.<n>", n counting the NICs of that model before it. */
+    const char *model = pc_has_virtio_mmio(md->pc) ? "virtio-net-device" : "virtio-net-pci";
+    char name[32];
+    snprintf(name, sizeof(name), "%s.%u", model, md->nics);
+    if (!(d->net_name = strdup(id ? id : name)))
+        return error_setf(err, "out of memory");
+    snprintf(d->net_info, sizeof(d->net_info), "model=%s,macaddr=%02x:%02x:%02x:%02x:%02x:%02x",
+             model, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    d->nd = ns->nd;
     md->nics++;
     return plug(md, d, slot, func, err);
 }
@@ -453,6 +521,15 @@ static char *dup_range(const char *s, size_t n)
     return r;
 }
 
+/* The end of the option element at p: the next single comma (",," is an escaped one), or the
+ * string's end. */
+static const char *elem_end(const char *p)
+{
+    while (*p && !(*p == ',' && p[1] != ','))
+        p += (*p == ',' && p[1] == ',') ? 2 : 1;
+    return p;
+}
+
 static int split_nic(const char *text, struct nic_split *out, struct error *err)
 {
     memset(out, 0, sizeof(*out));
@@ -463,9 +540,7 @@ static int split_nic(const char *text, struct nic_split *out, struct error *err)
     size_t rl = 0;
     const char *p = text;
     while (*p) {
-        const char *e = p;
-        while (*e && !(*e == ',' && e[1] != ',')) /* element end: a single comma */
-            e += (*e == ',' && e[1] == ',') ? 2 : 1;
+        const char *e = elem_end(p);
         size_t n = (size_t)(e - p);
         char **dst = NULL;
         size_t klen = 0;
@@ -579,6 +654,49 @@ static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, b
     return 0;
 }
 
+/* The keys of "-net nic" that split_nic leaves in its rest ("nic,addr=0x5,vectors=3,id=x"):
+ * addr= places the NIC on the PCI bus, vectors= and id= are taken as QEMU takes them (kemu
+ * gives each queue its own MSI-X vector); anything else is refused as QEMU refuses it. */
+static int legacy_nic_keys(struct machine_devices *md, const char *rest, int *slot, int *func,
+                           char *id, size_t idsz, struct error *err)
+{
+    *slot = -1;
+    *func = 0;
+    id[0] = 0;
+    const char *p = rest + 3; /* "nic" */
+    while (*p == ',') {
+        p++;
+        const char *e = elem_end(p);
+        const char *eq = memchr(p, '=', (size_t)(e - p));
+        int kl = (int)((eq ? eq : e) - p);
+        char val[64];
+        if (eq && (size_t)(e - eq - 1) >= sizeof(val))
+            return error_setf(err, "%.*s=: value too long", kl, p);
+        snprintf(val, sizeof(val), "%.*s", eq ? (int)(e - eq - 1) : 0, eq ? eq + 1 : "");
+        if (eq && kl == 4 && !strncmp(p, "addr", 4)) {
+            if (!md->bus)
+                return error_setf(err, "addr=: the microvm machine has no PCI bus (use -M pc)");
+            if (pci_parse_addr(val, slot, func, err) < 0)
+                return -1;
+        } else if (eq && kl == 7 && !strncmp(p, "vectors", 7)) {
+            uint64_t v;
+            if (opts_parse_number(val, &v) < 0 || v > 0xffffffffULL)
+                return error_setf(err, "vectors=%s: not a number of MSI-X vectors", val);
+        } else if (eq && kl == 2 && !strncmp(p, "id", 2)) {
+            snprintf(id, idsz, "%s", val);
+            if (!opts_id_wellformed(id))
+                return error_setf(err,
+                                  "invalid id '%s' (a letter, then letters, digits, '-', "
+                                  "'.' or '_')",
+                                  id);
+        } else {
+            return error_setf(err, "Invalid parameter '%.*s'", kl, p);
+        }
+        p = e;
+    }
+    return 0;
+}
+
 /*
  * Legacy -net: "nic[,model=,macaddr=,netdev=]" and backends "user|tap[,...]" on QEMU's hub 0.
  * kemu has no hub: the n-th NIC without netdev= pairs with the n-th backend.
@@ -618,7 +736,11 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
         struct nic_split s;
         if (split_nic(text, &s, err) < 0)
             return -1;
+        int slot, func;
+        char id[64];
         int r = check_model(s.model, err);
+        if (r == 0)
+            r = legacy_nic_keys(md, s.netdev_text, &slot, &func, id, sizeof(id), err);
         struct netdev_slot *ns = NULL;
         if (r == 0 && s.netdev_ref) {
             if (!(ns = find_netdev(md, s.netdev_ref)))
@@ -633,7 +755,7 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
             }
         }
         if (r == 0)
-            r = add_nic(md, ns, s.mac, false, NULL, -1, 0, err);
+            r = add_nic(md, ns, s.mac, false, id[0] ? id : NULL, slot, func, err);
         split_free(&s);
         if (r < 0) {
             error_prefix(err, "-net %s: ", text);
@@ -696,6 +818,8 @@ static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
     const char *driver = opts_get_str(o, "driver");
     const char *id = opts_get_str(o, "id");
     int slot, func;
+    if (!id)
+        md->anon_devices++;
     if (!strcmp(driver, "isa-debug-exit"))
         return 0; /* a board device: main.c passes it to pc_create */
     if (!strcmp(driver, "virtconsole") || !strcmp(driver, "virtserialport")) {
@@ -831,7 +955,33 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
         if (add_netdev(md, cfg->netdevs.v[i], what, NULL, err) < 0)
             return -1;
     }
-    /* if=virtio drives come first, as QEMU creates them before -device. */
+    /* QEMU's pc has its PIIX3 at slot 1 and, unless -nodefaults or -vga none, its VGA at slot 2.
+     * kemu has neither but keeps their slots, and creates devices in QEMU's order (NICs, then
+     * -device, then if=virtio disks), so devices land where QEMU puts them and guests name
+     * them alike (the default NIC is ens3). */
+    if (md->bus)
+        md->bus->first_auto_slot = cfg->nodefaults || cfg->vga_none ? 2 : 3;
+    bool net_given = cfg->netdevs.n > 0;
+    if (add_nics(md, cfg, &net_given, err) < 0 || add_legacy_net(md, cfg, &net_given, err) < 0)
+        return -1;
+#ifdef CONFIG_SLIRP
+    /* QEMU's default NIC, as a virtio one: user-mode networking for a guest with no options. */
+    if (!net_given && !cfg->nodefaults && (md->bus || pc_has_virtio_mmio(md->pc))) {
+        struct netdev *nd = NULL;
+        if (add_netdev(md, "user,id=__default_net", "default NIC", &nd, err) < 0 ||
+            add_nic(md, find_netdev(md, netdev_id(nd)), NULL, false, NULL, -1, 0, err) < 0)
+            return -1;
+    }
+#endif
+    for (size_t i = 0; i < cfg->ndevices; i++) {
+        if (add_device(md, cfg, chardevs, &cfg->devices[i], err) < 0) {
+            char *t = opts_text(&cfg->devices[i]);
+            error_prefix(err, "-device %s: ", t ? t : "");
+            free(t);
+            return -1;
+        }
+    }
+    /* if=virtio drives last: QEMU adds their devices after every -device. */
     for (size_t i = 0; i < md->ndrives; i++) {
         struct drive *dr = &md->drives[i];
         if (dr->o.iface != DRIVE_IF_VIRTIO)
@@ -845,26 +995,6 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
             return -1;
         }
     }
-    for (size_t i = 0; i < cfg->ndevices; i++) {
-        if (add_device(md, cfg, chardevs, &cfg->devices[i], err) < 0) {
-            char *t = opts_text(&cfg->devices[i]);
-            error_prefix(err, "-device %s: ", t ? t : "");
-            free(t);
-            return -1;
-        }
-    }
-    bool net_given = cfg->netdevs.n > 0;
-    if (add_nics(md, cfg, &net_given, err) < 0 || add_legacy_net(md, cfg, &net_given, err) < 0)
-        return -1;
-#ifdef CONFIG_SLIRP
-    /* QEMU's default NIC, as a virtio one: user-mode networking for a guest with no options. */
-    if (!net_given && !cfg->nodefaults && (md->bus || pc_has_virtio_mmio(md->pc))) {
-        struct netdev *nd = NULL;
-        if (add_netdev(md, "user,id=__default_net", "default NIC", &nd, err) < 0 ||
-            add_nic(md, find_netdev(md, netdev_id(nd)), NULL, false, NULL, -1, 0, err) < 0)
-            return -1;
-    }
-#endif
     for (size_t i = 0; i < md->nnetdevs; i++)
         if (!md->netdevs[i].used)
             fprintf(stderr, "kemu: warning: netdev %s has no peer\n", netdev_id(md->netdevs[i].nd));
@@ -888,6 +1018,7 @@ size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_i
     for (size_t i = 0; i < md->ndrives && i < max; i++) {
         const struct drive *dr = &md->drives[i];
         out[i] = (struct qmp_block_info){.device = dr->o.id,
+                                         .qdev = dr->qdev,
                                          .node_name = dr->node_name,
                                          .inserted = dr->bb != NULL,
                                          .file = dr->o.file,
@@ -902,6 +1033,83 @@ size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_i
                                          .io_status = io_status_name(dr)};
     }
     return md->ndrives;
+}
+
+char *machine_devices_usernet_info(struct machine_devices *md)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < md->nnetdevs; i++) {
+        char *t = netdev_usernet_info(md->netdevs[i].nd);
+        if (!t)
+            continue;
+        /* QEMU's heading; -1: not on a hub (kemu has none) */
+        fprintf(f, "Hub -1 (%s):\n%s", netdev_id(md->netdevs[i].nd), t);
+        free(t);
+    }
+    fclose(f);
+    return text;
+}
+
+int machine_devices_hostfwd(struct machine_devices *md, const char *netdev, bool add,
+                            const char *rule, struct error *err)
+{
+    struct netdev *nd = NULL;
+    for (size_t i = 0; !netdev && !nd && i < md->nnetdevs; i++)
+        if (!strcmp(netdev_type(md->netdevs[i].nd), "user"))
+            nd = md->netdevs[i].nd;
+    if (netdev) {
+        struct netdev_slot *ns = find_netdev(md, netdev);
+        if (!ns) {
+            error_setf(err, "unrecognized netdev id '%s'", netdev);
+            return -ENODEV;
+        }
+        nd = ns->nd;
+        if (strcmp(netdev_type(nd), "user")) {
+            error_setf(err, "invalid device specified");
+            return -ENODEV;
+        }
+    } else if (!nd) {
+        error_setf(err, "user mode network stack not in use");
+        return -ENODEV;
+    }
+    return netdev_hostfwd(nd, add, rule, err);
+}
+
+/* QEMU's order: the backends without a NIC (created first), then each NIC queue followed by
+ * its backend's queue. */
+size_t machine_devices_net_info(struct machine_devices *md, struct qmp_net_client *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < md->nnetdevs; i++) {
+        const struct netdev *nd = md->netdevs[i].nd;
+        for (unsigned q = 0; !md->netdevs[i].used && q < netdev_queues(nd); q++, n++) {
+            if (n >= max)
+                continue;
+            out[n] =
+                (struct qmp_net_client){.name = netdev_id(nd), .index = q, .type = netdev_type(nd)};
+            netdev_info_str(nd, q, out[n].info, sizeof(out[n].info));
+        }
+    }
+    for (size_t i = 0; i < md->ndevs; i++) {
+        const struct dev *d = &md->devs[i];
+        for (unsigned q = 0; d->kind == KIND_NET && d->nd && q < netdev_queues(d->nd); q++) {
+            if (n < max) {
+                out[n] = (struct qmp_net_client){.name = d->net_name, .index = q, .type = "nic"};
+                snprintf(out[n].info, sizeof(out[n].info), "%s", d->net_info);
+            }
+            if (++n < max) {
+                out[n] = (struct qmp_net_client){
+                    .name = netdev_id(d->nd), .index = q, .type = netdev_type(d->nd), .peer = true};
+                netdev_info_str(d->nd, q, out[n].info, sizeof(out[n].info));
+            }
+            n++;
+        }
+    }
+    return n;
 }
 
 int machine_devices_commit(struct machine_devices *md, const char *device, struct error *err)
@@ -953,6 +1161,7 @@ void machine_devices_destroy(struct machine_devices *md)
             break;
         }
         free(d->id);
+        free(d->net_name);
     }
     /* The workers are gone: failures still queued go unreported. */
     if (md->err_fd >= 0) {

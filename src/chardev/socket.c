@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "chardev/fdchr.h"
@@ -93,12 +92,6 @@ static struct chardev *socket_finish(struct sockchr *s, struct eventloop *loop, 
 struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, bool server, bool wait,
                                    struct error *err)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        error_setf(err, "UNIX socket path '%s' is too long", path);
-        return NULL;
-    }
-    strcpy(addr.sun_path, path);
     struct sockchr *s = calloc(1, sizeof(*s));
     if (!s) {
         error_setf(err, "out of memory");
@@ -108,25 +101,12 @@ struct chardev *chardev_socket_new(struct eventloop *loop, const char *path, boo
     if (fdchr_init(&s->f, &sock_ops, loop, -1, -1, err) < 0)
         goto fail;
     s->f.on_eof = sock_eof;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        error_setf_errno(err, errno, "socket");
+    int fd = os_unix_socket(path, server, err);
+    if (fd < 0)
         goto fail;
-    }
     if (!server) {
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-            error_setf_errno(err, errno, "Failed to connect to '%s'", path);
-            close(fd);
-            goto fail;
-        }
         adopt_client(s, fd);
         return &s->f.base;
-    }
-    unlink(path); /* a stale socket from an earlier run */
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 1) < 0) {
-        error_setf_errno(err, errno, "Failed to bind socket to %s", path);
-        close(fd);
-        goto fail;
     }
     snprintf(s->path, sizeof(s->path), "unix:%s", path);
     s->unlink_path = true;

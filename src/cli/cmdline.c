@@ -33,23 +33,9 @@ static int set_str(char **dst, const char *src, struct error *err)
     return 0;
 }
 
-/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_'. */
-static bool id_wellformed(const char *id)
-{
-    if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z')))
-        return false;
-    for (const char *p = id + 1; *p; p++) {
-        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static int check_id(const char *id, struct error *err)
 {
-    if (!id_wellformed(id))
+    if (!opts_id_wellformed(id))
         return error_setf(err, "invalid id '%s' (a letter, then letters, digits, '-', '.' or '_')",
                           id);
     return 0;
@@ -554,6 +540,15 @@ static int h_display(struct parse_state *st, const char *arg, struct opts *o, st
         return error_setf(err, "display '%s' not supported (only none)", type);
     if (o->n > 1)
         return error_setf(err, "display none takes no parameters");
+    return 0;
+}
+
+/* kemu has no display device; -vga none says so to QEMU too, which frees the VGA's slot. */
+static int h_vga(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    if (strcmp(arg, "none"))
+        return error_setf(err, "kemu has no display device (use -vga none)");
+    st->cfg->vga_none = true;
     return 0;
 }
 
@@ -1064,6 +1059,7 @@ static const struct cmdline_option options[] = {
     {"name", ARG | HELP_ARG, NULL, &name_group, h_name, "name the guest"},
     {"nographic", 0, NULL, NULL, h_nographic, "no display; serial port and monitor on stdio"},
     {"display", ARG | HELP_ARG, NULL, &display_group, h_display, "display type (only none)"},
+    {"vga", ARG, "none", NULL, h_vga, "VGA card (only none: kemu has no display device)"},
     {"nodefaults", 0, NULL, NULL, h_nodefaults, "create no default devices (serial port)"},
     {"no-reboot", 0, NULL, NULL, h_no_reboot, "exit instead of rebooting"},
     {"no-shutdown", 0, NULL, NULL, h_no_shutdown, "stop instead of exiting on guest shutdown"},
@@ -1084,7 +1080,7 @@ static const struct cmdline_option options[] = {
     {"fda", ARG, "FILE", NULL, h_legacy_disk, "floppy disk (not supported)"},
     {"netdev", ARG, "user|tap,id=ID[,...]", NULL, h_netdev,
      "define a network backend (-netdev help lists the keys)"},
-    {"net", ARG, "nic[,model=virtio,macaddr=MAC]|user[,...]|tap[,...]|none", NULL, h_net,
+    {"net", ARG, "nic[,model=virtio,macaddr=MAC,addr=SLOT]|user[,...]|tap[,...]|none", NULL, h_net,
      "legacy network options (paired nic and backend)"},
     {"nic", ARG, "user|tap|none[,model=virtio-net-pci,mac=MAC,...]", NULL, h_nic,
      "a network backend and its NIC in one option"},

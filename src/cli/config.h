@@ -131,6 +131,7 @@ struct kemu_config {
     /* Console and devices. */
     bool nographic;
     bool nodefaults;
+    bool vga_none;       /* -vga none: QEMU's default VGA (slot 2 on pc) is not there */
     bool serial_default; /* serials[0] is the default stdio port, not from -serial */
     struct kemu_serial serials[KEMU_MAX_SERIALS];
     size_t nserials;

@@ -71,6 +71,19 @@ static int parse_uint_prefix(const char *s, uint64_t *out, const char **end, boo
     return overflow ? -ERANGE : 0;
 }
 
+bool opts_id_wellformed(const char *id)
+{
+    if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z')))
+        return false;
+    for (const char *p = id + 1; *p; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 int opts_parse_number(const char *s, uint64_t *out)
 {
     const char *end;

@@ -100,6 +100,9 @@ int opts_parse_number(const char *s, uint64_t *out);
 /* unit: multiplier applied when s has no suffix (1 for bytes, 1 << 20 for -m's MiB). */
 int opts_parse_size(const char *s, uint64_t unit, uint64_t *out);
 
+/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_'. */
+bool opts_id_wellformed(const char *id);
+
 /* True if s is "help" or "?". */
 bool opts_is_help(const char *s);
 const char *opt_type_name(enum opt_type t);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "chardev/backends.h"
@@ -190,6 +191,30 @@ int os_tcp_socket(const char *host, const char *port, bool server, int family, b
     if (fd < 0)
         return error_setf_errno(err, e, "Failed to %s %s:%s", server ? "listen on" : "connect to",
                                 host, port);
+    return fd;
+}
+
+int os_unix_socket(const char *path, bool server, struct error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return error_setf(err, "UNIX socket path '%s' is too long", path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "socket");
+    if (server) {
+        unlink(path);
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+            int e = errno;
+            close(fd);
+            return error_setf_errno(err, e, "Failed to bind socket to %s", path);
+        }
+    } else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return error_setf_errno(err, e, "Failed to connect to '%s'", path);
+    }
     return fd;
 }
 

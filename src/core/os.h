@@ -16,6 +16,10 @@
 int os_tcp_socket(const char *host, const char *port, bool server, int family, bool nodelay,
                   struct error *err);
 
+/* A UNIX stream socket at path: bound and listening when server (a stale socket file from an
+ * earlier run is removed first, as QEMU does), connected otherwise. -1 with err set on failure. */
+int os_unix_socket(const char *path, bool server, struct error *err);
+
 /* Create and lock the pid file; it stays locked until os_pidfile_remove(). */
 int os_pidfile_create(const char *path, struct error *err);
 void os_pidfile_remove(void);

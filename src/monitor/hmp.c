@@ -39,6 +39,8 @@ static void cmd_info(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_stop(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_cont(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_commit(struct hmp_ctx *c, char **argv, int argc);
+static void cmd_hostfwd_add(struct hmp_ctx *c, char **argv, int argc);
+static void cmd_hostfwd_remove(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_reset(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_powerdown(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_quit(struct hmp_ctx *c, char **argv, int argc);
@@ -52,6 +54,10 @@ static const struct hmp_cmd commands[] = {
     {"cont|c", "", "resume emulation", cmd_cont},
     {"cpu", "index", "set the default CPU", cmd_cpu},
     {"help|?", "[cmd]", "show the help", cmd_help},
+    {"hostfwd_add", "[netdev_id] [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+     "redirect TCP or UDP connections from host to guest (requires -net user)", cmd_hostfwd_add},
+    {"hostfwd_remove", "[netdev_id] [tcp|udp]:[hostaddr]:hostport",
+     "remove host-to-guest TCP or UDP redirection", cmd_hostfwd_remove},
     {"info", "[subcommand]", "show various information about the system state", cmd_info},
     {"quit|q", "", "quit the emulator", cmd_quit},
     {"stop|s", "", "stop emulation", cmd_stop},
@@ -72,6 +78,8 @@ static void info_qtree(struct hmp_ctx *c);
 static void info_version(struct hmp_ctx *c);
 static void info_kvm(struct hmp_ctx *c);
 static void info_name(struct hmp_ctx *c);
+static void info_network(struct hmp_ctx *c);
+static void info_usernet(struct hmp_ctx *c);
 
 struct hmp_info {
     const char *name;
@@ -86,10 +94,12 @@ static const struct hmp_info infos[] = {
     {"kvm", "show KVM information", info_kvm},
     {"mtree", "show memory tree", info_mtree},
     {"name", "show the current VM name", info_name},
+    {"network", "show the network state", info_network},
     {"pci", "show PCI info", info_pci},
     {"qtree", "show device tree", info_qtree},
     {"registers", "show the cpu registers", info_registers},
     {"status", "show the current VM status (running|paused)", info_status},
+    {"usernet", "show user network stack connection states", info_usernet},
     {"version", "show the version of QEMU", info_version},
 };
 
@@ -196,6 +206,49 @@ static void cmd_stop(struct hmp_ctx *c, char **argv, int argc)
 static void cmd_cont(struct hmp_ctx *c, char **argv, int argc)
 {
     run_action(c, c->ops->cont, "cont");
+}
+
+/* hostfwd_add/hostfwd_remove [netdev_id] RULE: -1 after printing the usage, else the result of
+ * the machine's hostfwd with err filled. */
+static int hostfwd(struct hmp_ctx *c, char **argv, int argc, bool add, struct error *err)
+{
+    if (argc != 2 && argc != 3) {
+        fprintf(c->f, "%s: usage: %s [netdev_id] RULE\r\n", argv[0], argv[0]);
+        return -1;
+    }
+    if (!c->ops->hostfwd) {
+        error_setf(err, "user mode network stack not in use");
+        return -ENODEV;
+    }
+    return c->ops->hostfwd(c->ops->opaque, argc == 3 ? argv[1] : NULL, add, argv[argc - 1], err);
+}
+
+static void cmd_hostfwd_add(struct hmp_ctx *c, char **argv, int argc)
+{
+    struct error err = {0};
+    int r = hostfwd(c, argv, argc, true, &err);
+    if (r == -EEXIST) { /* QEMU's words: slirp says no more than that */
+        fprintf(c->f, "Could not set up host forwarding rule '");
+        put_clean(c->f, argv[argc - 1]);
+        fprintf(c->f, "'\r\n");
+    } else if (r < 0 && err.set) {
+        put_clean(c->f, err.msg);
+        fprintf(c->f, "\r\n");
+    }
+}
+
+static void cmd_hostfwd_remove(struct hmp_ctx *c, char **argv, int argc)
+{
+    struct error err = {0};
+    int r = hostfwd(c, argv, argc, false, &err);
+    if (r == 0 || r == -ENOENT) {
+        fprintf(c->f, "host forwarding rule for ");
+        put_clean(c->f, argv[argc - 1]);
+        fprintf(c->f, " %s\r\n", r ? "not found" : "removed");
+    } else if (r < 0 && err.set) {
+        put_clean(c->f, err.msg);
+        fprintf(c->f, "\r\n");
+    }
 }
 
 /* QEMU's messages: "Device 'x' not found", "'commit' error for 'x': <strerror>". */
@@ -322,6 +375,27 @@ static void info_chardev(struct hmp_ctx *c)
         fprintf(c->f, "%s: filename=%s\r\n", v[i].label ? v[i].label : "",
                 v[i].filename ? v[i].filename : "");
     free(v);
+}
+
+static void info_network(struct hmp_ctx *c)
+{
+    size_t n;
+    struct qmp_net_client *v = FETCH(c->ops, query_network, struct qmp_net_client, &n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(c->f, "%s%s: index=%u,type=%s,%s\r\n", v[i].peer ? " \\ " : "",
+                v[i].name ? v[i].name : "", v[i].index, v[i].type ? v[i].type : "", v[i].info);
+    free(v);
+}
+
+static void info_usernet(struct hmp_ctx *c)
+{
+    char *t = c->ops->usernet_info ? c->ops->usernet_info(c->ops->opaque) : NULL;
+    for (const char *p = t; p && *p; p++) { /* the monitor's lines end in "\r\n" */
+        if (*p == '\n')
+            fputc('\r', c->f);
+        fputc(*p, c->f);
+    }
+    free(t);
 }
 
 static void info_block(struct hmp_ctx *c)

@@ -706,26 +706,8 @@ int qmp_parse_sock_spec(const char *spec, struct qmp_sock_spec *o, struct error 
 /* Bound (server) or connected (client) socket for o; -1 with err set on failure. */
 static int open_socket(const struct qmp_sock_spec *o, struct error *err)
 {
-    if (o->is_unix) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strcpy(sa.sun_path, o->path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return error_setf_errno(err, errno, "socket");
-        if (o->server) {
-            unlink(o->path); /* a stale socket from an earlier run, as QEMU does */
-            if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
-                int e = errno;
-                close(fd);
-                return error_setf_errno(err, e, "Failed to bind socket to %s", o->path);
-            }
-        } else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            int e = errno;
-            close(fd);
-            return error_setf_errno(err, e, "Failed to connect to '%s'", o->path);
-        }
-        return fd;
-    }
+    if (o->is_unix)
+        return os_unix_socket(o->path, o->server, err);
     int family = o->ipv4 && !o->ipv6 ? AF_INET : o->ipv6 && !o->ipv4 ? AF_INET6 : AF_UNSPEC;
     return os_tcp_socket(o->host, o->port, o->server, family, o->nodelay, err);
 }

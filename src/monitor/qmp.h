@@ -47,6 +47,16 @@ struct qmp_pci_info {
     struct qmp_pci_region regions[7];
 };
 
+/* One line of info network: a NIC queue (then its backend queue, peer = true) or a backend
+ * without a NIC. */
+struct qmp_net_client {
+    const char *name; /* the id, or QEMU's "<model>.<n>" for a NIC without one */
+    unsigned index;   /* queue */
+    const char *type; /* "nic", "user", "tap"... */
+    char info[128];   /* "model=virtio-net-pci,macaddr=...", "net=10.0.2.0,restrict=off"... */
+    bool peer;        /* the backend of the NIC line before it */
+};
+
 struct qmp_block_info {
     const char *device; /* drive id ("" for -blockdev nodes) */
     const char *qdev;   /* frontend device path, may be NULL */
@@ -79,6 +89,12 @@ struct qmp_vm_ops {
     size_t (*query_chardevs)(void *opaque, struct qmp_chardev_info *out, size_t max);
     size_t (*query_pci)(void *opaque, struct qmp_pci_info *out, size_t max);
     size_t (*query_block)(void *opaque, struct qmp_block_info *out, size_t max);
+    size_t (*query_network)(void *opaque, struct qmp_net_client *out, size_t max);
+    /* HMP hostfwd_add/hostfwd_remove [netdev] RULE (netdev NULL: the first user netdev): 0,
+     * or -errno with err set (-EEXIST: the rule was refused, -ENOENT: nothing to remove). */
+    int (*hostfwd)(void *opaque, const char *netdev, bool add, const char *rule, struct error *err);
+    /* HMP info usernet: malloc'd text, lines ending in "\n"; NULL: nothing to show. */
+    char *(*usernet_info)(void *opaque);
     /* HMP commit DEVICE|all: 0, or -errno (-ENODEV: no such device) with err set or not. */
     int (*commit)(void *opaque, const char *device, struct error *err);
     /*

@@ -30,10 +30,20 @@ static const struct opt_desc user_desc[] = {
     {"bootfile", OPT_STRING, NULL, "BOOTP file name"},
     {"hostfwd", OPT_STRING, NULL,
      "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport (repeatable)"},
-    {"guestfwd", OPT_STRING, NULL, "tcp:[server]:port-cmd:COMMAND (repeatable)"},
+    {"guestfwd", OPT_STRING, NULL,
+     "tcp:[server]:port-cmd:COMMAND|tcp:HOST:PORT|unix:PATH (repeatable)"},
     {"restrict", OPT_BOOL, "off", "isolate the guest from the host network"},
     {"ipv4", OPT_BOOL, "on", "IPv4"},
     {"ipv6", OPT_BOOL, "on", "IPv6"},
+    {"ipv6-net", OPT_STRING, "fec0::/64", "guest IPv6 network: addr[/prefixlen]"},
+    {"ipv6-prefix", OPT_STRING, NULL, "guest IPv6 network address (with ipv6-prefixlen=)"},
+    {"ipv6-prefixlen", OPT_NUMBER, NULL, "guest IPv6 prefix length (default 64)"},
+    {"ipv6-host", OPT_STRING, NULL, "host IPv6 address, default prefix + 2"},
+    {"ipv6-dns", OPT_STRING, NULL, "IPv6 DNS server address, default prefix + 3"},
+    {"dnssearch", OPT_STRING, NULL, "DNS search domain given by DHCP (repeatable)"},
+    {"tftp-server-name", OPT_STRING, NULL, "TFTP server name given by DHCP (option 66)"},
+    {"smb", OPT_STRING, NULL, "SMB share (not supported: kemu runs no smbd)"},
+    {"smbserver", OPT_STRING, NULL, "SMB server address (not supported)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -252,6 +262,37 @@ static int parse_hostfwd(const char *rule, const struct net_user_cfg *c, struct 
     return 0;
 }
 
+/* The target of a guestfwd rule: cmd:COMMAND (a process per guest connection, run by slirp), or
+ * tcp:HOST:PORT / unix:PATH, a stream kemu connects to at start-up and relays every guest
+ * connection to (QEMU's chardev targets). */
+static int parse_guestfwd_target(const char *rule, const char *t, struct net_guestfwd *f,
+                                 struct error *err)
+{
+    if (!strncmp(t, "cmd:", 4) && t[4]) {
+        f->cmd = strdup(t + 4);
+    } else if (!strncmp(t, "tcp:", 4)) {
+        const char *colon = strrchr(t + 4, ':');
+        int port;
+        if (!colon || colon == t + 4 || (size_t)(colon - (t + 4)) >= NET_GFWD_HOST_MAX ||
+            parse_port(colon + 1, 1, &port) < 0)
+            return error_setf(err, "invalid guestfwd rule '%s': expected tcp:HOST:PORT after '-'",
+                              rule);
+        f->dev = strdup(t);
+    } else if (!strncmp(t, "unix:", 5) && t[5]) {
+        if (strlen(t + 5) >= NET_GFWD_PATH_MAX)
+            return error_setf(err, "invalid guestfwd rule '%s': socket path is too long", rule);
+        f->dev = strdup(t);
+    } else {
+        return error_setf(err,
+                          "invalid guestfwd rule '%s': the target must be cmd:COMMAND, "
+                          "tcp:HOST:PORT or unix:PATH",
+                          rule);
+    }
+    if (!f->cmd && !f->dev)
+        return error_setf(err, "out of memory");
+    return 0;
+}
+
 static int parse_guestfwd(const char *rule, const struct net_user_cfg *c, struct net_guestfwd *f,
                           struct error *err)
 {
@@ -260,7 +301,7 @@ static int parse_guestfwd(const char *rule, const struct net_user_cfg *c, struct
     memset(f, 0, sizeof(*f));
     if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', server, sizeof(server)) < 0 ||
         take(&p, '-', port, sizeof(port)) < 0)
-        return error_setf(err, "invalid guestfwd rule '%s': expected tcp:[server]:port-cmd:COMMAND",
+        return error_setf(err, "invalid guestfwd rule '%s': expected tcp:[server]:port-TARGET",
                           rule);
     if (strcmp(proto, "tcp") && proto[0])
         return error_setf(err, "invalid guestfwd rule '%s': only tcp is supported", rule);
@@ -274,22 +315,74 @@ static int parse_guestfwd(const char *rule, const struct net_user_cfg *c, struct
     }
     if (parse_port(port, 1, &f->port) < 0)
         return error_setf(err, "invalid guestfwd rule '%s': bad port '%s'", rule, port);
-    if (strncmp(p, "cmd:", 4) || !p[4])
-        return error_setf(err,
-                          "invalid guestfwd rule '%s': only 'cmd:COMMAND' targets are "
-                          "supported (chardev targets are not)",
-                          rule);
-    f->cmd = strdup(p + 4);
-    if (!f->cmd)
-        return error_setf(err, "out of memory");
+    return parse_guestfwd_target(rule, p, f, err);
+}
+
+/* Byte i of an IPv6 netmask of len bits. */
+static uint8_t mask6_byte(uint64_t len, unsigned i)
+{
+    uint64_t bits = len > i * 8u ? len - i * 8u : 0;
+    return (uint8_t)(0xff00 >> (bits > 8 ? 8 : bits));
+}
+
+/* ipv6-net=ADDR[/LEN] or ipv6-prefix= and ipv6-prefixlen=, then ipv6-host= and ipv6-dns= in
+ * that network (defaults prefix + 2 and + 3), as QEMU checks them. */
+static int parse_ipv6(const struct opts *o, struct net_user_cfg *c, struct error *err)
+{
+    char buf[64];
+    const char *net = opts_get_str(o, "ipv6-net");
+    const char *prefix = opts_get_str(o, "ipv6-prefix");
+    uint64_t len = 64;
+    if (opts_has(o, "ipv6-net") && (prefix || opts_has(o, "ipv6-prefixlen")))
+        return error_setf(err, "ipv6-net= cannot be combined with ipv6-prefix= or ipv6-prefixlen=");
+    if (!prefix) {
+        if (strlen(net) >= sizeof(buf))
+            return error_setf(err, "invalid ipv6-net '%s'", net);
+        strcpy(buf, net);
+        char *slash = strchr(buf, '/');
+        if (slash) {
+            *slash = 0;
+            if (opts_parse_number(slash + 1, &len) < 0)
+                return error_setf(err, "invalid ipv6-net '%s': bad prefix length", net);
+        }
+        prefix = buf;
+    } else if (opts_get_number(o, "ipv6-prefixlen", &len, err) < 0) {
+        return -1;
+    }
+    if (inet_pton(AF_INET6, prefix, &c->prefix6) != 1)
+        return error_setf(err, "invalid IPv6 prefix '%s'", prefix);
+    if (len > 126)
+        return error_setf(err, "IPv6 prefix length %llu: must be 0..126", (unsigned long long)len);
+    c->prefix6_len = (unsigned)len;
+    /* The network part of the prefix, then host and DNS in it. */
+    for (unsigned i = 0; i < 16; i++)
+        c->prefix6.s6_addr[i] &= mask6_byte(len, i);
+    static const char *const keys[] = {"ipv6-host", "ipv6-dns"};
+    struct in6_addr *outs[] = {&c->host6, &c->dns6};
+    for (unsigned k = 0; k < 2; k++) {
+        const char *s = opts_get_str(o, keys[k]);
+        *outs[k] = c->prefix6;
+        outs[k]->s6_addr[15] |= (uint8_t)(2 + k);
+        if (s && inet_pton(AF_INET6, s, outs[k]) != 1)
+            return error_setf(err, "invalid %s address '%s'", keys[k], s);
+        for (unsigned i = 0; i < 16; i++)
+            if ((outs[k]->s6_addr[i] & mask6_byte(len, i)) != c->prefix6.s6_addr[i])
+                return error_setf(err, "%s address '%s' is outside the IPv6 network", keys[k],
+                                  s ? s : "(default)");
+    }
     return 0;
 }
 
 static void user_cfg_free(struct net_user_cfg *c)
 {
     free(c->fwd);
-    for (size_t i = 0; i < c->ngfwd; i++)
+    for (size_t i = 0; i < c->ndnssearch; i++)
+        free(c->dnssearch[i]);
+    free(c->dnssearch);
+    for (size_t i = 0; i < c->ngfwd; i++) {
         free(c->gfwd[i].cmd);
+        free(c->gfwd[i].dev);
+    }
     free(c->gfwd);
 }
 
@@ -325,7 +418,26 @@ static int create_user(const struct opts *o, const char *text, struct netdev *nd
     }
     c.domainname = opts_get_str(o, "domainname");
     c.tftp = opts_get_str(o, "tftp");
+    c.tftp_server_name = opts_get_str(o, "tftp-server-name");
     c.bootfile = opts_get_str(o, "bootfile");
+    if (opts_has(o, "smb") || opts_has(o, "smbserver")) {
+        error_setf(err, "smb= is not supported: kemu runs no SMB server");
+        goto out;
+    }
+    if (parse_ipv6(o, &c, err) < 0)
+        goto out;
+    /* dnssearch= repeats: slirp takes a NULL-terminated list. */
+    if (collect_values(text, "dnssearch", &c.dnssearch, &c.ndnssearch, err) < 0)
+        goto out;
+    if (c.ndnssearch) {
+        char **v = realloc(c.dnssearch, (c.ndnssearch + 1) * sizeof(*v));
+        if (!v) {
+            error_setf(err, "out of memory");
+            goto out;
+        }
+        v[c.ndnssearch] = NULL;
+        c.dnssearch = v;
+    }
 
     if (collect_values(text, "hostfwd", &rules, &nrules, err) < 0)
         goto out;
@@ -360,6 +472,10 @@ static int create_user(const struct opts *o, const char *text, struct netdev *nd
     }
 #ifdef CONFIG_SLIRP
     ret = net_slirp_init(nd, &c, err);
+    char net[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &c.net, net, sizeof(net));
+    nd->type = "user";
+    snprintf(nd->info, sizeof(nd->info), "net=%s,restrict=%s", net, c.restricted ? "on" : "off");
 #else
     (void)nd;
     error_setf(err, "user-mode networking is not available: kemu was built without libslirp "
@@ -506,7 +622,17 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
     }
     if (parse_vhost(o, &c, err) < 0)
         return -1;
-    return net_tap_init(nd, &c, err);
+    if (net_tap_init(nd, &c, err) < 0)
+        return -1;
+    nd->type = "tap";
+    for (unsigned i = 0; i < NETDEV_MAX_QUEUES; i++)
+        nd->shown_fd[i] = c.fd >= 0 ? (i ? -1 : c.fd) : i < c.nfds ? c.fds[i] : -1;
+    if (c.fd < 0 && !c.nfds) {
+        const struct nd_fd_backend *b = nd->be;
+        snprintf(nd->info, sizeof(nd->info), "ifname=%s,script=%s,downscript=%s", b->ifname,
+                 opts_get_str(o, "script"), opts_get_str(o, "downscript"));
+    }
+    return 0;
 }
 
 /* ---- the I/O thread ---- */
@@ -740,6 +866,65 @@ unsigned netdev_queues(const struct netdev *nd)
     return nd->nqueues;
 }
 
+int netdev_hostfwd(struct netdev *nd, bool add, const char *rule, struct error *err)
+{
+    if (!nd->type || strcmp(nd->type, "user")) {
+        error_setf(err, "netdev '%s' is not a user-mode network", nd->id);
+        return -EINVAL;
+    }
+#ifdef CONFIG_SLIRP
+    struct net_user_cfg c;
+    struct net_hostfwd f;
+    memset(&c, 0, sizeof(c));
+    net_slirp_addrs(nd, &c);
+    if (add) {
+        if (parse_hostfwd(rule, &c, &f, err) < 0)
+            return -EINVAL;
+    } else {
+        /* [tcp|udp]:[hostaddr]:hostport */
+        char proto[8], haddr[64];
+        const char *p = rule;
+        memset(&f, 0, sizeof(f));
+        f.haddr.s_addr = htonl(INADDR_ANY);
+        if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', haddr, sizeof(haddr)) < 0 ||
+            (strcmp(proto, "tcp") && strcmp(proto, "udp") && proto[0]) ||
+            (haddr[0] && parse_addr(haddr, &f.haddr) < 0) || parse_port(p, 0, &f.hport) < 0) {
+            error_setf(err, "invalid format");
+            return -EINVAL;
+        }
+        f.udp = !strcmp(proto, "udp");
+    }
+    if (net_slirp_hostfwd(nd, add, &f) < 0)
+        return add ? -EEXIST : -ENOENT;
+    return 0;
+#else
+    error_setf(err, "kemu was built without libslirp");
+    return -EINVAL;
+#endif
+}
+
+char *netdev_usernet_info(struct netdev *nd)
+{
+#ifdef CONFIG_SLIRP
+    if (nd->type && !strcmp(nd->type, "user"))
+        return net_slirp_connection_info(nd);
+#endif
+    return NULL;
+}
+
+const char *netdev_type(const struct netdev *nd)
+{
+    return nd->type ? nd->type : "socket";
+}
+
+void netdev_info_str(const struct netdev *nd, unsigned queue, char *buf, size_t len)
+{
+    if (nd->info[0] || queue >= NETDEV_MAX_QUEUES || nd->shown_fd[queue] < 0)
+        snprintf(buf, len, "%s", nd->info);
+    else
+        snprintf(buf, len, "fd=%d", nd->shown_fd[queue]);
+}
+
 void netdev_set_frontend(struct netdev *nd, const struct netdev_frontend *fe, void *opaque)
 {
     nd->fe = fe;
@@ -798,6 +983,8 @@ static struct netdev *netdev_alloc(const char *id, struct error *err)
         return NULL;
     }
     nd->epfd = nd->wake_fd = -1;
+    for (unsigned i = 0; i < NETDEV_MAX_QUEUES; i++)
+        nd->shown_fd[i] = -1;
     nd->rx_enabled = true;
     nd->nqueues = nd->active_queues = 1;
     for (unsigned i = 0; i < NETDEV_MAX_QUEUES; i++)

@@ -44,6 +44,11 @@ struct nd_handler {
 
 struct netdev {
     char *id;
+    /* What info network shows (QEMU's type and info_str): "user", "net=10.0.2.0,restrict=off";
+     * a tap given as fd=/fds= shows "fd=N" per queue, from shown_fd. */
+    const char *type;
+    char info[96];
+    int shown_fd[NETDEV_MAX_QUEUES];
     const struct netdev_backend_ops *ops;
     void *be; /* backend state */
     unsigned vnet_hdr_len;
@@ -118,21 +123,35 @@ struct net_hostfwd {
     struct in_addr haddr, gaddr;
     int hport, gport;
 };
+#define NET_GFWD_HOST_MAX 256
+#define NET_GFWD_PATH_MAX 108 /* sun_path */
 struct net_guestfwd {
     struct in_addr server; /* 0: slirp picks */
     int port;
-    char *cmd;
+    char *cmd; /* cmd:COMMAND, or NULL */
+    char *dev; /* tcp:HOST:PORT or unix:PATH, or NULL */
 };
 struct net_user_cfg {
     struct in_addr net, mask, host, dhcp, dns;
+    struct in6_addr prefix6, host6, dns6;
+    unsigned prefix6_len;
     bool restricted, ipv4, ipv6;
-    const char *hostname, *domainname, *tftp, *bootfile;
+    const char *hostname, *domainname, *tftp, *tftp_server_name, *bootfile;
+    char **dnssearch; /* NULL-terminated when ndnssearch > 0 */
+    size_t ndnssearch;
     struct net_hostfwd *fwd;
     size_t nfwd;
     struct net_guestfwd *gfwd;
     size_t ngfwd;
 };
 int net_slirp_init(struct netdev *nd, const struct net_user_cfg *cfg, struct error *err);
+/* The addresses rules are checked against (net, mask, dhcp of c). */
+void net_slirp_addrs(const struct netdev *nd, struct net_user_cfg *c);
+/* Add or remove a host forwarding rule on the running stack: 0, or -1 (slirp refused, or no
+ * such rule to remove). */
+int net_slirp_hostfwd(struct netdev *nd, bool add, const struct net_hostfwd *f);
+/* libslirp's table of the stack's connections (info usernet), malloc'd; NULL on failure. */
+char *net_slirp_connection_info(struct netdev *nd);
 
 /* ---- -netdev tap ---- */
 struct net_tap_cfg {

@@ -7,10 +7,12 @@
 #ifdef CONFIG_SLIRP
 
 #include <errno.h>
+#include <poll.h>
 #include <slirp/libslirp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,7 +28,12 @@ static struct {
     __typeof__(slirp_pollfds_fill) *pollfds_fill;
     __typeof__(slirp_pollfds_poll) *pollfds_poll;
     __typeof__(slirp_add_hostfwd) *add_hostfwd;
+    __typeof__(slirp_remove_hostfwd) *remove_hostfwd;
+    __typeof__(slirp_connection_info) *connection_info;
     __typeof__(slirp_add_exec) *add_exec;
+    __typeof__(slirp_add_guestfwd) *add_guestfwd;
+    __typeof__(slirp_socket_can_recv) *socket_can_recv;
+    __typeof__(slirp_socket_recv) *socket_recv;
 } sl;
 
 static const struct os_lib_fn sl_fns[] = {
@@ -36,7 +43,12 @@ static const struct os_lib_fn sl_fns[] = {
     {"slirp_pollfds_fill", (void **)&sl.pollfds_fill},
     {"slirp_pollfds_poll", (void **)&sl.pollfds_poll},
     {"slirp_add_hostfwd", (void **)&sl.add_hostfwd},
+    {"slirp_remove_hostfwd", (void **)&sl.remove_hostfwd},
+    {"slirp_connection_info", (void **)&sl.connection_info},
     {"slirp_add_exec", (void **)&sl.add_exec},
+    {"slirp_add_guestfwd", (void **)&sl.add_guestfwd},
+    {"slirp_socket_can_recv", (void **)&sl.socket_can_recv},
+    {"slirp_socket_recv", (void **)&sl.socket_recv},
 };
 
 static struct os_lib libslirp = {
@@ -53,10 +65,24 @@ struct slirp_timer {
     struct slirp_timer *next;
 };
 
+/* guestfwd=...-tcp:HOST:PORT or -unix:PATH: one stream, connected at start-up, that the guest's
+ * connections to server:port are relayed to. */
+struct slirp_gfwd {
+    struct netdev *nd;
+    int fd;   /* -1 once the other end closed it */
+    int pidx; /* its slot in this round's poll set, -1: not polled */
+    struct in_addr server;
+    int port;
+    char *dev;
+};
+
 struct nd_slirp {
     Slirp *slirp;
+    struct in_addr net, mask, dhcp; /* for rules added later (hostfwd_add) */
     struct slirp_timer *timers;
     uint8_t *buf; /* linear copy of a multi-segment frame */
+    struct slirp_gfwd *gfwd;
+    size_t ngfwd;
 };
 
 static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
@@ -139,6 +165,68 @@ static const SlirpCb slirp_cbs = {
     .notify = cb_notify,
 };
 
+static void gfwd_close(struct slirp_gfwd *g, const char *why)
+{
+    fprintf(stderr,
+            "kemu: netdev '%s': guestfwd %s: %s; guest connections to port %d get no "
+            "more data\n",
+            g->nd->id, g->dev, why, g->port);
+    close(g->fd);
+    g->fd = -1;
+}
+
+/* From the guest, to the stream. slirp ignores what this returns and has no way to hold data
+ * back, so everything is written before returning (as QEMU does): a peer that stops reading
+ * stalls this netdev. */
+static ssize_t gfwd_write(const void *buf, size_t len, void *opaque)
+{
+    struct slirp_gfwd *g = opaque;
+    size_t done = 0;
+    while (g->fd >= 0 && done < len) {
+        ssize_t n = send(g->fd, (const uint8_t *)buf + done, len - done, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd p = {.fd = g->fd, .events = POLLOUT};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (n <= 0) {
+            gfwd_close(g, strerror(n < 0 ? errno : EPIPE));
+            break;
+        }
+        done += (size_t)n;
+    }
+    return (ssize_t)len;
+}
+
+static int gfwd_connect(struct slirp_gfwd *g, struct error *err)
+{
+    int fd;
+    if (!strncmp(g->dev, "unix:", 5)) {
+        struct error e = {0};
+        fd = os_unix_socket(g->dev + 5, false, &e);
+        if (fd < 0)
+            return error_setf(err, "guestfwd target %s: %s", g->dev, e.msg);
+    } else {
+        char host[NET_GFWD_HOST_MAX];
+        const char *colon = strrchr(g->dev + 4, ':'); /* tcp:HOST:PORT, checked at parse */
+        const char *h = g->dev + 4;
+        int hl = (int)(colon - h);
+        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* tcp:[::1]:PORT */
+            h++;
+            hl -= 2;
+        }
+        snprintf(host, sizeof(host), "%.*s", hl, h);
+        struct error e = {0};
+        fd = os_tcp_socket(host, colon + 1, false, AF_UNSPEC, true, &e);
+        if (fd < 0)
+            return error_setf(err, "guestfwd target %s: %s", g->dev, e.msg);
+    }
+    g->fd = fd;
+    return 0;
+}
+
 static int slirp_send(struct netdev *nd, const struct iovec *iov, int iovcnt)
 {
     struct nd_slirp *s = nd->be;
@@ -208,6 +296,14 @@ static void slirp_poll_fill(struct netdev *nd, int *timeout_ms)
             t = (uint32_t)d;
     }
     sl.pollfds_fill(s->slirp, &t, add_poll, nd);
+    /* A stream is read only while the guest's connection can take data (none: it waits in the
+     * socket; slirp's notify() wakes us when there is room again). */
+    for (size_t i = 0; i < s->ngfwd; i++) {
+        struct slirp_gfwd *g = &s->gfwd[i];
+        g->pidx = -1;
+        if (g->fd >= 0 && nd->rx_enabled && sl.socket_can_recv(s->slirp, g->server, g->port))
+            g->pidx = netdev_poll_add(nd, g->fd, POLLIN);
+    }
     *timeout_ms = t == UINT32_MAX ? -1 : (t > 1000000 ? 1000000 : (int)t);
 }
 
@@ -215,6 +311,22 @@ static void slirp_poll_done(struct netdev *nd, bool poll_error)
 {
     struct nd_slirp *s = nd->be;
     sl.pollfds_poll(s->slirp, poll_error, get_revents, nd);
+    for (size_t i = 0; i < s->ngfwd && !poll_error; i++) {
+        struct slirp_gfwd *g = &s->gfwd[i];
+        if (g->pidx < 0 || g->fd < 0 || !nd->pfds[g->pidx].revents)
+            continue;
+        size_t room = sl.socket_can_recv(s->slirp, g->server, g->port);
+        if (!room)
+            continue;
+        ssize_t n =
+            recv(g->fd, s->buf, room < NETDEV_MAX_FRAME ? room : NETDEV_MAX_FRAME, MSG_DONTWAIT);
+        if (n > 0)
+            sl.socket_recv(s->slirp, g->server, g->port, s->buf, (int)n);
+        else if (n == 0)
+            gfwd_close(g, "the other end closed the connection");
+        else if (errno != EAGAIN && errno != EINTR)
+            gfwd_close(g, strerror(errno));
+    }
     /* Expired timers; a callback may re-arm or free timers, so look again from the start after
      * each one (bounded, in case one re-arms itself in the past). */
     for (int round = 0; round < 64; round++) {
@@ -241,9 +353,66 @@ static void slirp_destroy(struct netdev *nd)
         s->timers = t->next;
         free(t);
     }
+    for (size_t i = 0; i < s->ngfwd; i++) {
+        if (s->gfwd[i].fd >= 0)
+            close(s->gfwd[i].fd);
+        free(s->gfwd[i].dev);
+    }
+    free(s->gfwd);
     free(s->buf);
     free(s);
     nd->be = NULL;
+}
+
+void net_slirp_addrs(const struct netdev *nd, struct net_user_cfg *c)
+{
+    const struct nd_slirp *s = nd->be;
+    c->net = s->net;
+    c->mask = s->mask;
+    c->dhcp = s->dhcp;
+}
+
+struct hostfwd_req {
+    struct netdev *nd;
+    bool add;
+    const struct net_hostfwd *f;
+    int r;
+};
+
+static void hostfwd_on_thread(void *opaque)
+{
+    struct hostfwd_req *q = opaque;
+    struct nd_slirp *s = q->nd->be;
+    const struct net_hostfwd *f = q->f;
+    q->r = q->add ? sl.add_hostfwd(s->slirp, f->udp, f->haddr, f->hport, f->gaddr, f->gport)
+                  : sl.remove_hostfwd(s->slirp, f->udp, f->haddr, f->hport);
+}
+
+int net_slirp_hostfwd(struct netdev *nd, bool add, const struct net_hostfwd *f)
+{
+    /* slirp is the netdev thread's: change it there. */
+    struct hostfwd_req q = {.nd = nd, .add = add, .f = f};
+    netdev_run_sync(nd, hostfwd_on_thread, &q);
+    return q.r < 0 ? -1 : 0;
+}
+
+struct conn_info_req {
+    struct netdev *nd;
+    char *text;
+};
+
+static void conn_info_on_thread(void *opaque)
+{
+    struct conn_info_req *q = opaque;
+    struct nd_slirp *s = q->nd->be;
+    q->text = sl.connection_info(s->slirp);
+}
+
+char *net_slirp_connection_info(struct netdev *nd)
+{
+    struct conn_info_req q = {.nd = nd};
+    netdev_run_sync(nd, conn_info_on_thread, &q);
+    return q.text; /* g_malloc'd; glib allocates with malloc (2.46 and later): free() it */
 }
 
 static const struct netdev_backend_ops slirp_ops = {
@@ -275,13 +444,14 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error
     cfg.vnetmask = c->mask;
     cfg.vhost = c->host;
     cfg.in6_enabled = c->ipv6;
-    /* QEMU's IPv6 defaults: fec0::/64, host fec0::2, DNS fec0::3. */
-    inet_pton(AF_INET6, "fec0::", &cfg.vprefix_addr6);
-    cfg.vprefix_len = 64;
-    inet_pton(AF_INET6, "fec0::2", &cfg.vhost6);
-    inet_pton(AF_INET6, "fec0::3", &cfg.vnameserver6);
+    /* QEMU's IPv6 defaults (net.c): fec0::/64, host fec0::2, DNS fec0::3. */
+    cfg.vprefix_addr6 = c->prefix6;
+    cfg.vprefix_len = (uint8_t)c->prefix6_len;
+    cfg.vhost6 = c->host6;
+    cfg.vnameserver6 = c->dns6;
     cfg.vhostname = c->hostname;
-    cfg.tftp_server_name = NULL;
+    cfg.tftp_server_name = c->tftp_server_name;
+    cfg.vdnssearch = (const char **)c->dnssearch;
     cfg.tftp_path = c->tftp;
     cfg.bootfile = c->bootfile;
     cfg.vdhcp_start = c->dhcp;
@@ -290,6 +460,9 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error
     s->slirp = sl.new_(&cfg, &slirp_cbs, nd);
     if (!s->slirp)
         return error_setf(err, "libslirp refused the configuration");
+    s->net = c->net;
+    s->mask = c->mask;
+    s->dhcp = c->dhcp;
 
     for (size_t i = 0; i < c->nfwd; i++) {
         const struct net_hostfwd *f = &c->fwd[i];
@@ -300,11 +473,30 @@ int net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struct error
                               f->udp ? "udp" : "tcp", ha, f->hport);
         }
     }
+    if (c->ngfwd && !(s->gfwd = calloc(c->ngfwd, sizeof(*s->gfwd))))
+        return error_setf(err, "out of memory");
     for (size_t i = 0; i < c->ngfwd; i++) {
-        struct in_addr server = c->gfwd[i].server;
-        if (sl.add_exec(s->slirp, c->gfwd[i].cmd, &server, c->gfwd[i].port) < 0)
-            return error_setf(err, "could not set up guest forwarding rule for port %d",
-                              c->gfwd[i].port);
+        const struct net_guestfwd *f = &c->gfwd[i];
+        struct in_addr server = f->server; /* 0: slirp fills in its default (x.x.2.4) */
+        int r;
+        if (f->cmd) {
+            r = sl.add_exec(s->slirp, f->cmd, &server, f->port);
+        } else {
+            struct slirp_gfwd *g = &s->gfwd[s->ngfwd];
+            *g = (struct slirp_gfwd){.nd = nd, .fd = -1, .pidx = -1, .port = f->port};
+            if (!(g->dev = strdup(f->dev)))
+                return error_setf(err, "out of memory");
+            s->ngfwd++;
+            if (gfwd_connect(g, err) < 0)
+                return -1;
+            r = sl.add_guestfwd(s->slirp, gfwd_write, g, &server, f->port);
+            g->server = server;
+        }
+        if (r < 0)
+            return error_setf(err,
+                              "could not set up guest forwarding rule for port %d (taken "
+                              "by an earlier rule, or the address is the host's or DNS's)",
+                              f->port);
     }
     return 0;
 }

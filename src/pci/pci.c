@@ -755,6 +755,7 @@ void pci_device_reset(struct pci_device *dev)
 void pci_bus_init(struct pci_bus *bus, const struct pci_bus_io *io)
 {
     memset(bus, 0, sizeof(*bus));
+    bus->first_auto_slot = 1; /* slot 0 is the host bridge */
     bus->io = io;
     lock_init(&bus->lock, false);
 }
@@ -797,7 +798,7 @@ int pci_bus_add(struct pci_bus *bus, struct pci_device *dev, int slot, int func,
     if (func < 0)
         func = 0;
     if (slot < 0) {
-        for (int s = 1; s < PCI_SLOTS && slot < 0; s++) {
+        for (int s = (int)bus->first_auto_slot; s < PCI_SLOTS && slot < 0; s++) {
             bool empty = true;
             for (unsigned f = 0; f < PCI_FUNCS; f++)
                 empty &= bus->dev[s][f] == NULL;

@@ -168,6 +168,7 @@ struct pci_bus;
 
 struct pci_device {
     const char *name; /* QEMU's device name: "virtio-blk-pci" */
+    const char *id;   /* the user's id= (info pci, query-pci), NULL if none */
     const struct pci_device_ops *ops;
     void *opaque; /* for the device kind */
 
@@ -264,6 +265,7 @@ void pci_msix_watch(struct pci_device *dev, unsigned vector, bool on);
 
 struct pci_bus {
     struct pci_device *dev[PCI_SLOTS][PCI_FUNCS];
+    unsigned first_auto_slot; /* where placement without a slot starts (1 unless the board says) */
     const struct pci_bus_io *io;
     uint8_t gsi_for_pirq[4];
     bool intx_routed;
@@ -275,8 +277,8 @@ void pci_bus_init(struct pci_bus *bus, const struct pci_bus_io *io);
 /* Forgets the devices (their owners destroy them). */
 void pci_bus_destroy(struct pci_bus *bus);
 /*
- * Plug dev in at slot.func; slot -1 takes the first free slot from 1 (slot 0 is the host
- * bridge), with func then 0. Fails for an invalid or taken address.
+ * Plug dev in at slot.func; slot -1 takes the first free slot from first_auto_slot, with func
+ * then 0. Fails for an invalid or taken address.
  */
 int pci_bus_add(struct pci_bus *bus, struct pci_device *dev, int slot, int func, struct error *err);
 struct pci_device *pci_bus_get(struct pci_bus *bus, unsigned slot, unsigned func);

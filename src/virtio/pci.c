@@ -692,6 +692,7 @@ int virtio_pci_create(struct pci_bus *bus, int slot, int func, struct virtio_dev
                     (uint16_t)(VIRTIO_PCI_DEVICE_ID_BASE + vdev->device_id),
                     class_code(vdev->device_id), VIRTIO_PCI_REVISION, 1 /* INTA# */);
     pci_device_set_subsystem(dev, VIRTIO_PCI_VENDOR_ID, VIRTIO_PCI_SUBSYS_ID);
+    dev->id = vp->id;
     if (pci_bar_init(dev, VIRTIO_PCI_MSIX_BAR, PCI_BAR_TYPE_MEM32, false, VIRTIO_PCI_MSIX_BAR_SIZE,
                      &msix_bar_ops, vp, err) < 0 ||
         pci_bar_init(dev, VIRTIO_PCI_BAR, PCI_BAR_TYPE_MEM64, true, VIRTIO_PCI_BAR_SIZE,

@@ -30,6 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)strlen(d.serial);
         if (d.format)
             (void)strlen(d.format);
+        /* bus= and unit= are bounded; renumbering keeps a name (a generated one follows). */
+        if (d.index > 65535 || d.bus > 65535)
+            abort();
+        if (drive_set_unit(&d, (unsigned)size, &err) == 0 && (!d.id || !d.id[0]))
+            abort();
         drive_opts_free(&d);
     }
     free(text);

@@ -40,13 +40,36 @@ int __wrap_net_slirp_init(struct netdev *nd, const struct net_user_cfg *c, struc
             c->fwd[i].gport > 65535 || (c->fwd[i].gaddr.s_addr & c->mask.s_addr) != c->net.s_addr)
             abort();
     for (size_t i = 0; i < c->ngfwd; i++) {
-        if (c->gfwd[i].port < 0 || c->gfwd[i].port > 65535)
+        const struct net_guestfwd *g = &c->gfwd[i];
+        if (g->port < 0 || g->port > 65535 || !g->cmd == !g->dev)
             abort();
-        touch(c->gfwd[i].cmd);
+        /* a stream target the connect code can take apart without checking again */
+        if (g->dev &&
+            !(!strncmp(g->dev, "tcp:", 4) && strrchr(g->dev + 4, ':') > g->dev + 4 &&
+              strrchr(g->dev + 4, ':') - (g->dev + 4) < NET_GFWD_HOST_MAX) &&
+            !(!strncmp(g->dev, "unix:", 5) && strlen(g->dev + 5) < NET_GFWD_PATH_MAX))
+            abort();
+        touch(g->cmd);
+        touch(g->dev);
     }
+    /* IPv6: a prefix libslirp takes, host and DNS inside it; dnssearch NULL-terminated */
+    if (c->prefix6_len > 126)
+        abort();
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned bits = c->prefix6_len > i * 8 ? c->prefix6_len - i * 8 : 0;
+        uint8_t m = (uint8_t)(0xff00 >> (bits > 8 ? 8 : bits));
+        if ((c->prefix6.s6_addr[i] & ~m) || (c->host6.s6_addr[i] & m) != c->prefix6.s6_addr[i] ||
+            (c->dns6.s6_addr[i] & m) != c->prefix6.s6_addr[i])
+            abort();
+    }
+    for (size_t i = 0; i < c->ndnssearch; i++)
+        touch(c->dnssearch[i]);
+    if (c->ndnssearch && c->dnssearch[c->ndnssearch])
+        abort();
     touch(c->hostname);
     touch(c->domainname);
     touch(c->tftp);
+    touch(c->tftp_server_name);
     touch(c->bootfile);
     return error_setf(err, STOP);
 }

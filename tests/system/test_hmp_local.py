@@ -359,12 +359,125 @@ def test_default_nic(kernel):
         assert "1af4:1041" not in out, (extra, out)
 
 
+def test_pci_slots_as_qemu(kernel, tmp_path):
+    # QEMU's pc: PIIX3 at slot 1, its default VGA at 2 (not with -nodefaults or -vga none), then
+    # the NICs, the -device devices and the if=virtio disks in that order. kemu has no PIIX3 or
+    # VGA but keeps their slots, so the default NIC is at 3 (the guest's ens3) as under QEMU.
+    img = tmp_path / "d.img"
+    img.write_bytes(bytes(1 << 20))
+    def slots(extra):
+        rc, out, err = run_piped(base_args(kernel) + extra + [
+            "-drive", f"file={img},if=virtio,format=raw", "-device", "virtio-rng-pci",
+            "-monitor", "stdio"], [b"info pci\n", b"quit\n"])
+        assert rc == 0, err
+        return re.findall(r"device +(\d+), function 0:\r\n +(.*?): PCI device 1af4", out)
+    assert slots([]) == [("3", "Ethernet controller"), ("4", "Class 0255"),
+                         ("5", "SCSI controller")]
+    assert slots(["-vga", "none"]) == [("2", "Ethernet controller"), ("3", "Class 0255"),
+                                       ("4", "SCSI controller")]
+    assert slots(["-nodefaults"]) == [("2", "Class 0255"), ("3", "SCSI controller")]
+
+
+def test_info_network(kernel):
+    # QEMU's listing: backends without a NIC first, then each NIC and its backend (" \\ "); a
+    # NIC without id is "<model>.<n>"; default MACs skip the ones given (QEMU's free-MAC rule).
+    rc, out, err = run_piped(base_args(kernel) + [
+        "-nodefaults", "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,id=net0",
+        "-netdev", "user,id=n1,restrict=on,net=192.168.5.0/24",
+        "-nic", "user,id=n2,mac=52:54:00:12:34:56", "-netdev", "user,id=lonely",
+        "-device", "virtio-net-pci,netdev=n1", "-monitor", "stdio"],
+        [b"info network\n", b"quit\n"])
+    assert rc == 0, err
+    assert ("(qemu) info network\r\n"
+            "lonely: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+            "virtio-net-pci.0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n"
+            " \\ n2: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+            "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:57\r\n"
+            " \\ n0: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+            "virtio-net-pci.2: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:58\r\n"
+            " \\ n1: index=0,type=user,net=192.168.5.0,restrict=on\r\n") in out, out
+
+
+def listens(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_hostfwd_add_and_remove(kernel, tmp_path):
+    # A rule added at run time listens on the host at once (slirp accepts, whatever the guest
+    # does) and stops listening when removed; errors and messages are QEMU's.
+    sock = str(tmp_path / "hmp.sock")
+    p1, p2 = free_port(), free_port()
+    with kemu_running(base_args(kernel) + [
+            "-nodefaults", "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+            "-netdev", "user,id=n1", "-device", "virtio-net-pci,netdev=n1",
+            "-monitor", f"unix:{sock},server=on,wait=off"]):
+        m = Monitor(sock)
+        assert not listens(p1)
+        assert m.cmd(f"hostfwd_add tcp:127.0.0.1:{p1}-:22") == ""
+        assert listens(p1)
+        assert m.cmd(f"hostfwd_add tcp:127.0.0.1:{p1}-:22") == \
+            f"Could not set up host forwarding rule 'tcp:127.0.0.1:{p1}-:22'\r\n"
+        assert m.cmd(f"hostfwd_add n1 tcp:127.0.0.1:{p2}-10.0.2.15:80") == ""
+        assert listens(p2)
+        # info usernet: libslirp's table per user netdev, under QEMU's heading.
+        u = m.cmd("info usernet")
+        assert u.startswith("Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port"), u
+        assert re.search(rf"  TCP\[HOST_FORWARD\] +\d+ +127.0.0.1 +{p2} +10.0.2.15 +80 ",
+                         u.split("Hub -1 (n1):")[1]), u
+        assert m.cmd("hostfwd_add nope tcp::1-:2") == "unrecognized netdev id 'nope'\r\n"
+        assert "bad host port 'x'" in m.cmd("hostfwd_add tcp::x-:22")
+        assert "outside net" in m.cmd("hostfwd_add tcp::1-192.168.9.9:22")
+        assert m.cmd(f"hostfwd_remove tcp:127.0.0.1:{p1}") == \
+            f"host forwarding rule for tcp:127.0.0.1:{p1} removed\r\n"
+        assert not listens(p1)
+        assert m.cmd(f"hostfwd_remove tcp:127.0.0.1:{p1}") == \
+            f"host forwarding rule for tcp:127.0.0.1:{p1} not found\r\n"
+        assert m.cmd(f"hostfwd_remove n1 tcp:127.0.0.1:{p2}").endswith("removed\r\n")
+        assert not listens(p2)
+        assert m.cmd("hostfwd_remove udp") == "invalid format\r\n"
+        m.sock.sendall(b"quit\n")
+
+
+def test_legacy_nic_addr(kernel):
+    # "-net nic,addr=" places the NIC as -device's addr= would; vectors= and id= are taken.
+    rc, out, err = run_piped(base_args(kernel) + [
+        "-nodefaults", "-net", "nic,model=virtio,addr=0x6,vectors=4,id=nic6", "-net", "user",
+        "-monitor", "stdio"], [b"info pci\n", b"quit\n"])
+    assert rc == 0, err
+    assert "Bus  0, device   6, function 0:\r\n    Ethernet controller: PCI device 1af4:1041" in out, out
+    assert 'id "nic6"' in out, out
+
+
+def test_drive_units_as_qemu(kernel, tmp_path):
+    # A drive without unit= or index= takes the first free unit of its interface, which names it
+    # ("virtio<unit>"), as in QEMU: here unit 0, after a drive that asked for unit 1.
+    # "Attached to" is QEMU's device path: if=virtio disks are anonymous devices created after
+    # every -device, so after the rng (device[0]) here; a -device with id= is under peripheral.
+    a, b, c = tmp_path / "a.img", tmp_path / "b.img", tmp_path / "c.img"
+    for f in (a, b, c):
+        f.write_bytes(bytes(1 << 20))
+    rc, out, err = run_piped(base_args(kernel) + [
+        "-nodefaults", "-drive", f"file={a},if=virtio,format=raw,bus=0,unit=1",
+        "-drive", f"file={b},if=virtio,format=raw", "-device", "virtio-rng-pci",
+        "-drive", f"file={c},if=none,id=d2,format=raw", "-device", "virtio-blk-pci,drive=d2,id=disk2",
+        "-monitor", "stdio"], [b"info block\n", b"quit\n"])
+    assert rc == 0, err
+    assert (f"virtio1 (#block001): {a} (raw)\r\n"
+            "    Attached to:      /machine/peripheral-anon/device[1]/virtio-backend\r\n") in out, out
+    assert (f"virtio0 (#block002): {b} (raw)\r\n"
+            "    Attached to:      /machine/peripheral-anon/device[2]/virtio-backend\r\n") in out, out
+    assert (f"d2 (#block003): {c} (raw)\r\n"
+            "    Attached to:      /machine/peripheral/disk2/virtio-backend\r\n") in out, out
+
+
 def test_info_pci_class_names(kernel):
     # QEMU 7.2 names the classes it knows and prints the others' numbers in decimal.
     rc, out, err = run_piped(base_args(kernel) + [
-        "-nodefaults", "-object", "rng-builtin,id=r0", "-device", "virtio-rng-pci,rng=r0",
+        "-nodefaults", "-object", "rng-builtin,id=r0", "-device", "virtio-rng-pci,rng=r0,id=rng0",
         "-device", "virtio-serial-pci", "-monitor", "stdio"], [b"info pci\n", b"quit\n"])
     assert rc == 0, err
+    assert '1af4:1044\r\n' in out and 'id "rng0"\r\n' in out and 'id ""\r\n' in out, out
     assert "Host bridge: PCI device 8086:1237" in out, out
     assert "Class 0255: PCI device 1af4:1044" in out, out
     assert "Class 1920: PCI device 1af4:1043" in out, out

@@ -356,6 +356,9 @@ BAD_DEVICES = [
     (["-drive", "file=/etc/hostname,if=none,id=d0,readonly=on",
       "-device", "virtio-blk-pci,drive=d0", "-device", "virtio-blk-pci,drive=d0"], "in use"),
     (["-device", "virtio-rng-pci,addr=0x4", "-device", "virtio-rng-pci,addr=4"], "4"),
+    (["-drive", "file=/etc/hostname,if=virtio,format=raw,readonly=on,bus=0,unit=1",
+      "-drive", "file=/etc/hostname,if=virtio,format=raw,readonly=on,unit=1"],
+     "drive with bus=0, unit=1 (index=1) exists"),
     (["-device", "virtio-rng-pci,bus=pci.1"], "pci.1"),
     (["-device", "virtio-rng-pci,rng=nope"], "nope"),
     (["-object", "rng-random,id=r,filename=/nonexistent", "-device", "virtio-rng-pci,rng=r"],
@@ -366,6 +369,14 @@ BAD_DEVICES = [
     (["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
       "-device", "virtio-net-pci,netdev=n0"], "in use"),
     (["-netdev", "socket,id=s0"], "socket"),
+    # -net nic takes QEMU's keys (addr=, vectors=, id=) and refuses the rest, as QEMU does.
+    (["-net", "nic,vlan=1", "-net", "user"], "Invalid parameter 'vlan'"),
+    (["-net", "nic,addr=zz", "-net", "user"], "zz"),
+    (["-net", "nic,vectors=abc", "-net", "user"], "vectors=abc"),
+    (["-net", "nic,id=x y", "-net", "user"], "invalid id"),
+    (["-net", "nic,id=a", "-net", "user", "-device", "virtio-rng-pci,id=a"], "duplicate device id"),
+    (["-M", "microvm", "-net", "nic,addr=4", "-net", "user"], "no PCI bus"),
+    (["-vga", "std"], "-vga std: kemu has no display device (use -vga none)"),
 ]
 
 
@@ -384,3 +395,10 @@ def test_backend_help_exits_zero():
         r = kemu(*opt)
         assert r.returncode == 0, r
         assert "=" in r.stdout, r.stdout
+    # QEMU's NIC model list, from either NIC option; a bare "help" lists the backends.
+    for opt in (["-net", "nic,model=help"], ["-nic", "user,model=?"]):
+        r = kemu(*opt)
+        assert r.returncode == 0 and r.stdout == "Supported NIC models:\nvirtio-net-pci\n", r
+    for opt in (["-net", "help"], ["-nic", "help"]):
+        r = kemu(*opt)
+        assert r.returncode == 0 and r.stdout.startswith("Available netdev backend types:"), r

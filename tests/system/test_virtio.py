@@ -4,6 +4,7 @@ Images live in /tmp where kemu runs (the test host's scratch ext4 disk, which ta
 """
 import os
 import re
+import shlex
 
 import pytest
 
@@ -129,10 +130,17 @@ DHCP_SCRIPT = (r"""printf '#!/bin/sh\n[ "$1" = bound ] && ip addr add $ip/$mask 
 
 
 def test_net_user_dhcp_and_host_server():
-    r = run_guest(COMMON + ["-netdev", "user,id=n0",
+    # Also QEMU's DHCP search domains (udhcpc exports them as $search) and IPv6 network: the
+    # guest's SLAAC address is in ipv6-net.
+    r = run_guest(COMMON + ["-netdev", "user,id=n0,dnssearch=kemu.example,dnssearch=b.example,"
+                                       "ipv6-net=fd00:4b::/64",
                             "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:99"],
-                  run="cat /sys/class/net/eth0/address; " + DHCP_SCRIPT +
-                      "ip -4 addr show eth0; wget -qO- http://10.0.2.2:18080/hello.txt",
+                  run="cat /sys/class/net/eth0/address; " +
+                      DHCP_SCRIPT.replace("[ \"$1\" = bound ] && ",
+                                          "[ \"$1\" = bound ] && echo SEARCH=$search && ") +
+                      "ip -4 addr show eth0; wget -qO- http://10.0.2.2:18080/hello.txt; "
+                      "for i in $(seq 20); do ip -6 addr show eth0 | grep -q fd00:4b: && break; "
+                      "sleep 0.5; done; ip -6 addr show eth0",
                   prefix="mkdir -p /tmp/www; echo served-by-the-host > /tmp/www/hello.txt; "
                          "(cd /tmp/www && exec python3 -m http.server --bind 127.0.0.1 18080 "
                          ">/dev/null 2>&1 &); sleep 1; ",
@@ -142,6 +150,8 @@ def test_net_user_dhcp_and_host_server():
     assert "lease of 10.0.2.15 obtained" in r.output, r
     assert "inet 10.0.2.15/24" in r.output, r
     assert "served-by-the-host" in r.output, r
+    assert "SEARCH=kemu.example b.example" in r.output, r
+    assert re.search(r"inet6 fd00:4b::[0-9a-f:]+/64 scope global", r.output), r
 
 
 def test_net_hostfwd_reaches_guest_server():
@@ -155,6 +165,37 @@ def test_net_hostfwd_reaches_guest_server():
                   suffix="echo FWD=$(cat /tmp/fwd.out)")
     assert r.status == 0, r
     assert "FWD=served-by-the-guest" in r.host_output, r
+
+
+# A one-connection line server on the host: it records the first line it gets and answers.
+LINE_SERVER = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', 18123)); s.listen(1); c, _ = s.accept(); b = b''\n"
+    "while b'\\n' not in b:\n"
+    "    d = c.recv(100)\n"
+    "    if not d: break\n"
+    "    b += d\n"
+    "open('/tmp/gf-host', 'wb').write(b); c.sendall(b'from-host\\n'); c.recv(100)\n")
+
+
+def test_net_guestfwd_stream_and_cmd():
+    # guestfwd to a host stream (kemu connects at start-up, the guest's connection is relayed
+    # both ways) and to a command (slirp runs cat per connection: an echo).
+    r = run_guest(COMMON + ["-netdev", "user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:127.0.0.1:18123,"
+                                       "guestfwd=tcp:10.0.2.101:7-cmd:cat",
+                            "-device", "virtio-net-pci,netdev=n0"],
+                  run=DHCP_SCRIPT +
+                      "(echo from-guest; sleep 4) | nc 10.0.2.100 1234 > /tmp/gf & "
+                      "(echo echoed-by-cat; sleep 4) | nc 10.0.2.101 7 > /tmp/gc & "
+                      "sleep 6; echo GF=$(cat /tmp/gf); echo GC=$(cat /tmp/gc)",
+                  prefix="rm -f /tmp/gf-host; (timeout 120 python3 -c " +
+                         shlex.quote(LINE_SERVER) + " &); sleep 1; ",
+                  suffix="echo GF-HOST=$(cat /tmp/gf-host)")
+    assert r.status == 0, r
+    assert "GF-HOST=from-guest" in r.host_output, r
+    assert field(r.output, "GF") == "from-host", r
+    assert field(r.output, "GC") == "echoed-by-cat", r
 
 
 def test_net_tap_in_namespace_both_ways():

@@ -113,6 +113,27 @@ static void test_parse_all_keys(void **state)
     parse_ok("file=a.img,if=none", 1, &d);
     assert_string_equal(d.id, "none1");
     assert_int_equal(d.iface, DRIVE_IF_NONE);
+    assert_false(d.unit_given);
+    /* The machine gives it the first free unit: the generated id follows, a user's stays. */
+    struct error e = {0};
+    assert_int_equal(drive_set_unit(&d, 0, &e), 0);
+    assert_string_equal(d.id, "none0");
+    drive_opts_free(&d);
+    parse_ok("file=a.img,if=virtio,id=mine", 1, &d);
+    assert_int_equal(drive_set_unit(&d, 4, &e), 0);
+    assert_string_equal(d.id, "mine");
+    assert_int_equal(d.index, 4);
+    drive_opts_free(&d);
+    /* bus= and unit= (QEMU's guides write them out); index= alone stands for both. */
+    parse_ok("file=a.img,if=virtio,bus=1,unit=2", 0, &d);
+    assert_int_equal(d.bus, 1);
+    assert_int_equal(d.index, 2);
+    assert_true(d.unit_given);
+    assert_string_equal(d.id, "virtio2");
+    drive_opts_free(&d);
+    parse_ok("file=a.img,if=virtio,index=3,bus=0", 0, &d);
+    assert_int_equal(d.index, 3);
+    assert_true(d.unit_given);
     drive_opts_free(&d);
 
     static const char *const caches[] = {"writeback", "none", "writethrough", "directsync",
@@ -163,7 +184,10 @@ static void test_parse_errors(void **state)
     parse_err("file=a,if=virtio,format=qcow2,l2-cache-size=lots", "l2-cache-size");
     parse_err("file=a,if=virtio,file.locking=maybe", "Parameter 'locking' does not accept");
     parse_err("file=a,if=ide", "if=ide is not supported yet, use if=virtio");
-    parse_err("file=a", "if=ide is not supported yet, use if=virtio"); /* -hda's default */
+    parse_err(
+        "file=a",
+        "no if= given, and the pc machine's default (if=ide) is not supported"); /* pc's default
+                                                                                    interface */
     parse_err("file=a,if=scsi", "if=scsi is not supported yet, use if=virtio");
     parse_err("file=a,if=floppy", "if=floppy is not supported yet");
     parse_err("file=a,if=bogus", "unsupported bus type 'bogus'");
@@ -177,6 +201,10 @@ static void test_parse_errors(void **state)
     parse_err("file=a,if=virtio,media=cdrom", "media=cdrom is not supported yet");
     parse_err("file=a,if=virtio,readonly=maybe", "readonly");
     parse_err("file=a,if=virtio,index=x", "index");
+    parse_err("file=a,if=virtio,index=1,unit=1", "index cannot be used with bus and unit");
+    parse_err("file=a,if=virtio,index=1,bus=2", "index cannot be used with bus and unit");
+    parse_err("file=a,if=virtio,unit=70000", "unit 70000 is too large");
+    parse_err("file=a,if=virtio,bus=x", "bus");
     parse_err("file=a,if=virtio,bogus=1", "bogus");
     parse_err("if=virtio", "Device needs media, but drive is empty");
 }

@@ -15,6 +15,7 @@
 #include <netpacket/packet.h>
 #include <linux/if_ether.h>
 #include <linux/if_tun.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,10 +231,27 @@ static void test_parse_errors(void **state)
     /* A bad rule among good ones is found. */
     expect_create_error("user,id=n0,hostfwd=tcp::0-:22,hostfwd=udp::0-:x", "bad guest port 'x'");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-chardev0",
-                        "only 'cmd:COMMAND' targets");
+                        "the target must be cmd:COMMAND, tcp:HOST:PORT or unix:PATH");
+    expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:4321", "tcp:HOST:PORT");
+    expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:localhost:0", "tcp:HOST:PORT");
+    expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-unix:/"
+                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                        "too long");
     expect_create_error("user,id=n0,guestfwd=udp:10.0.2.100:1234-cmd:cat", "only tcp");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100-cmd:cat", "invalid guestfwd rule");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.5.100:1234-cmd:cat", "outside net");
+    /* IPv6 network keys as QEMU checks them; no SMB server. */
+    expect_create_error("user,id=n0,ipv6-net=fd00::/127", "prefix length 127");
+    expect_create_error("user,id=n0,ipv6-net=fd00::/x", "bad prefix length");
+    expect_create_error("user,id=n0,ipv6-net=10.0.0.0/8", "invalid IPv6 prefix");
+    expect_create_error("user,id=n0,ipv6-net=fd00::/64,ipv6-prefixlen=64", "cannot be combined");
+    expect_create_error("user,id=n0,ipv6-prefix=fd00::,ipv6-prefixlen=x", "ipv6-prefixlen");
+    expect_create_error("user,id=n0,ipv6-net=fd00::/64,ipv6-host=fd01::2", "outside the IPv6");
+    expect_create_error("user,id=n0,ipv6-dns=nope", "invalid ipv6-dns address 'nope'");
+    expect_create_error("user,id=n0,ipv6-prefix=fd00::,ipv6-prefixlen=120,ipv6-dns=fd00::1:3",
+                        "outside the IPv6");
+    expect_create_error("user,id=n0,smb=/tmp", "smb= is not supported");
     expect_create_error("tap,id=t0,ifname=abcdefghijklmnopq", "invalid ifname");
     expect_create_error("tap,id=t0,fd=x", "fd");
     expect_create_error("tap,id=t0,sndbuf=lots", "sndbuf");
@@ -337,6 +356,11 @@ static void test_user_keys(void **state)
     assert_string_equal(netdev_id(nd), "n0");
     assert_int_equal(netdev_vnet_hdr_len(nd), 0);
     assert_int_equal(netdev_offload_caps(nd), 0);
+    /* info network's view, as QEMU's: the network address and restrict=. */
+    char info[128];
+    netdev_info_str(nd, 0, info, sizeof(info));
+    assert_string_equal(netdev_type(nd), "user");
+    assert_string_equal(info, "net=192.168.76.0,restrict=off");
     /* Both repeated hostfwd rules listen. */
     int ports[2] = {p1, p2};
     for (int i = 0; i < 2; i++) {
@@ -431,11 +455,36 @@ static bool is_dhcp_offer(const uint8_t *f, size_t len, uint32_t *yiaddr)
     return false;
 }
 
+/* The value of DHCP option `code` in a reply frame (its length in *n), or NULL. */
+static const uint8_t *dhcp_option(const uint8_t *f, size_t len, uint8_t code, size_t *n)
+{
+    size_t ihl = (size_t)(f[14] & 15) * 4;
+    const uint8_t *o = f + 14 + ihl + 8 + 240, *end = f + len;
+    while (o + 2 <= end && o[0] != 255) {
+        if (o[0] == 0) {
+            o++;
+            continue;
+        }
+        if (o + 2 + o[1] > end)
+            return NULL;
+        if (o[0] == code) {
+            *n = o[1];
+            return o + 2;
+        }
+        o += 2 + o[1];
+    }
+    return NULL;
+}
+
 static void test_user_dhcp(void **state)
 {
     struct error err = {0};
     struct netdev *nd;
-    if (netdev_create("user,id=n0", &nd, &err) != 0)
+    /* QEMU's DHCP extras reach the guest: search domains (option 119) and the TFTP server name
+     * (option 66). */
+    if (netdev_create("user,id=n0,dnssearch=a.example,dnssearch=b.example,"
+                      "tftp-server-name=bootsrv",
+                      &nd, &err) != 0)
         fail_msg("%s", err.msg);
     struct collector c;
     col_init(&c, nd);
@@ -453,6 +502,15 @@ static void test_user_dhcp(void **state)
             found = true;
             struct in_addr a = {yi};
             assert_string_equal(inet_ntoa(a), "10.0.2.15");
+            size_t n = 0;
+            const uint8_t *v = dhcp_option(r, l, 66, &n);
+            assert_non_null(v);
+            assert_int_equal(n, 7);
+            assert_memory_equal(v, "bootsrv", 7);
+            /* RFC 1035 names: \1a\7example\0 then \1b and a pointer to "example" */
+            v = dhcp_option(r, l, 119, &n);
+            assert_non_null(v);
+            assert_true(n >= 13 && !memcmp(v, "\001a\007example\000\001b", 13));
         }
         free(r);
     }
@@ -490,6 +548,22 @@ static bool is_arp(const uint8_t *f, size_t len, uint16_t op, const char *sip, c
     inet_pton(AF_INET, tip, t);
     return len >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[14 + 7] == op &&
            !memcmp(f + 14 + 14, s, 4) && !memcmp(f + 14 + 24, t, 4);
+}
+
+/* slirp asks for the guest's MAC before it sends to it: answer as the guest would. */
+static bool answer_arp(struct netdev *nd, const uint8_t *r, size_t l)
+{
+    if (!is_arp(r, l, 1, "10.0.2.2", "10.0.2.15"))
+        return false;
+    uint8_t f[64];
+    size_t fl = build_arp(f, 2, guest_mac, "10.0.2.15", r + 6, "10.0.2.2");
+    assert_int_equal(send_frame(nd, f, fl), 0);
+    return true;
+}
+
+static bool is_tcp(const uint8_t *r, size_t l)
+{
+    return l >= 14 + 20 + 20 && r[12] == 0x08 && r[13] == 0 && r[14 + 9] == 6;
 }
 
 static void test_user_arp(void **state)
@@ -544,12 +618,7 @@ static void test_user_hostfwd(void **state)
         uint8_t *r = col_wait(&c, i, &l, 5000);
         if (!r)
             break;
-        if (is_arp(r, l, 1, "10.0.2.2", "10.0.2.15")) {
-            /* slirp asks for the guest's MAC first: answer as the guest would. */
-            uint8_t f[64];
-            size_t fl = build_arp(f, 2, guest_mac, "10.0.2.15", r + 6, "10.0.2.2");
-            assert_int_equal(send_frame(nd, f, fl), 0);
-        } else if (l >= 14 + 20 + 20 && r[12] == 0x08 && r[13] == 0 && r[14 + 9] == 6) {
+        if (!answer_arp(nd, r, l) && is_tcp(r, l)) {
             const uint8_t *ip = r + 14, *tcp = ip + (ip[0] & 15) * 4;
             uint8_t dst[4];
             inet_pton(AF_INET, "10.0.2.15", dst);
@@ -567,6 +636,169 @@ static void test_user_hostfwd(void **state)
     netdev_destroy(nd);
 }
 
+/* A TCP segment from the guest (10.0.2.15:40000) to 10.0.2.100:1234. */
+static size_t build_tcp(uint8_t *f, uint32_t seq, uint32_t ack, uint8_t flags, const char *data)
+{
+    static const uint8_t slirp_mac[6] = {0x52, 0x55, 0x0a, 0x00, 0x02, 0x02};
+    size_t dl = data ? strlen(data) : 0, tl = 20 + dl;
+    memset(f, 0, 14 + 20 + tl);
+    memcpy(f, slirp_mac, 6);
+    memcpy(f + 6, guest_mac, 6);
+    f[12] = 0x08;
+    uint8_t *ip = f + 14, *tcp = ip + 20;
+    ip[0] = 0x45;
+    ip[2] = (uint8_t)((20 + tl) >> 8);
+    ip[3] = (uint8_t)(20 + tl);
+    ip[8] = 64;
+    ip[9] = 6;
+    inet_pton(AF_INET, "10.0.2.15", ip + 12);
+    inet_pton(AF_INET, "10.0.2.100", ip + 16);
+    uint16_t cs = ip_csum(ip, 20);
+    ip[10] = (uint8_t)(cs >> 8);
+    ip[11] = (uint8_t)cs;
+    tcp[0] = 40000 >> 8;
+    tcp[1] = 40000 & 0xff;
+    tcp[2] = 1234 >> 8;
+    tcp[3] = 1234 & 0xff;
+    for (int i = 0; i < 4; i++) {
+        tcp[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+        tcp[8 + i] = (uint8_t)(ack >> (24 - 8 * i));
+    }
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14] = tcp[15] = 0xff;
+    memcpy(tcp + 20, data ? data : "", dl);
+    /* Checksum over the pseudo header (addresses, protocol, length) and the segment. */
+    uint8_t ph[12 + 20 + 64];
+    assert_true(tl <= 20 + 64);
+    memcpy(ph, ip + 12, 8);
+    ph[8] = 0;
+    ph[9] = 6;
+    ph[10] = (uint8_t)(tl >> 8);
+    ph[11] = (uint8_t)tl;
+    memcpy(ph + 12, tcp, tl);
+    if ((12 + tl) & 1)
+        ph[12 + tl] = 0;
+    cs = ip_csum(ph, (12 + tl + 1) & ~(size_t)1);
+    tcp[16] = (uint8_t)(cs >> 8);
+    tcp[17] = (uint8_t)cs;
+    return 14 + 20 + tl;
+}
+
+/* The next TCP segment slirp sends the guest from 10.0.2.100:1234 (answering its ARP requests on
+ * the way): its flags, sequence number and payload. */
+static bool next_tcp(struct collector *c, struct netdev *nd, unsigned *idx, uint8_t *flags,
+                     uint32_t *seq, char *data, size_t dlen)
+{
+    for (;; (*idx)++) {
+        size_t l;
+        uint8_t *r = col_wait(c, *idx, &l, 5000);
+        if (!r)
+            return false;
+        if (answer_arp(nd, r, l)) {
+            free(r);
+            continue;
+        }
+        if (is_tcp(r, l)) {
+            const uint8_t *ip = r + 14, *tcp = ip + (ip[0] & 15) * 4;
+            size_t tot = (size_t)(ip[2] << 8 | ip[3]), hl = (size_t)(tcp[12] >> 4) * 4;
+            assert_int_equal(tcp[0] << 8 | tcp[1], 1234);
+            assert_int_equal(tcp[2] << 8 | tcp[3], 40000);
+            *flags = tcp[13];
+            *seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
+            size_t n = tot - (size_t)(tcp - ip) - hl;
+            assert_true(n < dlen);
+            memcpy(data, tcp + hl, n);
+            data[n] = 0;
+            free(r);
+            (*idx)++;
+            return true;
+        }
+        free(r);
+    }
+}
+
+/* guestfwd=...-tcp:HOST:PORT: kemu connects at start-up; a guest connection to 10.0.2.100:1234
+ * is relayed both ways over that stream. */
+/* One guest connection relayed to the listener ls by the netdev text; then, ls closed, the
+ * netdev is refused naming the target (want) and the reason. */
+static void guestfwd_stream_case(int ls, const char *text, const char *want)
+{
+    struct error err = {0};
+    struct netdev *nd;
+    if (netdev_create(text, &nd, &err) != 0)
+        fail_msg("%s", err.msg);
+    struct pollfd p = {.fd = ls, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1); /* connected before any guest traffic */
+    int conn = accept(ls, NULL, NULL);
+    assert_true(conn >= 0);
+
+    struct collector c;
+    col_init(&c, nd);
+    uint8_t f[128];
+    size_t fl = build_tcp(f, 1000, 0, 0x02 /* SYN */, NULL);
+    assert_int_equal(send_frame(nd, f, fl), 0);
+    unsigned idx = 0;
+    uint8_t flags;
+    uint32_t seq;
+    char data[128];
+    assert_true(next_tcp(&c, nd, &idx, &flags, &seq, data, sizeof(data)));
+    assert_int_equal(flags & 0x12, 0x12); /* SYN+ACK */
+    fl = build_tcp(f, 1001, seq + 1, 0x18 /* PSH+ACK */, "from-guest");
+    assert_int_equal(send_frame(nd, f, fl), 0);
+    char got[32] = {0};
+    p.fd = conn;
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(read(conn, got, sizeof(got) - 1), 10);
+    assert_string_equal(got, "from-guest");
+
+    assert_int_equal(write(conn, "from-host", 9), 9);
+    bool seen = false;
+    while (!seen && next_tcp(&c, nd, &idx, &flags, &seq, data, sizeof(data)))
+        seen = !strcmp(data, "from-host");
+    assert_true(seen);
+    col_fini(&c, nd);
+    netdev_destroy(nd);
+    assert_int_equal(read(conn, got, sizeof(got)), 0); /* kemu closed its end */
+    close(conn);
+
+    /* Nobody listening: the netdev is refused with the reason. */
+    close(ls);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(netdev_create(text, &nd, &err), -1);
+    assert_non_null(strstr(err.msg, want));
+    assert_non_null(strstr(err.msg, "Connection refused"));
+}
+
+static void test_user_guestfwd_stream(void **state)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    socklen_t al = sizeof(a);
+    getsockname(ls, (struct sockaddr *)&a, &al);
+    char text[200];
+    snprintf(text, sizeof(text),
+             "user,id=n0,ipv6=off,guestfwd=tcp:10.0.2.100:1234-tcp:127.0.0.1:%d",
+             ntohs(a.sin_port));
+    guestfwd_stream_case(ls, text, "guestfwd target tcp:127.0.0.1:");
+
+    /* The same over a UNIX socket target. */
+    char dir[] = "/tmp/kemu-gfwd-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un u = {.sun_family = AF_UNIX};
+    snprintf(u.sun_path, sizeof(u.sun_path), "%s/s", dir);
+    ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&u, sizeof(u)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    snprintf(text, sizeof(text), "user,id=n0,ipv6=off,guestfwd=tcp:10.0.2.100:1234-unix:%s",
+             u.sun_path);
+    guestfwd_stream_case(ls, text, "guestfwd target unix:/tmp/kemu-gfwd-");
+    unlink(u.sun_path);
+    rmdir(dir);
+}
+
 #endif
 
 /* ---- a packet fd backend (socketpair) ---- */
@@ -579,6 +811,10 @@ static void test_fd_backend(void **state)
     struct error err = {0};
     assert_int_equal(netdev_create_fd("s0", sv[0], true, true, &nd, &err), 0);
     assert_int_equal(netdev_vnet_hdr_len(nd), 12);
+    /* hostfwd_add is for user netdevs only. */
+    assert_int_equal(netdev_hostfwd(nd, true, "tcp::1-:2", &err), -EINVAL);
+    assert_string_equal(err.msg, "netdev 's0' is not a user-mode network");
+    err = (struct error){0};
     assert_int_equal(netdev_offload_caps(nd) & NETDEV_OFFLOAD_CSUM, NETDEV_OFFLOAD_CSUM);
     assert_int_equal(netdev_set_offloads(nd, NETDEV_OFFLOAD_CSUM, &err), 0);
     assert_int_equal(netdev_set_offloads(nd, 0x100, &err), -1);
@@ -665,6 +901,10 @@ static int tap_child(void)
     }
     if (netdev_vnet_hdr_len(nd) != 12)
         return 10;
+    char info[128];
+    netdev_info_str(nd, 0, info, sizeof(info));
+    if (strcmp(netdev_type(nd), "tap") || strcmp(info, "ifname=kemutap0,script=no,downscript=no"))
+        return 11;
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
@@ -743,6 +983,10 @@ static int tap_mq_child(void)
     }
     if (netdev_queues(nd) != 2)
         return 20;
+    char info[128];
+    netdev_info_str(nd, 1, info, sizeof(info));
+    if (strcmp(info, "ifname=kemumq0,script=no,downscript=no"))
+        return 21;
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
@@ -849,6 +1093,14 @@ static int tap_mq_child(void)
     }
     if (netdev_queues(nd) != 2 || netdev_vnet_hdr_len(nd) != 12)
         return 38;
+    /* info network shows each queue by the descriptor the user gave, as QEMU does. */
+    for (unsigned q = 0; q < 2; q++) {
+        char shown[32];
+        netdev_info_str(nd, q, info, sizeof(info));
+        snprintf(shown, sizeof(shown), "fd=%d", fds[q]);
+        if (strcmp(info, shown))
+            return 40;
+    }
     netdev_destroy(nd);
 
     /* vhostfd= that is no vhost-net descriptor: refused, naming the option; the caller's
@@ -906,13 +1158,19 @@ static void test_tap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_errors), cmocka_unit_test(test_help),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_help),
 #ifdef CONFIG_SLIRP
-        cmocka_unit_test(test_user_keys),    cmocka_unit_test(test_user_dhcp),
-        cmocka_unit_test(test_user_arp),     cmocka_unit_test(test_user_hostfwd),
+        cmocka_unit_test(test_user_keys),
+        cmocka_unit_test(test_user_dhcp),
+        cmocka_unit_test(test_user_arp),
+        cmocka_unit_test(test_user_hostfwd),
+        cmocka_unit_test(test_user_guestfwd_stream),
 #endif
-        cmocka_unit_test(test_fd_backend),   cmocka_unit_test(test_fd_backpressure),
-        cmocka_unit_test(test_tap),          cmocka_unit_test(test_tap_mq),
+        cmocka_unit_test(test_fd_backend),
+        cmocka_unit_test(test_fd_backpressure),
+        cmocka_unit_test(test_tap),
+        cmocka_unit_test(test_tap_mq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

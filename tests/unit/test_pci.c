@@ -478,6 +478,19 @@ static void test_slots(void **state)
     assert_non_null(strstr(err.msg, "no free PCI slot"));
     pci_bus_destroy(&e->bus);
     pci_bus_init(&e->bus, &fake_io);
+    /* A board that keeps slots for devices QEMU has there: placement starts after them, an
+     * explicit address still goes anywhere free. */
+    struct pci_device g, h;
+    pci_device_init(&g, "g", NULL, NULL, 1, 1, 0xff0000, 0, 0);
+    pci_device_init(&h, "h", NULL, NULL, 1, 1, 0xff0000, 0, 0);
+    e->bus.first_auto_slot = 3;
+    assert_int_equal(pci_bus_add(&e->bus, &g, -1, 0, &err), 0);
+    assert_int_equal(g.slot, 3);
+    assert_int_equal(pci_bus_add(&e->bus, &h, 1, 0, &err), 0);
+    pci_bus_destroy(&e->bus);
+    pci_bus_init(&e->bus, &fake_io);
+    pci_device_destroy(&g);
+    pci_device_destroy(&h);
     for (unsigned i = 0; i < 27; i++)
         pci_device_destroy(&many[i]);
     free(many);
