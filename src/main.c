@@ -404,6 +404,16 @@ static int mon_hostfwd(void *opaque, const char *netdev, bool add, const char *r
     return machine_devices_hostfwd(app->devices, netdev, add, rule, err);
 }
 
+static int mon_set_link(void *opaque, const char *name, bool up, struct error *err)
+{
+    struct app *app = opaque;
+    if (!app->devices) {
+        error_setf(err, "Device '%s' not found", name);
+        return -ENODEV;
+    }
+    return machine_devices_set_link(app->devices, name, up, err);
+}
+
 static char *mon_usernet_info(void *opaque)
 {
     struct app *app = opaque;
@@ -580,6 +590,7 @@ static int start_qmp(struct app *app, struct error *err)
                                        .query_network = qmp_network,
                                        .commit = mon_commit,
                                        .hostfwd = mon_hostfwd,
+                                       .set_link = mon_set_link,
                                        .usernet_info = mon_usernet_info,
                                        .vm = mon_vm,
                                        .name = cfg->name,

@@ -1079,6 +1079,27 @@ int machine_devices_hostfwd(struct machine_devices *md, const char *netdev, bool
     return netdev_hostfwd(nd, add, rule, err);
 }
 
+int machine_devices_set_link(struct machine_devices *md, const char *name, bool up,
+                             struct error *err)
+{
+    bool found = false;
+    for (size_t i = 0; i < md->ndevs; i++) {
+        struct dev *d = &md->devs[i];
+        if (d->kind != KIND_NET || !d->nd ||
+            (strcmp(d->net_name, name) && strcmp(netdev_id(d->nd), name)))
+            continue;
+        if (d->u.net)
+            virtio_net_set_link(d->u.net, up);
+        found = true;
+    }
+    /* A netdev without a NIC: QEMU keeps its flag, which nothing reads. */
+    if (!found && !find_netdev(md, name)) {
+        error_setf(err, "Device '%s' not found", name);
+        return -ENODEV;
+    }
+    return 0;
+}
+
 /* QEMU's order: the backends without a NIC (created first), then each NIC queue followed by
  * its backend's queue. */
 size_t machine_devices_net_info(struct machine_devices *md, struct qmp_net_client *out, size_t max)

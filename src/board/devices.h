@@ -21,15 +21,20 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
                            struct machine_devices **out, struct error *err);
 struct qmp_block_info;
 struct qmp_net_client;
-/* query-block: one entry per -drive; returns the count (fills at most max). */
 /* HMP hostfwd_add / hostfwd_remove on the user netdev named netdev (NULL: the first one):
  * netdev_hostfwd's results, or -ENODEV with err set (no such user netdev). */
 int machine_devices_hostfwd(struct machine_devices *md, const char *netdev, bool add,
                             const char *rule, struct error *err);
+/* set_link NAME on|off: name is a NIC (its info network name: id= or "virtio-net-pci.N") or a
+ * netdev (its NIC's link changes, as QEMU does for a NIC peer). 0, or -ENODEV with err set to
+ * QEMU's "Device 'NAME' not found". */
+int machine_devices_set_link(struct machine_devices *md, const char *name, bool up,
+                             struct error *err);
 /* HMP info usernet: each user netdev's connection table, malloc'd text ("\n" lines). */
 char *machine_devices_usernet_info(struct machine_devices *md);
 /* info network's lines (snprintf-like: at most max filled, the total returned). */
 size_t machine_devices_net_info(struct machine_devices *md, struct qmp_net_client *out, size_t max);
+/* query-block: one entry per -drive; returns the count (fills at most max). */
 size_t machine_devices_block_info(struct machine_devices *md, struct qmp_block_info *out,
                                   size_t max);
 /* HMP commit: the drive with that id, or "all" (each drive with a backing file or under

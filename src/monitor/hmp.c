@@ -41,6 +41,7 @@ static void cmd_cont(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_commit(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_hostfwd_add(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_hostfwd_remove(struct hmp_ctx *c, char **argv, int argc);
+static void cmd_set_link(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_reset(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_powerdown(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_quit(struct hmp_ctx *c, char **argv, int argc);
@@ -60,6 +61,7 @@ static const struct hmp_cmd commands[] = {
      "remove host-to-guest TCP or UDP redirection", cmd_hostfwd_remove},
     {"info", "[subcommand]", "show various information about the system state", cmd_info},
     {"quit|q", "", "quit the emulator", cmd_quit},
+    {"set_link", "name on|off", "change the link status of a network adapter", cmd_set_link},
     {"stop|s", "", "stop emulation", cmd_stop},
     {"system_powerdown", "", "send system power down event", cmd_powerdown},
     {"system_reset", "", "reset the system", cmd_reset},
@@ -249,6 +251,27 @@ static void cmd_hostfwd_remove(struct hmp_ctx *c, char **argv, int argc)
         put_clean(c->f, err.msg);
         fprintf(c->f, "\r\n");
     }
+}
+
+static void cmd_set_link(struct hmp_ctx *c, char **argv, int argc)
+{
+    if (argc != 3) {
+        fprintf(c->f, "set_link: usage: set_link name on|off\r\n");
+        return;
+    }
+    bool up = !strcmp(argv[2], "on");
+    if (!up && strcmp(argv[2], "off")) {
+        fprintf(c->f, "Expected 'on' or 'off'\r\n");
+        return;
+    }
+    struct error err = {0};
+    if (!c->ops->set_link)
+        error_setf(&err, "Device '%s' not found", argv[1]);
+    else if (c->ops->set_link(c->ops->opaque, argv[1], up, &err) == 0)
+        return;
+    fprintf(c->f, "Error: ");
+    put_clean(c->f, err.set ? err.msg : "failed");
+    fprintf(c->f, "\r\n");
 }
 
 /* QEMU's messages: "Device 'x' not found", "'commit' error for 'x': <strerror>". */

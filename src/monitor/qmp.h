@@ -93,6 +93,8 @@ struct qmp_vm_ops {
     /* HMP hostfwd_add/hostfwd_remove [netdev] RULE (netdev NULL: the first user netdev): 0,
      * or -errno with err set (-EEXIST: the rule was refused, -ENOENT: nothing to remove). */
     int (*hostfwd)(void *opaque, const char *netdev, bool add, const char *rule, struct error *err);
+    /* set_link NAME on|off: 0, or -ENODEV with err set ("Device 'NAME' not found"). */
+    int (*set_link)(void *opaque, const char *name, bool up, struct error *err);
     /* HMP info usernet: malloc'd text, lines ending in "\n"; NULL: nothing to show. */
     char *(*usernet_info)(void *opaque);
     /* HMP commit DEVICE|all: 0, or -errno (-ENODEV: no such device) with err set or not. */

@@ -1,4 +1,5 @@
 /* QMP request checking, argument validation and the commands, with QEMU's error wording. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #define CLS_GENERIC   "GenericError"
 #define CLS_NOT_FOUND "CommandNotFound"
+#define CLS_NO_DEVICE "DeviceNotFound"
 
 enum arg_type { ARG_STR, ARG_BOOL, ARG_INT, ARG_STR_LIST };
 
@@ -320,6 +322,23 @@ static json_t *cmd_quit(struct qmp_client *c, json_t *args, struct qmp_err *e)
     return empty_return();
 }
 
+/* QEMU's set_link: a NIC or netdev name; an unknown one is DeviceNotFound. */
+static json_t *cmd_set_link(struct qmp_client *c, json_t *args, struct qmp_err *e)
+{
+    const char *name = json_string_value(json_object_get(args, "name"));
+    struct error err = {0};
+    int r = -ENODEV;
+    if (c->s->ops.set_link)
+        r = c->s->ops.set_link(c->s->ops.opaque, name, json_is_true(json_object_get(args, "up")),
+                               &err);
+    else
+        error_setf(&err, "Device '%s' not found", name);
+    if (r == 0)
+        return empty_return();
+    qmp_err_set(e, r == -ENODEV ? CLS_NO_DEVICE : CLS_GENERIC, "%s", err.set ? err.msg : "failed");
+    return NULL;
+}
+
 /* ---- human-monitor-command: the same HMP as the interactive monitor ---- */
 
 static json_t *cmd_hmp(struct qmp_client *c, json_t *args, struct qmp_err *e)
@@ -350,6 +369,12 @@ static const struct qmp_arg hmp_args[] = {
     {NULL, ARG_STR, false},
 };
 
+static const struct qmp_arg set_link_args[] = {
+    {"name", ARG_STR, false},
+    {"up", ARG_BOOL, false},
+    {NULL, ARG_STR, false},
+};
+
 static const struct qmp_cmd commands[] = {
     {"qmp_capabilities", cmd_capabilities, capabilities_args},
     {"query-version", cmd_query_version, NULL},
@@ -366,6 +391,7 @@ static const struct qmp_cmd commands[] = {
     {"system_reset", cmd_system_reset, NULL},
     {"system_powerdown", cmd_system_powerdown, NULL},
     {"quit", cmd_quit, NULL},
+    {"set_link", cmd_set_link, set_link_args},
     {"human-monitor-command", cmd_hmp, hmp_args},
 };
 

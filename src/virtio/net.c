@@ -86,7 +86,11 @@ struct virtio_net {
 
     /* State of the netdev thread (set up and torn down through netdev_run_sync). */
     bool running;
-    bool broken; /* DEVICE_NEEDS_RESET was set: leave the queues alone until reset */
+    /* set_link off: the cable is out. Frames are dropped both ways, the status field says so
+     * and vhost-net is stopped (QEMU's link_down); it lasts across driver resets. */
+    bool link_down;
+    bool link_req_down; /* what virtio_net_set_link asked for, read on the netdev thread */
+    bool broken;        /* DEVICE_NEEDS_RESET was set: leave the queues alone until reset */
     bool mrg;
     int start_err;
     unsigned used_pairs; /* pairs whose kicks are watched: max_pairs with MQ, else 1 */
@@ -312,6 +316,10 @@ static void net_receive(void *opaque, unsigned queue, const uint8_t *frame, size
     struct virtio_net *n = opaque;
     if (!n->running || n->broken)
         return;
+    if (n->link_down) {
+        n->stats.rx_dropped++;
+        return;
+    }
     if (queue >= n->curr_pairs) {
         n->stats.rx_dropped++; /* a queue the driver has not enabled (the backend lags) */
         return;
@@ -398,6 +406,10 @@ static int tx_one(struct net_pair *p)
     struct virtio_net *n = p->n;
     struct virtqueue *vq = &n->vdev.vq[txq(p)];
     const struct vq_chain *c = &n->tx;
+    if (n->link_down) { /* QEMU's virtio_net_drop_tx_queue_data: completed, never sent */
+        n->stats.tx_dropped++;
+        return 0;
+    }
     if (c->nr_readable != c->nr_segs) {
         net_broken(n, "transmit chain has device-writable buffers");
         return -1;
@@ -900,7 +912,7 @@ static void attach_on_thread(void *opaque)
         goto fail;
     for (unsigned i = 0; i < n->used_pairs; i++) {
         struct net_pair *p = &n->pairs[i];
-        if (n->vhost && vhost_pair_start(n, p, &e) < 0) {
+        if (n->vhost && !n->link_down && vhost_pair_start(n, p, &e) < 0) {
             /* The pair still works, only slower: say so once per start and carry on. */
             fprintf(stderr, "kemu: %s: queue pair %u: %s; using the userspace datapath\n", v->name,
                     i, e.msg);
@@ -948,6 +960,73 @@ static void detach_on_thread(void *opaque)
     n->ctrl_q = -1;
 }
 
+/* Pair p's rings to kemu's datapath or back to vhost-net (netdev thread, device running). */
+static void pair_to_userspace(struct virtio_net *n, struct net_pair *p)
+{
+    struct error e = {0};
+    vhost_pair_stop(n, p);
+    if (netdev_add_fd(n->nd, n->vdev.kick_fd[rxq(p)], rx_kick, p, &e) < 0 ||
+        netdev_add_fd(n->nd, n->vdev.kick_fd[txq(p)], tx_kick, p, &e) < 0)
+        net_broken(n, e.msg); /* the rings would be served by nobody */
+}
+
+static void pair_to_vhost(struct virtio_net *n, struct net_pair *p)
+{
+    struct error e = {0};
+    netdev_remove_fd(n->nd, n->vdev.kick_fd[rxq(p)]);
+    netdev_remove_fd(n->nd, n->vdev.kick_fd[txq(p)]);
+    if (vhost_pair_start(n, p, &e) == 0)
+        return;
+    fprintf(stderr, "kemu: %s: queue pair %u: %s; using the userspace datapath\n", n->vdev.name,
+            p->index, e.msg);
+    e = (struct error){0};
+    if (netdev_add_fd(n->nd, n->vdev.kick_fd[rxq(p)], rx_kick, p, &e) < 0 ||
+        netdev_add_fd(n->nd, n->vdev.kick_fd[txq(p)], tx_kick, p, &e) < 0)
+        net_broken(n, e.msg);
+}
+
+static void set_link_on_thread(void *opaque)
+{
+    struct virtio_net *n = opaque;
+    bool down = __atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST);
+    if (down == n->link_down)
+        return;
+    n->link_down = down;
+    if (!n->running || n->broken)
+        return;
+    for (unsigned i = 0; i < n->used_pairs; i++) {
+        struct net_pair *p = &n->pairs[i];
+        if (down) {
+            /* vhost-net would go on moving frames: its rings come back here, where they are
+             * dropped, like the frames waiting for a receive buffer. */
+            if (p->vhost)
+                pair_to_userspace(n, p);
+            held_drop_all(p);
+            netdev_set_rx_enabled(n->nd, i, true);
+            rx_notify(p);
+            if (!n->broken)
+                tx_kick(p); /* what the guest queued before: completed unsent */
+        } else if (n->vhost && !p->vhost) {
+            pair_to_vhost(n, p);
+        }
+    }
+}
+
+void virtio_net_set_link(struct virtio_net *n, bool up)
+{
+    bool was_down = __atomic_exchange_n(&n->link_req_down, !up, __ATOMIC_SEQ_CST);
+    netdev_run_sync(n->nd, set_link_on_thread, n);
+    /* The driver reads the status field again on the configuration interrupt (QEMU notifies
+     * only on a change, too). */
+    if (was_down == up)
+        virtio_config_changed(&n->vdev);
+}
+
+bool virtio_net_link_up(struct virtio_net *n)
+{
+    return !__atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST);
+}
+
 static int net_start(struct virtio_device *vdev)
 {
     struct virtio_net *n = vdev->opaque;
@@ -977,6 +1056,8 @@ static void net_config_read(struct virtio_device *vdev, unsigned offset, unsigne
     (void)size;
     pthread_mutex_lock(&n->mac_lock);
     memcpy(vdev->config, n->mac, 6);
+    le_put16(vdev->config + 6,
+             __atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST) ? 0 : VIRTIO_NET_S_LINK_UP);
     pthread_mutex_unlock(&n->mac_lock);
 }
 

@@ -115,6 +115,11 @@ struct virtio_net;
 int virtio_net_create(struct guest_mem *mem, struct netdev *nd, const uint8_t mac[6], bool mq,
                       struct virtio_net **out, struct error *err);
 struct virtio_device *virtio_net_vdev(struct virtio_net *n);
+/* QEMU's set_link: with the link down the status field lacks VIRTIO_NET_S_LINK_UP (the driver
+ * gets a configuration interrupt when it changes), frames are dropped both ways and vhost-net is
+ * stopped until the link is up again. Lasts across resets; from any thread but the netdev's. */
+void virtio_net_set_link(struct virtio_net *n, bool up);
+bool virtio_net_link_up(struct virtio_net *n);
 /* Stops the device, releases the netdev (which the caller destroys afterwards). */
 void virtio_net_destroy(struct virtio_net *n);
 

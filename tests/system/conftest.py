@@ -134,3 +134,11 @@ def run_output(res):
     out = res.output
     i = out.find(INIT_MARKER)
     return out[i:] if i >= 0 else out
+
+
+def wait_carrier(value, label, dev="eth0"):
+    """Guest shell: wait (up to 20 s) for dev's carrier to read value (0 or 1), then print
+    CARRIER-<label>=<what it reads>."""
+    path = f"/sys/class/net/{dev}/carrier"
+    return (f"for i in $(seq 100); do [ $(cat {path}) = {value} ] && break; sleep 0.2; done; "
+            f"echo CARRIER-{label}=$(cat {path}); ")

@@ -7,7 +7,7 @@ step by step, and print what happened, one 'QMPS <json>' line per step.
 Steps:
   wait-file:PATH:TEXT:N   wait until PATH holds TEXT at least N times (a guest serial port
                           written to a file tells the driver the guest got somewhere)
-  cmd:NAME                run a command; prints its return value or error
+  cmd:NAME[:JSON]         run a command (JSON: its arguments); prints its return value or error
   hmp:COMMAND LINE        human-monitor-command; prints its output (the reply)
   event:NAME              wait for an event; prints it
   status                  query-status
@@ -57,7 +57,8 @@ def main():
                     raise TimeoutError(f"{text!r} x{n} never appeared in {path}")
                 report(step)
             elif kind == "cmd":
-                report(step, reply=q.cmd_raw(arg))
+                name, _, args = arg.partition(":")
+                report(step, reply=q.cmd_raw(name, json.loads(args) if args else None))
             elif kind == "hmp":
                 report(step, reply=q.cmd_raw("human-monitor-command", {"command-line": arg}))
             elif kind == "event":

@@ -439,6 +439,25 @@ def test_hostfwd_add_and_remove(kernel, tmp_path):
         m.sock.sendall(b"quit\n")
 
 
+def test_set_link_names(kernel, tmp_path):
+    # QEMU's names: a NIC's id or "virtio-net-pci.N", a netdev's id (its NIC's link), a netdev
+    # without NIC (accepted, nothing to change); QEMU's errors.
+    sock = str(tmp_path / "hmp.sock")
+    with kemu_running(base_args(kernel) + [
+            "-nodefaults", "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,id=nic0",
+            "-netdev", "user,id=n1", "-device", "virtio-net-pci,netdev=n1",
+            "-netdev", "user,id=lone", "-monitor", f"unix:{sock},server=on,wait=off"]):
+        m = Monitor(sock)
+        for cmd in ("set_link nic0 off", "set_link n0 on", "set_link virtio-net-pci.1 off",
+                    "set_link n1 on", "set_link lone off"):
+            assert m.cmd(cmd) == "", cmd
+        assert m.cmd("set_link nope off") == "Error: Device 'nope' not found\r\n"
+        assert m.cmd("set_link nic0 down") == "Expected 'on' or 'off'\r\n"
+        assert "usage" in m.cmd("set_link nic0")
+        assert "set_link name on|off" in m.cmd("help set_link")
+        m.sock.sendall(b"quit\n")
+
+
 def test_legacy_nic_addr(kernel):
     # "-net nic,addr=" places the NIC as -device's addr= would; vectors= and id= are taken.
     rc, out, err = run_piped(base_args(kernel) + [

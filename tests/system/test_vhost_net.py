@@ -8,7 +8,8 @@ counters when kemu exits) handled no frame at all, while the guest fetched and s
 ways over the tap."""
 import re
 
-from conftest import run_guest
+from conftest import run_guest, wait_carrier
+from test_acpi import QMP_SUFFIX, READY, SOCK, qmp_prefix, qmp_steps
 from test_net_mq import HOST_LOG, field, irq_total, netns_prefix
 
 COMMON = ["-M", "pc", "-nographic", "-no-reboot", "-m", "512M", "-nodefaults", "-serial", "stdio"]
@@ -180,6 +181,38 @@ def test_vhost_microvm_virtio_mmio():
     assert (rx, tx) == (0, 0) and starts == 1 and calls > 0 and switches == 0, r
 
 
+def test_vhost_set_link_off_and_on():
+    # set_link off takes the rings back from vhost-net (its frames would flow on) and drops
+    # traffic in kemu; on again, vhost-net takes them once more.
+    r = run_guest(COMMON + ["-serial", f"file:{READY}", "-qmp", f"unix:{SOCK},server=on,wait=off",
+                            "-netdev", "tap,id=t0,ifname=kemuvh4,script=no,downscript=no,vhost=on",
+                            "-device", "virtio-net-pci,netdev=t0,id=nic0"],
+                  run="ip addr add 192.168.84.2/24 dev eth0; ip link set eth0 up; " +
+                      ping_after_link_up("192.168.84.1") +
+                      "echo LINK-OFF > /dev/ttyS1; " + wait_carrier(0, "OFF") +
+                      "ping -c 2 -W 2 192.168.84.1; echo PING-OFF-EXIT=$?; "
+                      "echo LINK-ON > /dev/ttyS1; " + wait_carrier(1, "ON") +
+                      ping_after_link_up("192.168.84.1").replace("PING-", "PING-ON-"),
+                  prefix=STATS + netns_prefix("kemuvh4", "192.168.84.1", "true") +
+                         qmp_prefix(f"wait-file:{READY}:LINK-OFF:1", "hmp:set_link nic0 off",
+                                    f"wait-file:{READY}:LINK-ON:1", "hmp:set_link t0 on"),
+                  suffix=QMP_SUFFIX + "; " + HOST_LOG + "kill $NSPID")
+    assert r.status == 0, r
+    steps = qmp_steps(r.host_output)
+    assert steps["hmp:set_link nic0 off"]["reply"]["return"] == "", steps
+    assert steps["hmp:set_link t0 on"]["reply"]["return"] == "", steps
+    assert field(r.output, "PING-EXIT") == "0", r
+    assert field(r.output, "CARRIER-OFF") == "0", r
+    assert field(r.output, "PING-OFF-EXIT") != "0", r
+    assert field(r.output, "CARRIER-ON") == "1", r
+    assert field(r.output, "PING-ON-EXIT") == "0", r
+    rx, tx, starts, calls, switches = stats(r.output)
+    # No frame passed kemu's datapath (with the link down they were dropped there); vhost-net
+    # started at DRIVER_OK and again when the link came back.
+    assert (rx, tx) == (0, 0), r
+    assert starts == 2, r
+
+
 def test_vhost_bad_options_one_line():
     for args, want in [
             (["-netdev", "tap,id=t0,ifname=kemuvh3,script=no,downscript=no,vhostfd=77"],
@@ -199,7 +232,6 @@ def test_vhost_bad_options_one_line():
 def test_vhost_survives_vm_reset():
     # system_reset while vhost runs: the device is reset (vhost stops and gives the rings back),
     # the guest boots again and its driver starts vhost afresh; traffic works on both boots.
-    from test_acpi import QMP_SUFFIX, READY, SOCK, qmp_prefix, qmp_steps
     r = run_guest(COMMON + ["-serial", f"file:{READY}", "-qmp", f"unix:{SOCK},server=on,wait=off",
                             "-netdev", "tap,id=t0,ifname=kemuvh4,script=no,downscript=no,vhost=on",
                             "-device", "virtio-net-pci,netdev=t0"],

@@ -8,7 +8,8 @@ import shlex
 
 import pytest
 
-from conftest import run_guest
+from conftest import run_guest, wait_carrier
+from test_acpi import QMP_SUFFIX, READY, SOCK, qmp_prefix, qmp_steps
 
 COMMON = ["-M", "pc", "-nographic", "-no-reboot", "-m", "512M", "-nodefaults", "-serial", "stdio"]
 IMG = "/tmp/kemu-blk-test.img"
@@ -196,6 +197,39 @@ def test_net_guestfwd_stream_and_cmd():
     assert "GF-HOST=from-guest" in r.host_output, r
     assert field(r.output, "GF") == "from-host", r
     assert field(r.output, "GC") == "echoed-by-cat", r
+
+
+def test_net_set_link_off_and_on():
+    # QEMU's set_link, once by QMP on the NIC's id, once by HMP on the netdev's: the guest sees
+    # its carrier go and come back, and its traffic stops and flows again.
+    fetch = "timeout 5 wget -qO- http://10.0.2.2:18080/hello.txt; echo WGET-{0}=$?; "
+    r = run_guest(COMMON + ["-serial", f"file:{READY}", "-qmp", f"unix:{SOCK},server=on,wait=off",
+                            "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,id=nic0"],
+                  run=DHCP_SCRIPT + fetch.format("UP") +
+                      "echo LINK-OFF > /dev/ttyS1; " + wait_carrier(0, "OFF") +
+                      fetch.format("OFF") +
+                      "echo LINK-ON > /dev/ttyS1; " + wait_carrier(1, "ON") +
+                      "sleep 1; " + fetch.format("AGAIN"),
+                  prefix="mkdir -p /tmp/www; echo served-by-the-host > /tmp/www/hello.txt; "
+                         "(cd /tmp/www && exec python3 -m http.server --bind 127.0.0.1 18080 "
+                         ">/dev/null 2>&1 &); sleep 1; " +
+                         qmp_prefix(f"wait-file:{READY}:LINK-OFF:1",
+                                    'cmd:set_link:{"name": "nic0", "up": false}',
+                                    'cmd:set_link:{"name": "nope", "up": true}',
+                                    f"wait-file:{READY}:LINK-ON:1", "hmp:set_link n0 on"),
+                  suffix=QMP_SUFFIX)
+    assert r.status == 0, r
+    steps = qmp_steps(r.host_output)
+    assert steps['cmd:set_link:{"name": "nic0", "up": false}']["reply"]["return"] == {}, steps
+    err = steps['cmd:set_link:{"name": "nope", "up": true}']["reply"]["error"]
+    assert err == {"class": "DeviceNotFound", "desc": "Device 'nope' not found"}, steps
+    assert steps["hmp:set_link n0 on"]["reply"]["return"] == "", steps
+    assert field(r.output, "WGET-UP") == "0", r
+    assert field(r.output, "CARRIER-OFF") == "0", r
+    assert field(r.output, "WGET-OFF") != "0", r
+    assert field(r.output, "CARRIER-ON") == "1", r
+    assert field(r.output, "WGET-AGAIN") == "0", r
+    assert r.output.count("served-by-the-host") == 2, r
 
 
 def test_net_tap_in_namespace_both_ways():

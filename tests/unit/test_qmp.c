@@ -24,6 +24,8 @@ struct fake {
     bool running;
     bool fail_stop;
     int stops, conts, resets, powerdowns, quits;
+    char link_name[16]; /* the last set_link */
+    bool link_up;
     bool quit_reply_seen_first; /* the quit reply was queued before ops.quit ran */
     struct qmp_client *quit_client;
 };
@@ -159,6 +161,19 @@ static size_t f_block(void *opaque, struct qmp_block_info *out, size_t max)
     return 2;
 }
 
+/* Knows one NIC, "nic0". */
+static int f_set_link(void *opaque, const char *name, bool up, struct error *err)
+{
+    struct fake *f = opaque;
+    if (strcmp(name, "nic0")) {
+        error_setf(err, "Device '%s' not found", name);
+        return -ENODEV;
+    }
+    snprintf(f->link_name, sizeof(f->link_name), "%s", name);
+    f->link_up = up;
+    return 0;
+}
+
 static char *f_hmp(void *opaque, const char *line)
 {
     if (!strncmp(line, "board", 5))
@@ -179,6 +194,7 @@ static struct qmp_vm_ops fake_ops(struct fake *f)
                                .query_pci = f_pci,
                                .query_block = f_block,
                                .hmp = f_hmp,
+                               .set_link = f_set_link,
                                .name = "guest1",
                                .opaque = f};
 }
@@ -593,6 +609,30 @@ static void test_actions(void **state)
     x->fake.fail_stop = true;
     expect_error(x, &x->a, "{\"execute\": \"stop\"}", "GenericError", "cannot stop now");
 
+    /* set_link: both arguments required and typed; an unknown name is DeviceNotFound. */
+    x->fake.link_up = true;
+    expect_empty_return(x, &x->a,
+                        "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"nic0\", "
+                        "\"up\": false}}");
+    assert_string_equal(x->fake.link_name, "nic0");
+    assert_false(x->fake.link_up);
+    expect_error(x, &x->a,
+                 "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"nope\", \"up\": true}}",
+                 "DeviceNotFound", "Device 'nope' not found");
+    expect_error(x, &x->a, "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"nic0\"}}",
+                 "GenericError", "Parameter 'up' is missing");
+    expect_error(x, &x->a,
+                 "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"nic0\", \"up\": \"on\"}}",
+                 "GenericError", "Invalid parameter type for 'up', expected: boolean");
+    assert_false(x->fake.link_up);
+    ret = ret_of(x, &x->a,
+                 "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": "
+                 "\"set_link nic0 on\"}}",
+                 &h);
+    assert_string_equal(json_string_value(ret), "");
+    assert_true(x->fake.link_up);
+    json_decref(h);
+
     /* human-monitor-command: the board's handler, then the built-ins. */
     ret = ret_of(x, &x->a,
                  "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": "
@@ -674,6 +714,9 @@ static void test_null_ops(void **state)
     ret = ret_of(x, &x->a, "{\"execute\": \"query-status\"}", &h);
     assert_string_equal(json_string_value(json_object_get(ret, "status")), "running");
     json_decref(h);
+    expect_error(x, &x->a,
+                 "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"n0\", \"up\": true}}",
+                 "DeviceNotFound", "Device 'n0' not found");
     expect_empty_return(x, &x->a, "{\"execute\": \"quit\"}"); /* no ops.quit: nothing to call */
 }
 

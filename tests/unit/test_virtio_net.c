@@ -495,6 +495,62 @@ static void test_rx_irqs_per_round(void **state)
     fx_free(f);
 }
 
+/* set_link off: the status field says so with a configuration interrupt, a queued transmit is
+ * completed unsent, a frame from the backend is dropped; on again, both ways work. */
+static void test_link_down(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false, BASE);
+    struct virtio_device *v = f->vdev;
+    virtio_net_set_link(f->net, false);
+    assert_false(virtio_net_link_up(f->net));
+    assert_int_equal(virtio_read_config(v, 6, 2), 0);
+    assert_int_equal(__atomic_load_n(&f->notify_cfg, __ATOMIC_SEQ_CST), 1);
+    virtio_net_set_link(f->net, false); /* no change: no interrupt */
+    assert_int_equal(__atomic_load_n(&f->notify_cfg, __ATOMIC_SEQ_CST), 1);
+
+    memset(f->ram + DATA, 0, 12);
+    fill(f->ram + DATA + 12, 64, 3);
+    desc(f, 1, 0, DATA, 12 + 64, 0, 0);
+    publish(f, 1, 0);
+    assert_true(wait_used(f, 1, 1));
+    struct pollfd pf = {.fd = f->sv[1], .events = POLLIN};
+    assert_int_equal(poll(&pf, 1, 100), 0); /* nothing reached the backend */
+
+    uint8_t fr[60];
+    fill(fr, sizeof(fr), 5);
+    desc(f, 0, 0, DATA + 0x1000, 1526, VIRTQ_DESC_F_WRITE, 0);
+    publish(f, 0, 0);
+    assert_int_equal(write(f->sv[1], fr, sizeof(fr)), sizeof(fr));
+    struct virtio_net_stats st = {0};
+    for (int i = 0; i < 3000 && !st.rx_dropped; i++, usleep(1000))
+        virtio_net_get_stats(f->net, &st);
+    assert_int_equal(st.rx_dropped, 1);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(st.tx_dropped, 1);
+    assert_int_equal(st.tx_frames, 0);
+
+    virtio_net_set_link(f->net, true);
+    assert_int_equal(virtio_read_config(v, 6, 2), VIRTIO_NET_S_LINK_UP);
+    assert_int_equal(__atomic_load_n(&f->notify_cfg, __ATOMIC_SEQ_CST), 2);
+    assert_int_equal(write(f->sv[1], fr, sizeof(fr)), sizeof(fr));
+    assert_true(wait_used(f, 0, 1));
+    assert_memory_equal(f->ram + DATA + 0x1000 + 12, fr, sizeof(fr));
+    desc(f, 1, 1, DATA, 12 + 64, 0, 0);
+    publish(f, 1, 1);
+    uint8_t buf[256];
+    assert_int_equal(backend_read(f, buf, sizeof(buf)), 64);
+    assert_memory_equal(buf, f->ram + DATA + 12, 64);
+
+    /* The state outlives a driver reset. */
+    virtio_net_set_link(f->net, false);
+    pthread_mutex_lock(&v->lock);
+    virtio_set_status(v, 0);
+    pthread_mutex_unlock(&v->lock);
+    assert_int_equal(virtio_read_config(v, 6, 2), 0);
+    fx_free(f);
+}
+
 static void test_malformed(void **state)
 {
     /* TX chain shorter than the header. */
@@ -560,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_rx_mergeable),
         cmocka_unit_test(test_rx_held),
         cmocka_unit_test(test_rx_irqs_per_round),
+        cmocka_unit_test(test_link_down),
         cmocka_unit_test(test_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
