@@ -4,7 +4,8 @@
  *               with vnet headers (with every offload negotiated)
  *   byte 1      queue sizes: RX 1 << (b & 7), TX 1 << ((b >> 4) & 7) (1..128)
  *   byte 2      n, the number of operation bytes that follow
- *   n bytes     operations (low 3 bits the operation, high 5 bits its argument)
+ *   n bytes     operations (low 3 bits the operation, high 5 bits its argument; 5 with an odd
+ *               argument flips the link, as set_link)
  *   the rest    laid over guest memory from address 0: RX rings at 0 / 0x1000 / 0x2000, TX rings
  *               at 0x3000 / 0x4000 / 0x5000, buffers anywhere, in a 64 KiB guest
  * The netdev runs without its own thread: every operation is followed by one poll round on
@@ -127,8 +128,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             le_put16(ram + 0x3000u * (arg & 1) + 0x1002,
                      (uint16_t)(le_get16(ram + 0x3000u * (arg & 1) + 0x1002) + (arg >> 1)));
             break;
-        case 5:
-            drain_peer(r);
+        case 5: /* the host drains the peer, or (odd arg) flips the link (set_link) */
+            if (arg & 1)
+                virtio_net_set_link(r->net, !virtio_net_link_up(r->net));
+            else
+                drain_peer(r);
             break;
         case 6: /* the driver changes a ring entry or descriptor byte */
             ram[(arg * 0x811u) % RAM_SIZE] ^= (uint8_t)(arg | 1);
@@ -146,6 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pthread_mutex_lock(&v->lock);
     virtio_set_status(v, 0);
     pthread_mutex_unlock(&v->lock);
+    virtio_net_set_link(r->net, true); /* the next input starts with the cable in */
     netdev_poll(r->nd, 0);
     drain_peer(r);
     return 0;
