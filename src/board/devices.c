@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "block/drive.h"
+#include "cli/nic_opts.h"
 #include "kemu-config.h"
 #include "monitor/qmp.h"
 #include "net/net.h"
@@ -502,118 +503,6 @@ static int add_nic(struct machine_devices *md, struct netdev_slot *ns, const cha
     return plug(md, d, slot, func, err);
 }
 
-/*
- * Split "type,key=val,..." of -nic / -net into the NIC keys we take (model, mac/macaddr, id of
- * the NIC) and the rest, which is the netdev text. ",," stays an escaped comma.
- */
-struct nic_split {
-    char *netdev_text;
-    char *model, *mac, *netdev_ref, *name;
-};
-
-static char *dup_range(const char *s, size_t n)
-{
-    char *r = malloc(n + 1);
-    if (r) {
-        memcpy(r, s, n);
-        r[n] = 0;
-    }
-    return r;
-}
-
-/* The end of the option element at p: the next single comma (",," is an escaped one), or the
- * string's end. */
-static const char *elem_end(const char *p)
-{
-    while (*p && !(*p == ',' && p[1] != ','))
-        p += (*p == ',' && p[1] == ',') ? 2 : 1;
-    return p;
-}
-
-static int split_nic(const char *text, struct nic_split *out, struct error *err)
-{
-    memset(out, 0, sizeof(*out));
-    size_t len = strlen(text);
-    char *rest = calloc(1, len + 1);
-    if (!rest)
-        return error_setf(err, "out of memory");
-    size_t rl = 0;
-    const char *p = text;
-    while (*p) {
-        const char *e = elem_end(p);
-        size_t n = (size_t)(e - p);
-        char **dst = NULL;
-        size_t klen = 0;
-        static const struct {
-            const char *key;
-            size_t off;
-        } keys[] = {{"model=", offsetof(struct nic_split, model)},
-                    {"mac=", offsetof(struct nic_split, mac)},
-                    {"macaddr=", offsetof(struct nic_split, mac)},
-                    {"netdev=", offsetof(struct nic_split, netdev_ref)},
-                    {"name=", offsetof(struct nic_split, name)}};
-        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
-            size_t kl = strlen(keys[k].key);
-            if (n >= kl && !strncmp(p, keys[k].key, kl)) {
-                dst = (char **)((char *)out + keys[k].off);
-                klen = kl;
-                break;
-            }
-        }
-        if (dst) {
-            free(*dst);
-            *dst = dup_range(p + klen, n - klen);
-        } else {
-            if (rl)
-                rest[rl++] = ',';
-            memcpy(rest + rl, p, n);
-            rl += n;
-        }
-        p = *e ? e + 1 : e;
-    }
-    out->netdev_text = rest;
-    return 0;
-}
-
-static void split_free(struct nic_split *s)
-{
-    free(s->netdev_text);
-    free(s->model);
-    free(s->mac);
-    free(s->netdev_ref);
-    free(s->name);
-}
-
-static int check_model(const char *model, struct error *err)
-{
-    if (!model || !strcmp(model, "virtio") || !strcmp(model, "virtio-net-pci") ||
-        !strcmp(model, "virtio-net") || !strcmp(model, "virtio-net-device"))
-        return 0;
-    return error_setf(err, "model '%s' is not supported (kemu has virtio-net-pci: model=virtio)",
-                      model);
-}
-
-/* "user,..." becomes "user,id=<id>,..." (an id= given by the user wins). */
-static char *netdev_text_with_id(const char *text, const char *id)
-{
-    const char *comma = strchr(text, ',');
-    size_t tl = comma ? (size_t)(comma - text) : strlen(text);
-    size_t n = strlen(text) + strlen(id) + 8;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%.*s,id=%s%s", (int)tl, text, id, comma ? comma : "");
-    return s;
-}
-
-static bool has_key(const char *text, const char *key)
-{
-    size_t kl = strlen(key);
-    for (const char *p = text; (p = strstr(p, key)); p += kl)
-        if ((p == text || p[-1] == ',') && p[kl] == '=')
-            return true;
-    return false;
-}
-
 /* -nic TYPE[,netdev keys][,model=][,mac=]: a backend and its NIC in one. */
 static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, bool *any,
                     struct error *err)
@@ -625,16 +514,17 @@ static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, b
             continue;
         char what[256];
         snprintf(what, sizeof(what), "-nic %s", text);
-        struct nic_split s;
-        if (split_nic(text, &s, err) < 0)
+        struct nic_opts s;
+        if (nic_opts_split(text, &s, err) < 0)
             return -1;
-        int r = check_model(s.model, err);
+        int r = nic_model_check(s.model, err);
         char *nd_text = NULL;
         if (r == 0) {
             char id[32];
             snprintf(id, sizeof(id), "__nic%zu", i);
-            nd_text = has_key(s.netdev_text, "id") ? strdup(s.netdev_text)
-                                                   : netdev_text_with_id(s.netdev_text, id);
+            nd_text = nic_text_has_key(s.netdev_text, "id")
+                          ? strdup(s.netdev_text)
+                          : nic_netdev_text_with_id(s.netdev_text, id);
             if (!nd_text)
                 r = error_setf(err, "out of memory");
         }
@@ -644,55 +534,12 @@ static int add_nics(struct machine_devices *md, const struct kemu_config *cfg, b
         if (r == 0)
             r = add_nic(md, find_netdev(md, netdev_id(nd)), s.mac, false, NULL, -1, 0, err);
         free(nd_text);
-        split_free(&s);
+        nic_opts_free(&s);
         if (r < 0) {
             if (strncmp(err->msg, "-nic", 4))
                 error_prefix(err, "%s: ", what);
             return -1;
         }
-    }
-    return 0;
-}
-
-/* The keys of "-net nic" that split_nic leaves in its rest ("nic,addr=0x5,vectors=3,id=x"):
- * addr= places the NIC on the PCI bus, vectors= and id= are taken as QEMU takes them (kemu
- * gives each queue its own MSI-X vector); anything else is refused as QEMU refuses it. */
-static int legacy_nic_keys(struct machine_devices *md, const char *rest, int *slot, int *func,
-                           char *id, size_t idsz, struct error *err)
-{
-    *slot = -1;
-    *func = 0;
-    id[0] = 0;
-    const char *p = rest + 3; /* "nic" */
-    while (*p == ',') {
-        p++;
-        const char *e = elem_end(p);
-        const char *eq = memchr(p, '=', (size_t)(e - p));
-        int kl = (int)((eq ? eq : e) - p);
-        char val[64];
-        if (eq && (size_t)(e - eq - 1) >= sizeof(val))
-            return error_setf(err, "%.*s=: value too long", kl, p);
-        snprintf(val, sizeof(val), "%.*s", eq ? (int)(e - eq - 1) : 0, eq ? eq + 1 : "");
-        if (eq && kl == 4 && !strncmp(p, "addr", 4)) {
-            if (!md->bus)
-                return error_setf(err, "addr=: the microvm machine has no PCI bus (use -M pc)");
-            if (pci_parse_addr(val, slot, func, err) < 0)
-                return -1;
-        } else if (eq && kl == 7 && !strncmp(p, "vectors", 7)) {
-            uint64_t v;
-            if (opts_parse_number(val, &v) < 0 || v > 0xffffffffULL)
-                return error_setf(err, "vectors=%s: not a number of MSI-X vectors", val);
-        } else if (eq && kl == 2 && !strncmp(p, "id", 2)) {
-            snprintf(id, idsz, "%s", val);
-            if (!opts_id_wellformed(id))
-                return error_setf(err,
-                                  "invalid id '%s' (a letter, then letters, digits, '-', "
-                                  "'.' or '_')",
-                                  id);
-        } else {
-            return error_setf(err, "Invalid parameter '%.*s'", kl, p);
-        }
-        p = e;
     }
     return 0;
 }
@@ -719,8 +566,9 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
             return error_setf(err, "%s: too many -net backends", what);
         char id[32];
         snprintf(id, sizeof(id), "__net%zu", i);
-        char *t = has_key(text, "id") || has_key(text, "name") ? strdup(text)
-                                                               : netdev_text_with_id(text, id);
+        char *t = nic_text_has_key(text, "id") || nic_text_has_key(text, "name")
+                      ? strdup(text)
+                      : nic_netdev_text_with_id(text, id);
         if (!t)
             return error_setf(err, "out of memory");
         int r = add_netdev(md, t, what, &backs[nback], err);
@@ -733,14 +581,13 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
         const char *text = cfg->nets.v[i];
         if (strcmp(text, "nic") && strncmp(text, "nic,", 4))
             continue;
-        struct nic_split s;
-        if (split_nic(text, &s, err) < 0)
+        struct nic_opts s;
+        if (nic_opts_split(text, &s, err) < 0)
             return -1;
-        int slot, func;
-        char id[64];
-        int r = check_model(s.model, err);
+        struct nic_legacy_keys k;
+        int r = nic_model_check(s.model, err);
         if (r == 0)
-            r = legacy_nic_keys(md, s.netdev_text, &slot, &func, id, sizeof(id), err);
+            r = nic_legacy_keys(s.netdev_text, md->bus != NULL, &k, err);
         struct netdev_slot *ns = NULL;
         if (r == 0 && s.netdev_ref) {
             if (!(ns = find_netdev(md, s.netdev_ref)))
@@ -755,8 +602,8 @@ static int add_legacy_net(struct machine_devices *md, const struct kemu_config *
             }
         }
         if (r == 0)
-            r = add_nic(md, ns, s.mac, false, id[0] ? id : NULL, slot, func, err);
-        split_free(&s);
+            r = add_nic(md, ns, s.mac, false, k.id[0] ? k.id : NULL, k.slot, k.func, err);
+        nic_opts_free(&s);
         if (r < 0) {
             error_prefix(err, "-net %s: ", text);
             return -1;
