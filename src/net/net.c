@@ -262,6 +262,24 @@ static int parse_hostfwd(const char *rule, const struct net_user_cfg *c, struct 
     return 0;
 }
 
+int net_hostfwd_parse(const char *rule, bool add, const struct net_user_cfg *c,
+                      struct net_hostfwd *f, struct error *err)
+{
+    if (add)
+        return parse_hostfwd(rule, c, f, err);
+    /* [tcp|udp]:[hostaddr]:hostport, with QEMU's one message for every mistake */
+    char proto[8], haddr[64];
+    const char *p = rule;
+    memset(f, 0, sizeof(*f));
+    f->haddr.s_addr = htonl(INADDR_ANY);
+    if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', haddr, sizeof(haddr)) < 0 ||
+        (strcmp(proto, "tcp") && strcmp(proto, "udp") && proto[0]) ||
+        (haddr[0] && parse_addr(haddr, &f->haddr) < 0) || parse_port(p, 0, &f->hport) < 0)
+        return error_setf(err, "invalid format");
+    f->udp = !strcmp(proto, "udp");
+    return 0;
+}
+
 /* The target of a guestfwd rule: cmd:COMMAND (a process per guest connection, run by slirp), or
  * tcp:HOST:PORT / unix:PATH, a stream kemu connects to at start-up and relays every guest
  * connection to (QEMU's chardev targets). */
@@ -877,23 +895,8 @@ int netdev_hostfwd(struct netdev *nd, bool add, const char *rule, struct error *
     struct net_hostfwd f;
     memset(&c, 0, sizeof(c));
     net_slirp_addrs(nd, &c);
-    if (add) {
-        if (parse_hostfwd(rule, &c, &f, err) < 0)
-            return -EINVAL;
-    } else {
-        /* [tcp|udp]:[hostaddr]:hostport */
-        char proto[8], haddr[64];
-        const char *p = rule;
-        memset(&f, 0, sizeof(f));
-        f.haddr.s_addr = htonl(INADDR_ANY);
-        if (take(&p, ':', proto, sizeof(proto)) < 0 || take(&p, ':', haddr, sizeof(haddr)) < 0 ||
-            (strcmp(proto, "tcp") && strcmp(proto, "udp") && proto[0]) ||
-            (haddr[0] && parse_addr(haddr, &f.haddr) < 0) || parse_port(p, 0, &f.hport) < 0) {
-            error_setf(err, "invalid format");
-            return -EINVAL;
-        }
-        f.udp = !strcmp(proto, "udp");
-    }
+    if (net_hostfwd_parse(rule, add, &c, &f, err) < 0)
+        return -EINVAL;
     if (net_slirp_hostfwd(nd, add, &f) < 0)
         return add ? -EEXIST : -ENOENT;
     return 0;

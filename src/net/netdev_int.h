@@ -144,6 +144,11 @@ struct net_user_cfg {
     struct net_guestfwd *gfwd;
     size_t ngfwd;
 };
+/* A hostfwd rule: for hostfwd= and hostfwd_add (add) "[tcp|udp]:[hostaddr]:hostport-
+ * [guestaddr]:guestport", the guest address inside c's network (default: its first DHCP
+ * address); for hostfwd_remove "[tcp|udp]:[hostaddr]:hostport". 0, or -1 with err set. */
+int net_hostfwd_parse(const char *rule, bool add, const struct net_user_cfg *c,
+                      struct net_hostfwd *f, struct error *err);
 int net_slirp_init(struct netdev *nd, const struct net_user_cfg *cfg, struct error *err);
 /* The addresses rules are checked against (net, mask, dhcp of c). */
 void net_slirp_addrs(const struct netdev *nd, struct net_user_cfg *c);

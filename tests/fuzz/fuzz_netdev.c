@@ -1,6 +1,7 @@
 /*
  * libFuzzer harness for the -netdev option parser: the input is one -netdev argument (up to
- * the first NUL or newline), given to netdev_create().
+ * the first NUL or newline), given to netdev_create(); or "hostfwd_add RULE" / "hostfwd_remove
+ * RULE", the monitor's rules, given to their parser.
  *
  * netdev_create parses and then starts the backend: libslirp (which binds hostfwd ports) or a
  * tap device (which opens /dev/net/tun and runs script=). There is no parse-only entry point,
@@ -86,11 +87,36 @@ int __wrap_net_tap_init(struct netdev *nd, const struct net_tap_cfg *c, struct e
     return error_setf(err, STOP);
 }
 
+/* HMP's hostfwd_add / hostfwd_remove RULE against QEMU's default network 10.0.2.0/24. */
+static void hostfwd_rule(const char *rule, bool add)
+{
+    struct net_user_cfg c;
+    memset(&c, 0, sizeof(c));
+    c.net.s_addr = htonl(0x0a000200);
+    c.mask.s_addr = htonl(0xffffff00);
+    c.dhcp.s_addr = htonl(0x0a00020f);
+    struct net_hostfwd f;
+    struct error err = {0};
+    if (net_hostfwd_parse(rule, add, &c, &f, &err) < 0) {
+        fuzz_check_error(&err);
+        return;
+    }
+    if (f.hport < 0 || f.hport > 65535)
+        abort();
+    if (add && (f.gport < 1 || f.gport > 65535 || (f.gaddr.s_addr & c.mask.s_addr) != c.net.s_addr))
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = fuzz_option_text(data, size);
     if (!text)
         return 0;
+    if (!strncmp(text, "hostfwd_add ", 12) || !strncmp(text, "hostfwd_remove ", 15)) {
+        hostfwd_rule(strchr(text, ' ') + 1, text[8] == 'a');
+        free(text);
+        return 0;
+    }
     struct netdev *nd = NULL;
     struct error err = {0};
     int r = netdev_create(text, &nd, &err);
