@@ -103,6 +103,7 @@ unsigned netdev_queues(const struct netdev *nd);
 /* For info network: the backend type ("user", "tap", "socket") and, in buf, what QEMU shows of
  * queue `queue` ("net=10.0.2.0,restrict=off", "ifname=tap0,script=no,downscript=no", "fd=5"). */
 const char *netdev_type(const struct netdev *nd);
+void netdev_info_str(const struct netdev *nd, unsigned queue, char *buf, size_t len);
 /*
  * HMP's hostfwd_add / hostfwd_remove on a user netdev: add "[tcp|udp]:[hostaddr]:hostport-
  * [guestaddr]:guestport", or remove "[tcp|udp]:[hostaddr]:hostport". 0; -EINVAL with err set
@@ -112,7 +113,6 @@ const char *netdev_type(const struct netdev *nd);
 int netdev_hostfwd(struct netdev *nd, bool add, const char *rule, struct error *err);
 /* HMP info usernet: a user netdev's connection table (malloc'd), NULL for other netdevs. */
 char *netdev_usernet_info(struct netdev *nd);
-void netdev_info_str(const struct netdev *nd, unsigned queue, char *buf, size_t len);
 
 /* Run fn(opaque) on the netdev thread and wait for it (directly if already on it). */
 void netdev_run_sync(struct netdev *nd, void (*fn)(void *opaque), void *opaque);

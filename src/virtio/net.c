@@ -79,6 +79,11 @@ struct virtio_net {
     unsigned be_hdr;           /* the backend's vnet header length: 0 or 12 */
     unsigned max_pairs;        /* 1, or the netdev's queues with mq */
 
+    /* set_link off: the cable is out. Frames are dropped both ways, the status field says so
+     * and vhost-net is stopped (QEMU's link_down); it lasts across driver resets. Written by
+     * virtio_net_set_link, read by the netdev thread and by config reads (atomic). */
+    bool link_down;
+
     /* The primary address: written by MAC_ADDR_SET and reset (mac_lock held), read by the
      * netdev thread's filter and by config reads (mac_lock held). */
     pthread_mutex_t mac_lock;
@@ -86,11 +91,7 @@ struct virtio_net {
 
     /* State of the netdev thread (set up and torn down through netdev_run_sync). */
     bool running;
-    /* set_link off: the cable is out. Frames are dropped both ways, the status field says so
-     * and vhost-net is stopped (QEMU's link_down); it lasts across driver resets. */
-    bool link_down;
-    bool link_req_down; /* what virtio_net_set_link asked for, read on the netdev thread */
-    bool broken;        /* DEVICE_NEEDS_RESET was set: leave the queues alone until reset */
+    bool broken; /* DEVICE_NEEDS_RESET was set: leave the queues alone until reset */
     bool mrg;
     int start_err;
     unsigned used_pairs; /* pairs whose kicks are watched: max_pairs with MQ, else 1 */
@@ -114,6 +115,11 @@ struct virtio_net {
 
     struct virtio_net_stats stats;
 };
+
+static bool link_is_down(struct virtio_net *n)
+{
+    return __atomic_load_n(&n->link_down, __ATOMIC_SEQ_CST);
+}
 
 static void net_broken(struct virtio_net *n, const char *msg)
 {
@@ -316,7 +322,7 @@ static void net_receive(void *opaque, unsigned queue, const uint8_t *frame, size
     struct virtio_net *n = opaque;
     if (!n->running || n->broken)
         return;
-    if (n->link_down) {
+    if (link_is_down(n)) {
         n->stats.rx_dropped++;
         return;
     }
@@ -406,7 +412,7 @@ static int tx_one(struct net_pair *p)
     struct virtio_net *n = p->n;
     struct virtqueue *vq = &n->vdev.vq[txq(p)];
     const struct vq_chain *c = &n->tx;
-    if (n->link_down) { /* QEMU's virtio_net_drop_tx_queue_data: completed, never sent */
+    if (link_is_down(n)) { /* QEMU's virtio_net_drop_tx_queue_data: completed, never sent */
         n->stats.tx_dropped++;
         return 0;
     }
@@ -912,7 +918,7 @@ static void attach_on_thread(void *opaque)
         goto fail;
     for (unsigned i = 0; i < n->used_pairs; i++) {
         struct net_pair *p = &n->pairs[i];
-        if (n->vhost && !n->link_down && vhost_pair_start(n, p, &e) < 0) {
+        if (n->vhost && !link_is_down(n) && vhost_pair_start(n, p, &e) < 0) {
             /* The pair still works, only slower: say so once per start and carry on. */
             fprintf(stderr, "kemu: %s: queue pair %u: %s; using the userspace datapath\n", v->name,
                     i, e.msg);
@@ -988,10 +994,7 @@ static void pair_to_vhost(struct virtio_net *n, struct net_pair *p)
 static void set_link_on_thread(void *opaque)
 {
     struct virtio_net *n = opaque;
-    bool down = __atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST);
-    if (down == n->link_down)
-        return;
-    n->link_down = down;
+    bool down = link_is_down(n);
     if (!n->running || n->broken)
         return;
     for (unsigned i = 0; i < n->used_pairs; i++) {
@@ -1014,17 +1017,16 @@ static void set_link_on_thread(void *opaque)
 
 void virtio_net_set_link(struct virtio_net *n, bool up)
 {
-    bool was_down = __atomic_exchange_n(&n->link_req_down, !up, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&n->link_down, !up, __ATOMIC_SEQ_CST) == !up)
+        return; /* no change: nothing to move, no interrupt (QEMU notifies only on a change) */
     netdev_run_sync(n->nd, set_link_on_thread, n);
-    /* The driver reads the status field again on the configuration interrupt (QEMU notifies
-     * only on a change, too). */
-    if (was_down == up)
-        virtio_config_changed(&n->vdev);
+    /* The driver reads the status field again on the configuration interrupt. */
+    virtio_config_changed(&n->vdev);
 }
 
 bool virtio_net_link_up(struct virtio_net *n)
 {
-    return !__atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST);
+    return !link_is_down(n);
 }
 
 static int net_start(struct virtio_device *vdev)
@@ -1056,8 +1058,7 @@ static void net_config_read(struct virtio_device *vdev, unsigned offset, unsigne
     (void)size;
     pthread_mutex_lock(&n->mac_lock);
     memcpy(vdev->config, n->mac, 6);
-    le_put16(vdev->config + 6,
-             __atomic_load_n(&n->link_req_down, __ATOMIC_SEQ_CST) ? 0 : VIRTIO_NET_S_LINK_UP);
+    le_put16(vdev->config + 6, link_is_down(n) ? 0 : VIRTIO_NET_S_LINK_UP);
     pthread_mutex_unlock(&n->mac_lock);
 }
 
