@@ -2,6 +2,7 @@
 #include "virtio/blk.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,16 @@
  * max_hw_sectors_kb 32767 at most) and small enough that a guest cannot make one request pin
  * gigabytes of host buffers. */
 #define BLK_MAX_REQ_BYTES (32u << 20)
+
+/*
+ * Merging. The reads and writes one wake-up takes from a queue are submitted together at its
+ * end, and runs of them that continue each other on the disk go to the backend as one I/O, as
+ * QEMU's virtio_blk_submit_multireq does: a sequential stream at depth arrives as neighbours
+ * (fio 1 MiB writes at depth 16 in the test host: 14160 requests in 4001 I/Os). A merged I/O is
+ * capped at IOV_MAX segments (one preadv/pwritev) and BLK_MAX_MERGE_BYTES; each request still
+ * completes, fails or is held on its own.
+ */
+#define BLK_MAX_MERGE_BYTES BLK_MAX_REQ_BYTES
 
 /* epoll tags besides the queue numbers. */
 #define TAG_STOP  0x10000u
@@ -52,6 +63,11 @@ struct blk_req {
     bool flush_after; /* write cache off: flush before completing a write */
     struct iovec *iov;
     unsigned iov_cap;
+    /* A merged I/O's first request carries the others' iovecs after its own and links them
+     * here, in disk order; own_* restore its own request when the I/O completes. */
+    struct blk_req *merge_next;
+    int own_iovcnt;
+    uint64_t own_len;
 };
 
 struct virtio_blk {
@@ -78,6 +94,12 @@ struct virtio_blk {
     struct vq_chain *chain;
     struct blk_req *reqs, *free_reqs;
     unsigned nreqs;
+    /* Reads and writes popped in this wake-up, submitted (merged) at its end. */
+    struct blk_req **batch;
+    unsigned nbatch;
+    /* KEMU_BLK_STATS (worker only; printed at destroy): requests and the I/Os that carried
+     * them. */
+    unsigned long long st_rw, st_io, st_merged;
     /* Failed under a stop action, oldest first, linked by next_free (worker only). */
     struct blk_req *held, **held_tail;
     unsigned nheld; /* atomic: read by virtio_blk_held() */
@@ -135,10 +157,10 @@ static enum drive_error_taken io_error(struct virtio_blk *b, struct blk_req *r, 
     return e.action;
 }
 
-static void io_done(struct block_request *br, int ret)
+/* One request's I/O (or flush) finished. */
+static void done_one(struct virtio_blk *b, struct blk_req *r, int ret)
 {
-    struct blk_req *r = br->opaque;
-    struct virtio_blk *b = r->b;
+    struct block_request *br = &r->br;
     b->busy[r->q]--;
     if (ret < 0) {
         enum drive_error_taken a = io_error(b, r, ret);
@@ -155,6 +177,37 @@ static void io_done(struct block_request *br, int ret)
         return;
     }
     finish(b, r, ret == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+}
+
+static void io_done(struct block_request *br, int ret)
+{
+    struct blk_req *r = br->opaque;
+    struct virtio_blk *b = r->b;
+    if (!r->merge_next) {
+        done_one(b, r, ret);
+        return;
+    }
+    /* A merged I/O. Written without the write cache: one flush covers them all. */
+    if (ret == 0 && r->flush_after) {
+        for (struct blk_req *m = r; m; m = m->merge_next)
+            m->flush_after = false;
+        br->op = BLOCK_OP_FLUSH;
+        block_backend_submit(b->bb, br);
+        return;
+    }
+    /* Each request takes the result on its own from here: a failure is reported, ignored or
+     * held per request (a held one is retried alone; after the flush, as a flush). */
+    bool flushed = br->op == BLOCK_OP_FLUSH;
+    br->iovcnt = r->own_iovcnt;
+    br->len = r->own_len;
+    while (r) {
+        struct blk_req *next = r->merge_next;
+        r->merge_next = NULL;
+        if (flushed)
+            r->br.op = BLOCK_OP_FLUSH;
+        done_one(b, r, ret);
+        r = next;
+    }
 }
 
 /* ---- requests ---- */
@@ -324,6 +377,64 @@ static uint8_t prep(struct virtio_blk *b, struct blk_req *r, const struct vq_cha
     }
 }
 
+/* Can `next` continue the I/O that ends with `last`, now `iovcnt` segments of `len` bytes? */
+static bool can_merge(const struct blk_req *last, const struct blk_req *next, int iovcnt,
+                      uint64_t len)
+{
+    return next->br.op == last->br.op && next->flush_after == last->flush_after &&
+           next->q == last->q && last->br.offset + last->br.len == next->br.offset &&
+           next->br.iovcnt <= IOV_MAX - iovcnt && next->br.len <= BLK_MAX_MERGE_BYTES - len;
+}
+
+/* Make batch[first..end) one I/O on batch[first]; false (nothing changed) without memory. */
+static bool merge(struct virtio_blk *b, unsigned first, unsigned end, int iovcnt, uint64_t len)
+{
+    struct blk_req *r = b->batch[first];
+    if (!iov_reserve(r, (unsigned)iovcnt))
+        return false;
+    r->own_iovcnt = r->br.iovcnt;
+    r->own_len = r->br.len;
+    int n = r->br.iovcnt;
+    for (unsigned i = first + 1; i < end; i++) {
+        struct blk_req *m = b->batch[i];
+        memcpy(r->iov + n, m->br.iov, (size_t)m->br.iovcnt * sizeof(*r->iov));
+        n += m->br.iovcnt;
+        b->batch[i - 1]->merge_next = m;
+    }
+    b->batch[end - 1]->merge_next = NULL;
+    r->br.iov = r->iov;
+    r->br.iovcnt = n;
+    r->br.len = len;
+    b->st_merged += end - first - 1;
+    return true;
+}
+
+/* Submit the batch, runs of neighbouring requests as one I/O each (see BLK_MAX_MERGE_BYTES). */
+static void submit_batch(struct virtio_blk *b)
+{
+    unsigned i = 0;
+    while (i < b->nbatch) {
+        struct blk_req *r = b->batch[i];
+        int iovcnt = r->br.iovcnt;
+        uint64_t len = r->br.len;
+        unsigned end = i + 1;
+        while (end < b->nbatch && can_merge(b->batch[end - 1], b->batch[end], iovcnt, len)) {
+            iovcnt += b->batch[end]->br.iovcnt;
+            len += b->batch[end]->br.len;
+            end++;
+        }
+        if (end - i > 1 && !merge(b, i, end, iovcnt, len)) {
+            end = i + 1; /* no memory for the joined iovec: one at a time */
+            r->merge_next = NULL;
+        }
+        b->st_rw += end - i;
+        b->st_io++;
+        block_backend_submit(b->bb, &r->br);
+        i = end;
+    }
+    b->nbatch = 0;
+}
+
 static void handle_chain(struct virtio_blk *b, unsigned q, const struct vq_chain *c)
 {
     struct virtqueue *vq = &b->vdev.vq[q];
@@ -361,6 +472,14 @@ static void handle_chain(struct virtio_blk *b, unsigned q, const struct vq_chain
         return;
     }
     b->busy[q]++;
+    if (r->br.op == BLOCK_OP_READ || r->br.op == BLOCK_OP_WRITE) {
+        if (b->nbatch == b->queue_size)
+            submit_batch(b);
+        b->batch[b->nbatch++] = r;
+        return;
+    }
+    /* Others go after the reads and writes popped before them, as QEMU orders a flush. */
+    submit_batch(b);
     block_backend_submit(b->bb, &r->br);
 }
 
@@ -395,6 +514,7 @@ static void process_queue(struct virtio_blk *b, unsigned q)
             break;
     }
 out:
+    submit_batch(b);
     block_backend_unplug(b->bb);
 }
 
@@ -614,9 +734,11 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
     b->nreqs = nq * qs;
     b->reqs = calloc(b->nreqs, sizeof(*b->reqs));
     b->chain = malloc(sizeof(*b->chain));
-    if (!b->reqs || !b->chain || b->retry_fd < 0) {
+    b->batch = calloc(qs, sizeof(*b->batch));
+    if (!b->reqs || !b->chain || !b->batch || b->retry_fd < 0) {
         if (b->retry_fd >= 0)
             close(b->retry_fd);
+        free(b->batch);
         free(b->reqs);
         free(b->chain);
         free(b);
@@ -641,6 +763,7 @@ int virtio_blk_create(struct guest_mem *mem, struct block_backend *bb,
     if (virtio_device_init(&b->vdev, "virtio-blk", &blk_ops, b, mem, VIRTIO_ID_BLOCK, f, nq, qs,
                            VIRTIO_BLK_CFG_LEN, err) < 0) {
         close(b->retry_fd);
+        free(b->batch);
         free(b->reqs);
         free(b->chain);
         free(b);
@@ -675,10 +798,16 @@ void virtio_blk_destroy(struct virtio_blk *b)
     if (!b)
         return;
     virtio_device_destroy(&b->vdev);
+    if (getenv("KEMU_BLK_STATS"))
+        fprintf(stderr,
+                "kemu: virtio-blk: %llu reads and writes in %llu I/Os (%llu merged into "
+                "another)\n",
+                b->st_rw, b->st_io, b->st_merged);
     close(b->retry_fd);
     for (unsigned i = 0; i < b->nreqs; i++)
         free(b->reqs[i].iov);
     free(b->reqs);
+    free(b->batch);
     free(b->chain);
     free(b);
 }

@@ -52,6 +52,8 @@ static struct fx *cur;
  * asks, as Linux's does with EVENT_IDX; kicks counts them. */
 static bool kick_as_needed;
 static unsigned kicks;
+/* While set, publish() does not kick: the test kicks once for a batch. */
+static bool no_kick;
 
 /* Error injection: the backend's format driver is wrapped so that requests of the ops in
  * inject_mask (1 << BLOCK_OP_*) fail with -inject_errno while it is set. */
@@ -59,6 +61,10 @@ static const struct block_format_ops *real_fmt;
 static struct block_format_ops faulty_fmt;
 static int inject_errno;
 static unsigned inject_mask;
+/* Requests that reached the format driver, by op, and the last one's length and iovec count. */
+static unsigned submitted[BLOCK_OP_WRITE_ZEROES + 1];
+static uint64_t last_len;
+static int last_iovcnt;
 
 /* The gate: while it is on, reads stay at the backend until the test releases them. */
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -69,6 +75,9 @@ static unsigned ngated;
 static void faulty_submit(struct block_backend *bb, struct block_request *req)
 {
     pthread_mutex_lock(&gate_lock);
+    submitted[req->op]++;
+    last_len = req->len;
+    last_iovcnt = req->iovcnt;
     if (gate_on && req->op == BLOCK_OP_READ && ngated < QSIZE) {
         gated[ngated++] = req;
         pthread_mutex_unlock(&gate_lock);
@@ -141,6 +150,7 @@ static void create_with(struct fx *f, bool readonly, enum block_cache cache,
     gate_on = false;
     ngated = 0;
     nerrs = 0;
+    memset(submitted, 0, sizeof(submitted));
     struct virtio_blk_params p = {.serial = "KEMU-SERIAL-0123456789",
                                   .queue_size = QSIZE,
                                   .discard = true,
@@ -203,6 +213,7 @@ static int teardown(void **state)
     while (ngated)
         release_one(f);
     kick_as_needed = false;
+    no_kick = false;
     virtio_blk_destroy(f->blk);
     if (f->bb)
         f->bb->fmt = real_fmt; /* close runs the real driver's close */
@@ -235,6 +246,8 @@ static void publish(struct fx *f, uint16_t head)
     le_put16(f->ram + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), head);
     f->avail_idx++;
     __atomic_store_n((uint16_t *)(void *)(f->ram + AVAIL + 2), f->avail_idx, __ATOMIC_RELEASE);
+    if (no_kick)
+        return;
     if (!kick_as_needed || kick_needed(f)) {
         kicks++;
         virtio_kick(f->vdev, 0);
@@ -613,22 +626,23 @@ static void test_kick_suppression(void **state)
     kicks = 0;
     gate_on = true;
 
+    /* Sectors 16 apart: neighbours would be merged into one backend request. */
     /* One read in flight: the device still wants a kick for the next. */
     post(f, 0, VIRTIO_BLK_T_IN, 0, DATA, 4096, true);
     wait_gated(1);
     wait_kick_wanted(f);
     /* Two: from now on no kick is asked for... */
-    post(f, 1, VIRTIO_BLK_T_IN, 8, DATA + 4096, 4096, true);
+    post(f, 1, VIRTIO_BLK_T_IN, 16, DATA + 4096, 4096, true);
     assert_int_equal(kicks, 2);
     wait_gated(2);
     usleep(20000); /* the worker settles with notifications off */
-    post(f, 2, VIRTIO_BLK_T_IN, 16, DATA + 8192, 4096, true);
-    post(f, 3, VIRTIO_BLK_T_IN, 24, DATA + 12288, 4096, true);
+    post(f, 2, VIRTIO_BLK_T_IN, 32, DATA + 8192, 4096, true);
+    post(f, 3, VIRTIO_BLK_T_IN, 48, DATA + 12288, 4096, true);
     assert_int_equal(kicks, 2);
     /* ...and the requests still reach the backend (the poll timer: nothing completed). */
     wait_gated(4);
     /* A completion is a moment to look as well. */
-    post(f, 4, VIRTIO_BLK_T_IN, 32, DATA + 16384, 4096, true);
+    post(f, 4, VIRTIO_BLK_T_IN, 64, DATA + 16384, 4096, true);
     assert_int_equal(kicks, 2);
     release_one(f);
     wait_gated(4);
@@ -646,6 +660,165 @@ static void test_kick_suppression(void **state)
     kick_as_needed = false;
 }
 
+#define W_OPS (1u << BLOCK_OP_WRITE | 1u << BLOCK_OP_FLUSH)
+#define R_OPS (1u << BLOCK_OP_READ)
+
+/* Requests posted with no_kick, then one kick: the device takes them in one wake-up. */
+static void kick_batch(struct fx *f)
+{
+    no_kick = false;
+    virtio_kick(f->vdev, 0);
+    wait_used(f);
+}
+
+static unsigned nsubmitted(enum block_op op)
+{
+    pthread_mutex_lock(&gate_lock);
+    unsigned n = submitted[op];
+    pthread_mutex_unlock(&gate_lock);
+    return n;
+}
+
+static void pattern(struct fx *f, uint32_t off, uint32_t len, unsigned seed)
+{
+    for (uint32_t i = 0; i < len; i++)
+        f->ram[off + i] = (uint8_t)(i * 31 + seed * 7 + (i >> 9));
+}
+
+static void assert_file_has(struct fx *f, uint64_t off, const uint8_t *want, size_t len)
+{
+    uint8_t *buf = malloc(len);
+    FILE *fp = fopen(f->path, "rb");
+    assert_non_null(buf);
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)off, SEEK_SET), 0);
+    assert_int_equal(fread(buf, 1, len, fp), len);
+    fclose(fp);
+    assert_memory_equal(buf, want, len);
+    free(buf);
+}
+
+/* Reads and writes of one wake-up that continue each other go to the backend as one request;
+ * a gap, another type or a flush between them ends a run. */
+static void test_merge(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    driver_init(f, all_features);
+
+    /* Five requests fill the test's queue (three descriptors each). Writes to sectors 0, 8,
+     * 16 (one run), 64 and 72 (another). */
+    static const uint64_t sectors[5] = {0, 8, 16, 64, 72};
+    pattern(f, DATA, 5 * 4096, 1);
+    no_kick = true;
+    for (unsigned s = 0; s < 5; s++)
+        post(f, s, VIRTIO_BLK_T_OUT, sectors[s], DATA + 4096 * s, 4096, false);
+    kick_batch(f);
+    for (unsigned s = 0; s < 5; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 2);
+    assert_int_equal(last_len, 8192);
+    assert_int_equal(last_iovcnt, 2);
+    assert_file_has(f, 0, f->ram + DATA, 3 * 4096);
+    assert_file_has(f, 64 * 512, f->ram + DATA + 3 * 4096, 2 * 4096);
+
+    /* Read them back: a flush in the middle ends the first run; the read at 64 follows the
+     * one at 16 in the queue but not on the disk. */
+    memset(f->ram + DATA + 0x20000, 0, 5 * 4096);
+    no_kick = true;
+    post(f, 0, VIRTIO_BLK_T_IN, 0, DATA + 0x20000, 4096, true);
+    post(f, 1, VIRTIO_BLK_T_IN, 8, DATA + 0x21000, 4096, true);
+    post(f, 2, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    post(f, 3, VIRTIO_BLK_T_IN, 16, DATA + 0x22000, 4096, true);
+    post(f, 4, VIRTIO_BLK_T_IN, 64, DATA + 0x23000, 8192, true);
+    kick_batch(f);
+    for (unsigned s = 0; s < 5; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    assert_int_equal(nsubmitted(BLOCK_OP_READ), 3);
+    assert_int_equal(nsubmitted(BLOCK_OP_FLUSH), 1);
+    assert_memory_equal(f->ram + DATA + 0x20000, f->ram + DATA, 5 * 4096);
+    /* Each request's own used length: a merged read reports its own bytes. */
+    static const uint32_t used[5] = {4097, 4097, 1, 4097, 8193};
+    for (unsigned i = 0; i < 5; i++) {
+        uint16_t e = (uint16_t)(f->used_seen - 5 + i);
+        uint32_t head = le_get32(f->ram + USED + 4 + 8 * (e % QSIZE));
+        assert_int_equal(used_len(f, e), used[head / 3]); /* in completion order */
+    }
+
+    /* A read and a write that continue each other on the disk stay apart. */
+    no_kick = true;
+    post(f, 0, VIRTIO_BLK_T_IN, 0, DATA + 0x20000, 4096, true);
+    post(f, 1, VIRTIO_BLK_T_OUT, 8, DATA + 4096, 4096, false);
+    kick_batch(f);
+    assert_int_equal(nsubmitted(BLOCK_OP_READ), 4);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 3);
+    assert_int_equal(f->ram[STATUS], VIRTIO_BLK_S_OK);
+    assert_int_equal(f->ram[STATUS + 1], VIRTIO_BLK_S_OK);
+}
+
+/* Without the write cache a merged write is flushed once for all of its requests. */
+static void test_merge_write_through(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    /* A driver without FLUSH or CONFIG_WCE: every write must be durable when it completes. */
+    driver_init(f, all_features &
+                       ~(VIRTIO_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_BIT(VIRTIO_BLK_F_CONFIG_WCE)));
+    pattern(f, DATA, 3 * 4096, 2);
+    no_kick = true;
+    for (unsigned s = 0; s < 3; s++)
+        post(f, s, VIRTIO_BLK_T_OUT, 8 * s, DATA + 4096 * s, 4096, false);
+    kick_batch(f);
+    for (unsigned s = 0; s < 3; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 1);
+    assert_int_equal(nsubmitted(BLOCK_OP_FLUSH), 1);
+    assert_file_has(f, 0, f->ram + DATA, 3 * 4096);
+}
+
+/* A merged write that fails fails for each of its requests: werror=report completes each with
+ * IOERR, werror=stop holds each, and the retry submits them one by one. */
+static void test_merge_errors(void **state)
+{
+    struct fx *f = *state;
+    create_with(f, false, BLOCK_CACHE_WRITEBACK, DRIVE_ERROR_STOP, DRIVE_ERROR_REPORT);
+    driver_init(f, all_features);
+    pattern(f, DATA, 3 * 4096, 3);
+
+    /* rerror=report: three reads in one I/O, three errors. */
+    inject(EIO, R_OPS);
+    no_kick = true;
+    for (unsigned s = 0; s < 3; s++)
+        post(f, s, VIRTIO_BLK_T_IN, 8 * s, DATA + 0x20000 + 4096 * s, 4096, true);
+    kick_batch(f);
+    for (unsigned s = 0; s < 3; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_IOERR);
+    assert_int_equal(nsubmitted(BLOCK_OP_READ), 1);
+    assert_int_equal(errors_seen(NULL), 3);
+
+    /* werror=stop: all three held, no used entry; then retried alone and completed. */
+    inject(EIO, W_OPS);
+    uint16_t used_before = used_idx(f);
+    no_kick = true;
+    for (unsigned s = 0; s < 3; s++)
+        post(f, s, VIRTIO_BLK_T_OUT, 8 * s, DATA + 4096 * s, 4096, false);
+    no_kick = false;
+    virtio_kick(f->vdev, 0);
+    wait_held(f, 3);
+    assert_int_equal(errors_seen(NULL), 6);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 1);
+    usleep(20000);
+    assert_int_equal(used_idx(f), used_before);
+    inject(0, 0);
+    virtio_blk_retry(f->blk);
+    wait_used(f);
+    for (unsigned s = 0; s < 3; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 4);
+    assert_int_equal(virtio_blk_held(f->blk), 0);
+    assert_file_has(f, 0, f->ram + DATA, 3 * 4096);
+}
+
 static void wait_errors(unsigned n)
 {
     for (int i = 0; i < 5000; i++) {
@@ -655,9 +828,6 @@ static void wait_errors(unsigned n)
     }
     fail_msg("on_error was called %u times, not %u", errors_seen(NULL), n);
 }
-
-#define W_OPS (1u << BLOCK_OP_WRITE | 1u << BLOCK_OP_FLUSH)
-#define R_OPS (1u << BLOCK_OP_READ)
 
 /* report: the guest sees IOERR; the owner hears of it with action report. */
 static void test_error_report(void **state)
@@ -856,6 +1026,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kick_suppression, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merge_write_through, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merge_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_report, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_ignore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_stop, setup, teardown),
