@@ -155,6 +155,25 @@ void os_install_crash_handlers(void)
         signal(sigs[i], crash_handler);
 }
 
+int os_split_host_port(const char *s, char *host, size_t hostsz, char *port, size_t portsz)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || !colon[1])
+        return -EINVAL;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl >= hostsz || strlen(colon + 1) >= portsz)
+        return -ENAMETOOLONG;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    strcpy(port, colon + 1);
+    return 0;
+}
+
 int os_tcp_socket(const char *host, const char *port, bool server, int family, bool nodelay,
                   struct error *err)
 {

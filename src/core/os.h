@@ -16,6 +16,10 @@
 int os_tcp_socket(const char *host, const char *port, bool server, int family, bool nodelay,
                   struct error *err);
 
+/* Split "HOST:PORT" at its last ':' into host (without the brackets of "[v6addr]") and port.
+ * 0, -EINVAL without a ':' or with an empty port, -ENAMETOOLONG if a part does not fit. */
+int os_split_host_port(const char *s, char *host, size_t hostsz, char *port, size_t portsz);
+
 /* A UNIX stream socket at path: bound and listening when server (a stale socket file from an
  * earlier run is removed first, as QEMU does), connected otherwise. -1 with err set on failure. */
 int os_unix_socket(const char *path, bool server, struct error *err);

@@ -657,20 +657,11 @@ int qmp_parse_sock_spec(const char *spec, struct qmp_sock_spec *o, struct error 
         p += 4;
         if (next_field(&p, field, sizeof(field), err) < 0)
             return -1;
-        char *colon = strrchr(field, ':');
-        if (!colon || !colon[1])
+        int r = os_split_host_port(field, o->host, sizeof(o->host), o->port, sizeof(o->port));
+        if (r == -EINVAL)
             return error_setf(err, "tcp address '%s' lacks a port", field);
-        *colon = '\0';
-        char *host = field;
-        size_t hl = strlen(host);
-        if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-            host[hl - 1] = '\0';
-            host++;
-        }
-        if (strlen(host) >= sizeof(o->host) || strlen(colon + 1) >= sizeof(o->port))
+        if (r < 0)
             return error_setf(err, "tcp address too long");
-        strcpy(o->host, host);
-        strcpy(o->port, colon + 1);
     } else {
         return error_setf(err, "'%s': QMP needs a unix: or tcp: socket", spec);
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/opts.h"
+#include "core/os.h"
 #include "kemu-config.h"
 #include "net/netdev_int.h"
 
@@ -289,10 +290,10 @@ static int parse_guestfwd_target(const char *rule, const char *t, struct net_gue
     if (!strncmp(t, "cmd:", 4) && t[4]) {
         f->cmd = strdup(t + 4);
     } else if (!strncmp(t, "tcp:", 4)) {
-        const char *colon = strrchr(t + 4, ':');
-        int port;
-        if (!colon || colon == t + 4 || (size_t)(colon - (t + 4)) >= NET_GFWD_HOST_MAX ||
-            parse_port(colon + 1, 1, &port) < 0)
+        char host[NET_GFWD_HOST_MAX], port[8];
+        int pn;
+        if (os_split_host_port(t + 4, host, sizeof(host), port, sizeof(port)) < 0 || !host[0] ||
+            parse_port(port, 1, &pn) < 0)
             return error_setf(err, "invalid guestfwd rule '%s': expected tcp:HOST:PORT after '-'",
                               rule);
         f->dev = strdup(t);

@@ -209,17 +209,12 @@ static int gfwd_connect(struct slirp_gfwd *g, struct error *err)
         if (fd < 0)
             return error_setf(err, "guestfwd target %s: %s", g->dev, e.msg);
     } else {
-        char host[NET_GFWD_HOST_MAX];
-        const char *colon = strrchr(g->dev + 4, ':'); /* tcp:HOST:PORT, checked at parse */
-        const char *h = g->dev + 4;
-        int hl = (int)(colon - h);
-        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* tcp:[::1]:PORT */
-            h++;
-            hl -= 2;
-        }
-        snprintf(host, sizeof(host), "%.*s", hl, h);
+        char host[NET_GFWD_HOST_MAX], port[8];
+        /* tcp:HOST:PORT, checked at parse */
+        if (os_split_host_port(g->dev + 4, host, sizeof(host), port, sizeof(port)) < 0)
+            return error_setf(err, "guestfwd target %s: not tcp:HOST:PORT", g->dev);
         struct error e = {0};
-        fd = os_tcp_socket(host, colon + 1, false, AF_UNSPEC, true, &e);
+        fd = os_tcp_socket(host, port, false, AF_UNSPEC, true, &e);
         if (fd < 0)
             return error_setf(err, "guestfwd target %s: %s", g->dev, e.msg);
     }

@@ -1,4 +1,5 @@
 /* Unit tests of the core: address buses, the checked guest-memory accessor, error messages. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include "core/error.h"
 #include "core/kvm.h"
 #include "core/memory.h"
+#include "core/os.h"
 
 struct fake_dev {
     uint64_t last_off, last_val;
@@ -216,6 +218,37 @@ static void gsi_table_keeps_irqchip_routes_and_adds_msi(void **state)
     kvm_gsi_table_destroy(&t);
 }
 
+/* HOST:PORT as QMP's tcp: sockets and guestfwd's tcp: targets give it. */
+static void host_port_splits_at_the_last_colon(void **state)
+{
+    (void)state;
+    char host[16], port[6];
+    assert_int_equal(os_split_host_port("localhost:4444", host, sizeof(host), port, sizeof(port)),
+                     0);
+    assert_string_equal(host, "localhost");
+    assert_string_equal(port, "4444");
+    assert_int_equal(os_split_host_port("[::1]:80", host, sizeof(host), port, sizeof(port)), 0);
+    assert_string_equal(host, "::1");
+    assert_string_equal(port, "80");
+    assert_int_equal(os_split_host_port(":22", host, sizeof(host), port, sizeof(port)), 0);
+    assert_string_equal(host, "");
+    assert_int_equal(os_split_host_port("[]:22", host, sizeof(host), port, sizeof(port)), 0);
+    assert_string_equal(host, "");
+    assert_int_equal(os_split_host_port("localhost", host, sizeof(host), port, sizeof(port)),
+                     -EINVAL);
+    assert_int_equal(os_split_host_port("localhost:", host, sizeof(host), port, sizeof(port)),
+                     -EINVAL);
+    assert_int_equal(
+        os_split_host_port("a-very-long-host-name:1", host, sizeof(host), port, sizeof(port)),
+        -ENAMETOOLONG);
+    assert_int_equal(os_split_host_port("h:123456", host, sizeof(host), port, sizeof(port)),
+                     -ENAMETOOLONG);
+    /* 15 characters fit a 16-byte buffer, brackets not counted. */
+    assert_int_equal(
+        os_split_host_port("[123456789012345]:1", host, sizeof(host), port, sizeof(port)), 0);
+    assert_string_equal(host, "123456789012345");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +258,7 @@ int main(void)
         cmocka_unit_test(memory_x86_layout_splits_at_the_hole),
         cmocka_unit_test(errors_keep_the_first_reason_and_take_prefixes),
         cmocka_unit_test(gsi_table_keeps_irqchip_routes_and_adds_msi),
+        cmocka_unit_test(host_port_splits_at_the_last_colon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

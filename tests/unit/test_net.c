@@ -233,6 +233,7 @@ static void test_parse_errors(void **state)
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-chardev0",
                         "the target must be cmd:COMMAND, tcp:HOST:PORT or unix:PATH");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:4321", "tcp:HOST:PORT");
+    expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:[]:4321", "tcp:HOST:PORT");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:localhost:0", "tcp:HOST:PORT");
     expect_create_error("user,id=n0,guestfwd=tcp:10.0.2.100:1234-unix:/"
                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
