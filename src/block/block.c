@@ -412,6 +412,11 @@ uint64_t block_backend_size(const struct block_backend *bb)
     return bb->size;
 }
 
+uint64_t block_backend_max_transfer(const struct block_backend *bb)
+{
+    return bb->max_transfer ? bb->max_transfer : UINT64_MAX;
+}
+
 bool block_backend_readonly(const struct block_backend *bb)
 {
     return bb->readonly;

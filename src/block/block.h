@@ -152,6 +152,9 @@ uint64_t block_backend_size(const struct block_backend *bb);
 bool block_backend_readonly(const struct block_backend *bb);
 /* Volatile write cache in effect (cache=writeback, none, unsafe): flushes are needed. */
 bool block_backend_writeback(const struct block_backend *bb);
+/* Largest read or write worth one request: larger ones are split by the format (qcow2: one
+ * write plan, QCOW2_PLAN_MAX clusters). UINT64_MAX when there is no such limit (raw). */
+uint64_t block_backend_max_transfer(const struct block_backend *bb);
 /* Logical block size the I/O must be aligned to with O_DIRECT (512 for buffered I/O). */
 unsigned block_backend_block_size(const struct block_backend *bb);
 bool block_backend_discard_unmap(const struct block_backend *bb);

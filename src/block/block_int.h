@@ -62,6 +62,8 @@ struct block_backend {
     enum detect_zeroes dz;
     bool readonly, discard_unmap;
     uint64_t size; /* virtual disk size (the format's view) */
+    /* Largest read or write the format serves in one piece (0: no limit); set by open. */
+    uint64_t max_transfer;
 
     /* What the format driver's open needs beyond the file. */
     const char *image_format; /* "raw" or "qcow2": the image's own format */

@@ -608,6 +608,8 @@ static int qcow2_drv_open(struct block_backend *bb, struct error *err)
         goto fail;
     bb->size = qcow2_size(s->q);
     s->cs = qcow2_cluster_size(s->q);
+    /* One write plan: a larger request is split into plans, and misses try_fast. */
+    bb->max_transfer = s->cs * QCOW2_PLAN_MAX;
     s->bfd = qcow2_fd(s->q);
     /* Data clusters smaller than a page could share one with metadata written buffered: those
      * images keep their data on the buffered descriptor too. */

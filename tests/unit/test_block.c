@@ -411,6 +411,7 @@ static void exercise(enum block_cache c, enum block_aio a)
 {
     printf("cache=%s aio=%s\n", block_cache_name(c), block_aio_name(a));
     struct block_backend *bb = open_bb(c, a, false, true, DETECT_ZEROES_OFF);
+    assert_true(block_backend_max_transfer(bb) == UINT64_MAX); /* raw: no limit */
     const size_t len = 256 * 1024;
     uint8_t *w = abuf(len), *r = abuf(len + 4096);
     for (size_t i = 0; i < len; i++)
@@ -689,6 +690,8 @@ static void exercise_qcow2(enum block_cache c, enum block_aio a)
     struct block_backend *bb = open_q_ok(qpath("img.qcow2"), "qcow2", c, a, false, false);
     assert_string_equal(block_backend_format(bb), "qcow2");
     assert_int_equal(block_backend_size(bb), Q_SIZE);
+    /* one write plan of 64 clusters of 64 KiB (qemu-img's default cluster size) */
+    assert_int_equal(block_backend_max_transfer(bb), 64 * 65536);
     int fl = fcntl(block_backend_fd(bb), F_GETFL);
     /* guest data goes O_DIRECT (this directory has it); the library has a buffered descriptor */
     assert_int_equal(!!(fl & O_DIRECT), c == BLOCK_CACHE_NONE || c == BLOCK_CACHE_DIRECTSYNC);

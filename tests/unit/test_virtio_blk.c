@@ -698,6 +698,18 @@ static void assert_file_has(struct fx *f, uint64_t off, const uint8_t *want, siz
     free(buf);
 }
 
+/* n 4 KiB writes of a pattern to sectors 0, 8, ... in one wake-up; each must succeed. */
+static void write_run(struct fx *f, unsigned n, unsigned seed)
+{
+    pattern(f, DATA, n * 4096, seed);
+    no_kick = true;
+    for (unsigned s = 0; s < n; s++)
+        post(f, s, VIRTIO_BLK_T_OUT, 8 * s, DATA + 4096 * s, 4096, false);
+    kick_batch(f);
+    for (unsigned s = 0; s < n; s++)
+        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+}
+
 /* Reads and writes of one wake-up that continue each other go to the backend as one request;
  * a gap, another type or a flush between them ends a run. */
 static void test_merge(void **state)
@@ -756,6 +768,25 @@ static void test_merge(void **state)
     assert_int_equal(f->ram[STATUS + 1], VIRTIO_BLK_S_OK);
 }
 
+/* A merged I/O stays within what the format serves in one piece (qcow2: one write plan). */
+static void test_merge_max_transfer(void **state)
+{
+    struct fx *f = *state;
+    create(f, false, BLOCK_CACHE_WRITEBACK);
+    f->bb->max_transfer = 8192; /* before the device reads it at creation: a new device */
+    virtio_blk_destroy(f->blk);
+    struct error err = {0};
+    struct virtio_blk_params p = {.queue_size = QSIZE, .discard = true, .write_zeroes = true};
+    assert_int_equal(virtio_blk_create(&f->mem, f->bb, &p, &f->blk, &err), 0);
+    f->vdev = virtio_blk_vdev(f->blk);
+    f->vdev->transport = &fake_ops;
+    driver_init(f, all_features);
+    write_run(f, 5, 4);
+    assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 3); /* 8 KiB, 8 KiB, 4 KiB */
+    assert_int_equal(last_len, 4096);
+    assert_file_has(f, 0, f->ram + DATA, 5 * 4096);
+}
+
 /* Without the write cache a merged write is flushed once for all of its requests. */
 static void test_merge_write_through(void **state)
 {
@@ -764,13 +795,7 @@ static void test_merge_write_through(void **state)
     /* A driver without FLUSH or CONFIG_WCE: every write must be durable when it completes. */
     driver_init(f, all_features &
                        ~(VIRTIO_BIT(VIRTIO_BLK_F_FLUSH) | VIRTIO_BIT(VIRTIO_BLK_F_CONFIG_WCE)));
-    pattern(f, DATA, 3 * 4096, 2);
-    no_kick = true;
-    for (unsigned s = 0; s < 3; s++)
-        post(f, s, VIRTIO_BLK_T_OUT, 8 * s, DATA + 4096 * s, 4096, false);
-    kick_batch(f);
-    for (unsigned s = 0; s < 3; s++)
-        assert_int_equal(f->ram[STATUS + s], VIRTIO_BLK_S_OK);
+    write_run(f, 3, 2);
     assert_int_equal(nsubmitted(BLOCK_OP_WRITE), 1);
     assert_int_equal(nsubmitted(BLOCK_OP_FLUSH), 1);
     assert_file_has(f, 0, f->ram + DATA, 3 * 4096);
@@ -1027,6 +1052,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reset_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kick_suppression, setup, teardown),
         cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merge_max_transfer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_merge_write_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_merge_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_report, setup, teardown),
