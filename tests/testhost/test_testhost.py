@@ -76,9 +76,10 @@ class FakeHost(testhost.TestHost):
     machine's /bin/sh and can lose requests, answer late, or not at all."""
     running = True
 
-    def __init__(self, tmp_path, lose=0, begin_delay=0.0, answer=True, begin_timeout=0.3):
+    def __init__(self, tmp_path, lose=0, begin_delay=0.0, answer=True, begin_timeout=0.3,
+                 die=False):
         super().__init__(spool_dir=str(tmp_path / "spool"), begin_timeout=begin_timeout)
-        self.lose, self.begin_delay, self.answer = lose, begin_delay, answer
+        self.lose, self.begin_delay, self.answer, self.die = lose, begin_delay, answer, die
         self.sent = []      # every line the runner wrote
         self.runs = []      # markers the agent ran, in order
         self._seen = set()
@@ -111,6 +112,10 @@ class FakeHost(testhost.TestHost):
                     continue
                 time.sleep(self.begin_delay)
                 self._feed(f"\n{marker}:BEGIN\n".encode())
+                if self.die:  # the kernel panics under the command; QEMU exits
+                    self._feed(b"Kernel panic - not syncing: corrupted stack end\n")
+                    self._feed(b"")
+                    return
                 path = base64.b64decode(fields[1]).decode()
                 r = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "/bin/sh", path],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -183,6 +188,17 @@ def test_fake_silent_agent_times_out(tmp_path):
     assert time.monotonic() - t0 < 5
     n = int(re.search(r"sent (\d+) times", str(e.value)).group(1))
     assert n >= 4 and n == len(h.sent)
+
+
+def test_fake_host_that_dies_under_a_command(tmp_path):
+    # Not a timeout and not a plain error: callers retry once on a fresh test host.
+    h = FakeHost(tmp_path, die=True)
+    t0 = time.monotonic()
+    with pytest.raises(testhost.TestHostDied) as e:
+        h.run("echo never", cwd="/", timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert "QEMU exited" in str(e.value) and "Kernel panic" in str(e.value)
+    assert not isinstance(e.value, testhost.TestHostTimeout)
 
 
 def test_ready_line_carries_the_protocol():

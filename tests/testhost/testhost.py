@@ -35,7 +35,7 @@ import threading
 import time
 
 __all__ = [
-    "TestHostError", "TestHostTimeout", "TestHost", "kvm_can_run_linux", "assets_dir",
+    "TestHostError", "TestHostTimeout", "TestHostDied", "TestHost", "kvm_can_run_linux", "assets_dir",
     "missing_assets", "run_on_kvm",
 ]
 
@@ -125,7 +125,13 @@ class TestHostError(RuntimeError):
 
 
 class TestHostTimeout(TestHostError):
-    pass
+    """The test host stopped answering (stopped; the next command boots a fresh one)."""
+
+
+class TestHostDied(TestHostError):
+    """The test host's QEMU exited under a command: its kernel panicked (the nested SVM of
+    QEMU's software emulation now and then overflows a kernel stack under KVM_RUN) or QEMU
+    crashed. The next command boots a fresh one."""
 
 
 class TestHost:
@@ -357,18 +363,20 @@ class TestHost:
                 m = pattern.search(self._buf)
                 if m:
                     return m
+                exc = TestHostError
                 if boot and b"KTH-FAIL:" in self._buf:
                     err = f"{what}: init failed"
                     break
                 if self._eof:
                     err = f"{what}: QEMU exited"
+                    exc = TestHostError if boot else TestHostDied
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cond.wait(min(left, 1.0))
         # Outside the lock: stop() waits for the reader thread, which needs it.
-        raise self._fail(err)
+        raise self._fail(err, exc)
 
     def _wait_for(self, pattern: re.Pattern, timeout, what, boot=False):
         """Wait until pattern matches in the console buffer; return the match."""
