@@ -90,14 +90,12 @@ def run_guest(args, kernel="cloud", run=None, append="", timeout=300, guestrun_o
     for attempt in (1, 2):
         try:
             status, out = testhost.run_on_kvm(cmd, timeout=timeout + 120, cwd=ROOT)
-        except (testhost.TestHostTimeout, testhost.TestHostDied) as e:
+        except testhost.TestHostLost as e:
             # The test host itself stopped answering or died (its kernel panicked; it is booted
             # again on the next call): once, announced; a second time fails the test.
             if attempt == 2:
                 raise
-            how = ("stopped answering" if isinstance(e, testhost.TestHostTimeout)
-                   else "died")
-            announce_retry(f"RETRY: the test host {how}: {str(e)[-2000:]}")
+            announce_retry(f"RETRY: the test host {e.how}: {str(e)[-2000:]}")
             continue
         res = None
         for line in out.splitlines():

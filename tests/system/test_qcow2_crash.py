@@ -85,12 +85,10 @@ def run_trials(trials, extra):
                 # for a loaded machine, where the test host itself runs slowly.
                 st, out = testhost.run_on_kvm(cmd, timeout=300 + 90 * len(only), cwd=ROOT)
                 break
-            except (testhost.TestHostTimeout, testhost.TestHostDied) as e:
+            except testhost.TestHostLost as e:
                 if attempt == 2:
                     raise
-                how = ("stopped answering" if isinstance(e, testhost.TestHostTimeout)
-                       else "died")
-                announce_retry(f"RETRY: trials {only[0]}-{only[-1]}: the test host {how}:"
+                announce_retry(f"RETRY: trials {only[0]}-{only[-1]}: the test host {e.how}:"
                                f"\n{str(e)[-3000:]}")
         print(out)
         for line in out.splitlines():  # the driver's own retries, inside the test host

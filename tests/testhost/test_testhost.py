@@ -199,6 +199,7 @@ def test_fake_host_that_dies_under_a_command(tmp_path):
     assert time.monotonic() - t0 < 10
     assert "QEMU exited" in str(e.value) and "Kernel panic" in str(e.value)
     assert not isinstance(e.value, testhost.TestHostTimeout)
+    assert isinstance(e.value, testhost.TestHostLost) and e.value.how == "died"
 
 
 def test_ready_line_carries_the_protocol():

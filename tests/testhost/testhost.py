@@ -35,8 +35,8 @@ import threading
 import time
 
 __all__ = [
-    "TestHostError", "TestHostTimeout", "TestHostDied", "TestHost", "kvm_can_run_linux", "assets_dir",
-    "missing_assets", "run_on_kvm",
+    "TestHostError", "TestHostLost", "TestHostTimeout", "TestHostDied", "TestHost",
+    "kvm_can_run_linux", "assets_dir", "missing_assets", "run_on_kvm",
 ]
 
 TESTHOST_ASSETS = ("vmlinuz-generic", "testhost-initrd.gz")
@@ -124,14 +124,22 @@ class TestHostError(RuntimeError):
     """The test host failed; the message ends with the tail of its console log."""
 
 
-class TestHostTimeout(TestHostError):
-    """The test host stopped answering (stopped; the next command boots a fresh one)."""
+class TestHostLost(TestHostError):
+    """The test host went away under a command (the next command boots a fresh one): worth one
+    announced retry. `how` says how, in words."""
+    how = "went away"
 
 
-class TestHostDied(TestHostError):
+class TestHostTimeout(TestHostLost):
+    """The test host stopped answering (it is stopped)."""
+    how = "stopped answering"
+
+
+class TestHostDied(TestHostLost):
     """The test host's QEMU exited under a command: its kernel panicked (the nested SVM of
     QEMU's software emulation now and then overflows a kernel stack under KVM_RUN) or QEMU
-    crashed. The next command boots a fresh one."""
+    crashed."""
+    how = "died"
 
 
 class TestHost:
@@ -358,18 +366,19 @@ class TestHost:
     def _await(self, pattern: re.Pattern, deadline, what, boot=False):
         """The match of pattern in the console buffer, or None once deadline (monotonic) has
         passed. Stops the host and raises if QEMU exits (or, booting, init fails)."""
+        exc = TestHostError
         with self._cond:
             while True:
                 m = pattern.search(self._buf)
                 if m:
                     return m
-                exc = TestHostError
                 if boot and b"KTH-FAIL:" in self._buf:
                     err = f"{what}: init failed"
                     break
                 if self._eof:
                     err = f"{what}: QEMU exited"
-                    exc = TestHostError if boot else TestHostDied
+                    if not boot:
+                        exc = TestHostDied
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
