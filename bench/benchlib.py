@@ -9,6 +9,7 @@ tests/system/guestrun.py.
 """
 import base64
 import json
+import math
 import os
 import shlex
 import statistics
@@ -147,13 +148,33 @@ def alternate(rounds):
         yield r, ("kemu", "qemu") if r % 2 == 0 else ("qemu", "kemu")
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then 1.96).
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def paired_summary(ratios):
+    """The geometric mean of per-round ratios and its 95% interval (t on the logs), or None with
+    fewer than 2. Rounds pair runs a few minutes apart, so the test host's drift through a run
+    cancels in each ratio; what is left is its noise, which the interval shows."""
+    if len(ratios) < 2 or min(ratios) <= 0:
+        return None
+    logs = [math.log(x) for x in ratios]
+    m, sd = statistics.mean(logs), statistics.stdev(logs)
+    t = _T95[len(logs) - 2] if len(logs) - 1 <= len(_T95) else 1.96
+    h = t * sd / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - h), math.exp(m + h)
+
+
 def table(metrics, results, rounds):
     """metrics: [(key, label, unit)]; results: {vmm: {key: {round: value}}}. Prints medians and
-    their ratio, and the ratio round by round where both VMMs have a figure: the test host
-    slows down through a run, so the rounds compare like with like and the medians may not."""
+    their ratio, the ratio round by round where both VMMs have a figure (the test host slows
+    down through a run, so the rounds compare like with like and the medians may not), and the
+    geometric mean of those paired ratios with its 95% interval."""
     print()
     print(f"  {'median (runs with a figure)':32s} {'kemu':>14s} {'QEMU':>14s} {'kemu/QEMU':>10s}"
-          f"  {'per round':s}")
+          f"  {'paired: geomean [95% interval]':32s} per round")
     for key, label, unit in metrics:
         cells, meds, runs = [], {}, {}
         for vmm in ("kemu", "qemu"):
@@ -163,11 +184,15 @@ def table(metrics, results, rounds):
             cells.append(f"{meds[vmm]:9.1f} ({len(v)}/{rounds})" if v else "failed")
         ratio = (f"{meds['kemu'] / meds['qemu']:10.3f}" if meds["kemu"] and meds["qemu"]
                  else f"{'-':>10s}")
-        paired = [f"r{r + 1} {runs['kemu'][r] / runs['qemu'][r]:.2f}" for r in sorted(runs["kemu"])
-                  if r in runs["qemu"] and runs["qemu"][r]]
+        pairs = [(r, runs["kemu"][r] / runs["qemu"][r]) for r in sorted(runs["kemu"])
+                 if r in runs["qemu"] and runs["qemu"][r]]
+        ps = paired_summary([x for _, x in pairs])
+        summ = f"{ps[0]:.3f} [{ps[1]:.2f}, {ps[2]:.2f}] n={len(pairs)}" if ps else "-"
+        paired = ", ".join(f"r{r + 1} {x:.2f}" for r, x in pairs)
         print(f"  {label + ' [' + unit + ']':32s} {cells[0]:>14s} {cells[1]:>14s} {ratio}"
-              f"  {', '.join(paired) or '-'}")
-    print("  (higher is better for every figure; a ratio >= 1.0 means kemu is at least as fast)")
+              f"  {summ:32s} {paired or '-'}")
+    print("  (higher is better for every figure; a ratio >= 1.0 means kemu is at least as fast;")
+    print("   an interval that holds 1.0 means this run cannot tell the two apart)")
 
 
 class Clock:
