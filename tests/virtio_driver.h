@@ -22,4 +22,30 @@ static inline bool virtio_driver_features(struct virtio_device *v, uint64_t feat
     return (v->status & VIRTIO_STATUS_FEATURES_OK) != 0;
 }
 
+/* Reset, negotiate `features` (false if the device refused them) and start with queues
+ * 0..nq-1 of qsize entries, queue q's rings at base + q * stride: descriptors, then the avail
+ * ring at +0x200 and the used ring at +0x400. Takes v->lock. */
+static inline bool virtio_driver_start(struct virtio_device *v, uint64_t features, unsigned nq,
+                                       unsigned qsize, uint64_t base, uint64_t stride)
+{
+    struct error err = {0};
+    bool ok = true;
+    pthread_mutex_lock(&v->lock);
+    virtio_set_status(v, 0);
+    if (!virtio_driver_features(v, features))
+        ok = false;
+    for (unsigned q = 0; ok && q < nq; q++) {
+        uint64_t r = base + q * stride;
+        ok = vq_set_size(&v->vq[q], qsize, &err) == 0 &&
+             vq_set_addresses(&v->vq[q], r, r + 0x200, r + 0x400, &err) == 0 &&
+             vq_enable(&v->vq[q], &err) == 0;
+    }
+    if (ok)
+        virtio_set_status(v, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                                 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    ok = ok && v->started;
+    pthread_mutex_unlock(&v->lock);
+    return ok;
+}
+
 #endif

@@ -23,6 +23,7 @@
 #include "core/bytes.h"
 #include "virtio/blk.h"
 #include "../virtio_driver.h"
+#include "fuzz_ring.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -68,11 +69,6 @@ static void init_once(void)
     unlink(path); /* the open fds keep it */
 }
 
-static uint8_t status(struct virtio_device *v)
-{
-    return __atomic_load_n(&v->status, __ATOMIC_SEQ_CST);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!bb[0])
@@ -86,13 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *heads = data + 2;
     const uint8_t *image = heads + 2 * n;
     size_t image_len = size - 2 - 2 * n;
-    memset(ram, 0, sizeof(ram));
-    memcpy(ram, image, image_len < RAM_SIZE ? image_len : RAM_SIZE);
-    /* The avail ring is the harness's: the flags word, n entries, idx = n. */
-    memset(ram + AVAIL, 0, 6 + 2 * QSIZE);
-    for (unsigned i = 0; i < n; i++)
-        le_put16(ram + AVAIL + 4 + 2 * i, (uint16_t)(le_get16(heads + 2 * i) % QSIZE));
-    memset(ram + USED, 0, 6 + 8 * QSIZE);
+    fuzz_ring_layout(ram, RAM_SIZE, image, image_len, heads, n, QSIZE, AVAIL, USED);
 
     struct virtio_device *v = virtio_blk_vdev(blk[(flags >> 2) & 1]);
     uint64_t f = v->device_features &
@@ -111,21 +101,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     virtio_set_status(v, st | VIRTIO_STATUS_DRIVER_OK);
     pthread_mutex_unlock(&v->lock);
 
-    __atomic_store_n((uint16_t *)(void *)(ram + AVAIL + 2), (uint16_t)n, __ATOMIC_RELEASE);
-    virtio_kick(v, 0);
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        uint16_t used = __atomic_load_n((uint16_t *)(void *)(ram + USED + 2), __ATOMIC_ACQUIRE);
-        if (used == n || (status(v) & VIRTIO_STATUS_DEVICE_NEEDS_RESET))
-            break;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if (t.tv_sec - t0.tv_sec > 5)
-            __builtin_trap(); /* the device lost a request */
-        usleep(50);
-    }
-    pthread_mutex_lock(&v->lock);
-    virtio_reset(v);
-    pthread_mutex_unlock(&v->lock);
+    fuzz_ring_run(v, ram, 0, n, AVAIL, USED, 5);
     return 0;
 }

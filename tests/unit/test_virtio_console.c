@@ -158,23 +158,9 @@ static uint64_t buf_gpa(unsigned q, unsigned slot)
 /* Transport + driver initialisation up to DRIVER_OK with `nq` queues enabled. */
 static void driver_init(struct fx *f, uint64_t features, unsigned nq)
 {
-    struct virtio_device *vdev = f->vdev;
-    struct error err = {0};
     memset(f->q, 0, sizeof(f->q));
     memset(f->ram + RINGS, 0, DATA - RINGS);
-    pthread_mutex_lock(&vdev->lock);
-    virtio_set_status(vdev, 0);
-    assert_true(virtio_driver_features(vdev, features));
-    for (unsigned q = 0; q < nq; q++) {
-        assert_int_equal(vq_set_size(&vdev->vq[q], QSIZE, &err), 0);
-        assert_int_equal(
-            vq_set_addresses(&vdev->vq[q], ring(q), ring(q) + 0x200, ring(q) + 0x400, &err), 0);
-        assert_int_equal(vq_enable(&vdev->vq[q], &err), 0);
-    }
-    virtio_set_status(vdev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-                                VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
-    assert_true(vdev->started);
-    pthread_mutex_unlock(&vdev->lock);
+    assert_true(virtio_driver_start(f->vdev, features, nq, QSIZE, RINGS, 0x1000));
 }
 
 static void device_reset(struct fx *f)
