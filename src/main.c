@@ -438,6 +438,21 @@ static int mon_commit(void *opaque, const char *device, struct error *err)
     return app->devices ? machine_devices_commit(app->devices, device, err) : -ENODEV;
 }
 
+static int mon_balloon(void *opaque, int64_t target, struct error *err)
+{
+    return machine_devices_balloon(((struct app *)opaque)->devices, target, err);
+}
+
+static int mon_query_balloon(void *opaque, uint64_t *actual, struct error *err)
+{
+    return machine_devices_query_balloon(((struct app *)opaque)->devices, actual, err);
+}
+
+static void ev_balloon_change(void *opaque, uint64_t actual)
+{
+    qmp_event_balloon_change(((struct app *)opaque)->qmp, actual);
+}
+
 static void ev_reset(void *opaque, bool guest)
 {
     struct app *app = opaque;
@@ -592,6 +607,8 @@ static int start_qmp(struct app *app, struct error *err)
                                        .hostfwd = mon_hostfwd,
                                        .set_link = mon_set_link,
                                        .usernet_info = mon_usernet_info,
+                                       .balloon = mon_balloon,
+                                       .query_balloon = mon_query_balloon,
                                        .vm = mon_vm,
                                        .name = cfg->name,
                                        .opaque = app};
@@ -602,6 +619,7 @@ static int start_qmp(struct app *app, struct error *err)
                                     .resume = ev_resume,
                                     .opaque = app};
     machine_devices_set_error_handler(app->devices, ev_block_error, app);
+    machine_devices_set_balloon_handler(app->devices, ev_balloon_change, app);
     if (start_hmp(app, err) < 0)
         return -1;
     if (!cfg->qmp.n && !cfg->qmp_pretty.n)

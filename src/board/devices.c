@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "block/drive.h"
@@ -20,6 +21,7 @@
 #include "monitor/qmp.h"
 #include "net/net.h"
 #include "pci/pci.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/console.h"
 #include "virtio/mmio.h"
@@ -29,7 +31,7 @@
 
 #define MAX_DEVICES 64
 
-enum kind { KIND_BLK, KIND_NET, KIND_SERIAL, KIND_RNG };
+enum kind { KIND_BLK, KIND_NET, KIND_SERIAL, KIND_RNG, KIND_BALLOON };
 
 struct dev {
     enum kind kind;
@@ -44,6 +46,7 @@ struct dev {
         struct virtio_net *net;
         struct virtio_serial *serial;
         struct virtio_rng *rng;
+        struct virtio_balloon *balloon;
     } u;
 };
 
@@ -103,6 +106,21 @@ struct machine_devices {
     bool lost_set;
     machine_block_error_fn *on_error;
     void *error_opaque;
+
+    /* The balloon (at most one, as in QEMU). Its size changes come from the vCPU thread that
+     * wrote the config space: the latest is kept in balloon_actual and balloon_fd tells the
+     * main loop, which reports it (BALLOON_CHANGE). */
+    struct virtio_balloon *balloon;
+    int balloon_fd;
+    uint64_t balloon_actual; /* atomic */
+    machine_balloon_fn *on_balloon;
+    void *balloon_opaque;
+    /* QEMU sends BALLOON_CHANGE at most once a second: the first at once, the latest of those
+     * that come within the second when it ends. */
+    int balloon_timer_fd;
+    bool balloon_throttled; /* the timer runs */
+    bool balloon_pending;   /* a change came while it ran */
+    bool balloon_watched;   /* both fds are on the loop */
 };
 
 static char *keep(struct machine_devices *md, char *s)
@@ -154,6 +172,8 @@ static struct virtio_device *dev_vdev(struct dev *d)
         return d->u.serial ? virtio_serial_vdev(d->u.serial) : NULL;
     case KIND_RNG:
         return d->u.rng ? virtio_rng_vdev(d->u.rng) : NULL;
+    case KIND_BALLOON:
+        return d->u.balloon ? virtio_balloon_vdev(d->u.balloon) : NULL;
     }
     return NULL;
 }
@@ -659,6 +679,124 @@ static struct virtio_serial *serial_bus(struct machine_devices *md, const char *
     return NULL;
 }
 
+/* ---- the balloon ---- */
+
+/* On the vCPU thread that wrote the balloon's config space. */
+static void balloon_changed(void *opaque, uint64_t actual)
+{
+    struct machine_devices *md = opaque;
+    __atomic_store_n(&md->balloon_actual, actual, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    ssize_t w = write(md->balloon_fd, &one, sizeof(one));
+    (void)w; /* only fails when the counter is saturated: readable anyway */
+}
+
+/* Main loop: report the latest size and hold the next report back for a second. */
+static void balloon_report(struct machine_devices *md)
+{
+    struct itimerspec one_second = {.it_value = {.tv_sec = 1}};
+    md->balloon_pending = false;
+    md->balloon_throttled = timerfd_settime(md->balloon_timer_fd, 0, &one_second, NULL) == 0;
+    if (md->on_balloon)
+        md->on_balloon(md->balloon_opaque, __atomic_load_n(&md->balloon_actual, __ATOMIC_ACQUIRE));
+}
+
+static void on_balloon_change(void *opaque, uint32_t events)
+{
+    struct machine_devices *md = opaque;
+    uint64_t n;
+    ssize_t r = read(md->balloon_fd, &n, sizeof(n));
+    (void)r;
+    (void)events;
+    if (md->balloon_throttled)
+        md->balloon_pending = true;
+    else
+        balloon_report(md);
+}
+
+static void on_balloon_timer(void *opaque, uint32_t events)
+{
+    struct machine_devices *md = opaque;
+    uint64_t n;
+    ssize_t r = read(md->balloon_timer_fd, &n, sizeof(n));
+    (void)r;
+    (void)events;
+    md->balloon_throttled = false;
+    if (md->balloon_pending)
+        balloon_report(md);
+}
+
+static int add_balloon(struct machine_devices *md, const struct opts *o, const char *id, int slot,
+                       int func, struct error *err)
+{
+    struct virtio_balloon_opts bo = {0};
+    bool hint = false;
+    if (opts_get_bool(o, "deflate-on-oom", &bo.deflate_on_oom, err) < 0 ||
+        opts_get_bool(o, "free-page-reporting", &bo.free_page_reporting, err) < 0 ||
+        opts_get_bool(o, "free-page-hint", &hint, err) < 0)
+        return -1;
+    if (hint)
+        return error_setf(err, "free-page-hint=on is not supported (it serves migration, which "
+                               "kemu does not have yet); free-page-reporting=on returns free "
+                               "memory to the host");
+    if (md->balloon)
+        return error_setf(err, "Only one balloon device is supported");
+    if (md->loop) {
+        md->balloon_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        md->balloon_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (md->balloon_fd < 0 || md->balloon_timer_fd < 0)
+            return error_setf_errno(err, errno, "virtio-balloon: cannot create its event fds");
+        if (eventloop_add(md->loop, md->balloon_fd, EPOLLIN, on_balloon_change, md, err) < 0)
+            return -1;
+        if (eventloop_add(md->loop, md->balloon_timer_fd, EPOLLIN, on_balloon_timer, md, err) < 0) {
+            eventloop_remove(md->loop, md->balloon_fd);
+            return -1;
+        }
+        md->balloon_watched = true;
+    }
+    struct dev *d = new_dev(md, KIND_BALLOON, id, err);
+    if (!d || virtio_balloon_create(md->mem, &bo, &d->u.balloon, err) < 0)
+        return -1;
+    md->balloon = d->u.balloon;
+    if (md->balloon_watched)
+        virtio_balloon_set_change_handler(md->balloon, balloon_changed, md);
+    return plug(md, d, slot, func, err);
+}
+
+int machine_devices_balloon(struct machine_devices *md, int64_t target, struct error *err)
+{
+    /* QEMU 7.2's order and words: the device first, then the value */
+    if (!md || !md->balloon) {
+        error_setf(err, "No balloon device has been activated");
+        return -ENODEV;
+    }
+    if (target <= 0) {
+        error_setf(err, "Parameter 'target' expects a size");
+        return -EINVAL;
+    }
+    virtio_balloon_set_target(md->balloon, (uint64_t)target);
+    return 0;
+}
+
+int machine_devices_query_balloon(struct machine_devices *md, uint64_t *actual, struct error *err)
+{
+    if (!md || !md->balloon) {
+        error_setf(err, "No balloon device has been activated");
+        return -ENODEV;
+    }
+    *actual = virtio_balloon_actual(md->balloon);
+    return 0;
+}
+
+void machine_devices_set_balloon_handler(struct machine_devices *md, machine_balloon_fn *fn,
+                                         void *opaque)
+{
+    md->on_balloon = fn;
+    md->balloon_opaque = opaque;
+}
+
+/* ---- -device ---- */
+
 static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
                       struct chardev **chardevs, const struct opts *o, struct error *err)
 {
@@ -747,6 +885,8 @@ static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
             return -1;
         return plug(md, d, slot, func, err);
     }
+    if (!strncmp(driver, "virtio-balloon", 14))
+        return add_balloon(md, o, id, slot, func, err);
     return error_setf(err, "'%s' is not a valid device model name", driver);
 }
 
@@ -777,6 +917,7 @@ int machine_devices_create(const struct kemu_config *cfg, struct pc *pc, struct 
     if (!md)
         return error_setf(err, "out of memory");
     *out = md;
+    md->balloon_fd = md->balloon_timer_fd = -1;
     md->pc = pc;
     md->mem = &pc_vm(pc)->mem;
     md->bus = pc_pci_bus(pc);
@@ -1027,9 +1168,22 @@ void machine_devices_destroy(struct machine_devices *md)
         case KIND_RNG:
             virtio_rng_destroy(d->u.rng);
             break;
+        case KIND_BALLOON:
+            virtio_balloon_destroy(d->u.balloon);
+            break;
         }
         free(d->id);
         free(d->net_name);
+    }
+    if (md->balloon_fd >= 0) {
+        if (md->balloon_watched)
+            eventloop_remove(md->loop, md->balloon_fd);
+        close(md->balloon_fd);
+    }
+    if (md->balloon_timer_fd >= 0) {
+        if (md->balloon_watched)
+            eventloop_remove(md->loop, md->balloon_timer_fd);
+        close(md->balloon_timer_fd);
     }
     /* The workers are gone: failures still queued go unreported. */
     if (md->err_fd >= 0) {

@@ -7,6 +7,7 @@
 #define KEMU_BOARD_DEVICES_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "board/pc.h"
@@ -56,6 +57,15 @@ void machine_devices_set_error_handler(struct machine_devices *md, machine_block
                                        void *opaque);
 /* The VM runs again (cont): the disks resubmit the requests their stop actions held. */
 void machine_devices_resume(struct machine_devices *md);
+/* QMP balloon (target: the guest's RAM in bytes) and query-balloon (actual: its RAM less what
+ * the balloon holds): 0, or -EINVAL (target <= 0) or -ENODEV ("No balloon device has been
+ * activated") with err set as QEMU words them. */
+int machine_devices_balloon(struct machine_devices *md, int64_t target, struct error *err);
+int machine_devices_query_balloon(struct machine_devices *md, uint64_t *actual, struct error *err);
+/* The guest's balloon changed size (BALLOON_CHANGE): actual bytes, on the main thread. */
+typedef void machine_balloon_fn(void *opaque, uint64_t actual);
+void machine_devices_set_balloon_handler(struct machine_devices *md, machine_balloon_fn *fn,
+                                         void *opaque);
 /* After the vCPUs stopped and before the board is destroyed. NULL is ignored. */
 void machine_devices_destroy(struct machine_devices *md);
 

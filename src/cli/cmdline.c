@@ -222,6 +222,16 @@ static const struct opt_desc virtio_rng_desc[] = {
 static const struct opts_group virtio_rng_group = {"virtio-rng-pci", "driver", false,
                                                    virtio_rng_desc};
 
+static const struct opt_desc virtio_balloon_desc[] = {
+    PCI_DEVICE_KEYS,
+    {"deflate-on-oom", OPT_BOOL, "off", "let the guest deflate under memory pressure"},
+    {"free-page-reporting", OPT_BOOL, "off", "the guest reports free memory, which the host drops"},
+    {"free-page-hint", OPT_BOOL, "off", "hints for migration (not supported: must be off)"},
+    {NULL, 0, NULL, NULL},
+};
+static const struct opts_group virtio_balloon_group = {"virtio-balloon-pci", "driver", false,
+                                                       virtio_balloon_desc};
+
 struct device_model {
     const char *name;
     const struct opts_group *props;
@@ -258,6 +268,10 @@ static const struct device_model device_models[] = {
      NULL},
     {"isa-debug-exit", &isa_debug_exit_group, "ISA", "Misc", "exit kemu from the guest (testing)",
      NULL},
+    {"virtio-balloon-device", &virtio_balloon_group, "virtio-bus", "Misc",
+     "virtio memory balloon (microvm)", NULL},
+    {"virtio-balloon-pci", &virtio_balloon_group, "PCI", "Misc", "virtio memory balloon", NULL},
+    {"virtio-balloon", &virtio_balloon_group, "PCI", "Misc", NULL, "virtio-balloon-pci"},
     {"virtio-rng-device", &virtio_rng_group, "virtio-bus", "Misc",
      "virtio entropy source (microvm)", NULL},
     {"virtio-rng-pci", &virtio_rng_group, "PCI", "Misc", "virtio entropy source", NULL},

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_4g_limit,
                        struct error *err)
@@ -89,4 +90,21 @@ int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *buf, 
         return -1;
     memcpy(p, buf, len);
     return 0;
+}
+
+int64_t guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+    uint8_t *p = guest_mem_ptr(mem, gpa, len);
+    if (!p)
+        return -1;
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+    if (end <= start)
+        return 0;
+    /* Private anonymous memory: the next touch maps a zero page. */
+    if (madvise((void *)start, end - start, MADV_DONTNEED) < 0)
+        return 0;
+    return (int64_t)(end - start);
 }

@@ -43,5 +43,11 @@ void guest_mem_destroy(struct guest_mem *mem);
 void *guest_mem_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *buf, uint64_t len);
 int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *buf, uint64_t len);
+/*
+ * The guest gave [gpa, gpa+len) away (a balloon): drop the host pages wholly inside it, which
+ * then read as zeros and cost the host nothing until touched again. Returns the bytes dropped
+ * (0 for a range smaller than a host page), or -1 if the range is not inside one RAM region.
+ */
+int64_t guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
 #endif

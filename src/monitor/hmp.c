@@ -48,8 +48,10 @@ static void cmd_quit(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_cpu(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_x(struct hmp_ctx *c, char **argv, int argc);
 static void cmd_xp(struct hmp_ctx *c, char **argv, int argc);
+static void cmd_balloon(struct hmp_ctx *c, char **argv, int argc);
 
 static const struct hmp_cmd commands[] = {
+    {"balloon", "target", "request VM to change its memory allocation (in MB)", cmd_balloon},
     {"commit", "device|all",
      "commit changes to the disk images (if -snapshot is used) or backing files", cmd_commit},
     {"cont|c", "", "resume emulation", cmd_cont},
@@ -82,6 +84,7 @@ static void info_kvm(struct hmp_ctx *c);
 static void info_name(struct hmp_ctx *c);
 static void info_network(struct hmp_ctx *c);
 static void info_usernet(struct hmp_ctx *c);
+static void info_balloon(struct hmp_ctx *c);
 
 struct hmp_info {
     const char *name;
@@ -90,6 +93,7 @@ struct hmp_info {
 };
 
 static const struct hmp_info infos[] = {
+    {"balloon", "show balloon information", info_balloon},
     {"block", "show the block devices", info_block},
     {"chardev", "show the character devices", info_chardev},
     {"cpus", "show infos for each CPU", info_cpus},
@@ -408,6 +412,64 @@ static void info_network(struct hmp_ctx *c)
         fprintf(c->f, "%s%s: index=%u,type=%s,%s\r\n", v[i].peer ? " \\ " : "",
                 v[i].name ? v[i].name : "", v[i].index, v[i].type ? v[i].type : "", v[i].info);
     free(v);
+}
+
+/* QEMU's 'M' argument: a number of MiB, bytes in *out; QEMU's messages when it is not one (0
+ * is returned as a valid target, for the command to refuse). */
+static bool parse_mib(struct hmp_ctx *c, const char *cmd, char **argv, int argc, int64_t *out)
+{
+    const char *s = argc > 1 ? argv[1] : "";
+    bool neg = *s == '-';
+    char *end = (char *)s + neg;
+    unsigned long long v = 0;
+    if (!*end) {
+        fprintf(c->f, "unexpected end of expression\r\n");
+    } else if (!isdigit((unsigned char)*end)) {
+        fprintf(c->f, "invalid char '");
+        put_clean(c->f, (char[]){*end, 0});
+        fprintf(c->f, "' in expression\r\n");
+    } else {
+        errno = 0;
+        v = strtoull(end, &end, 0);
+        if (errno == ERANGE || v > (unsigned long long)INT64_MAX >> 20)
+            fprintf(c->f, "number too large\r\n");
+        else if (neg && v)
+            fprintf(c->f, "enter a positive value\r\n");
+        else if (*end || argc > 2)
+            fprintf(c->f, "%s: extraneous characters at the end of line\r\n", cmd);
+        else {
+            *out = (int64_t)(v << 20);
+            return true;
+        }
+    }
+    fprintf(c->f, "Try \"help %s\" for more information\r\n", cmd);
+    return false;
+}
+
+static void cmd_balloon(struct hmp_ctx *c, char **argv, int argc)
+{
+    int64_t target;
+    if (!parse_mib(c, "balloon", argv, argc, &target))
+        return;
+    struct error err = {0};
+    if (c->ops->balloon && c->ops->balloon(c->ops->opaque, target, &err) == 0)
+        return;
+    fprintf(c->f, "Error: ");
+    put_clean(c->f, err.set ? err.msg : "No balloon device has been activated");
+    fprintf(c->f, "\r\n");
+}
+
+static void info_balloon(struct hmp_ctx *c)
+{
+    struct error err = {0};
+    uint64_t actual = 0;
+    if (c->ops->query_balloon && c->ops->query_balloon(c->ops->opaque, &actual, &err) == 0) {
+        fprintf(c->f, "balloon: actual=%llu\r\n", (unsigned long long)(actual >> 20));
+        return;
+    }
+    fprintf(c->f, "Error: ");
+    put_clean(c->f, err.set ? err.msg : "No balloon device has been activated");
+    fprintf(c->f, "\r\n");
 }
 
 static void info_usernet(struct hmp_ctx *c)

@@ -589,6 +589,12 @@ void qmp_event_block_io_error(struct qmp_server *s, const char *device, const ch
     qmp_server_event(s, "BLOCK_IO_ERROR", d);
 }
 
+void qmp_event_balloon_change(struct qmp_server *s, uint64_t actual)
+{
+    if (s && s->clients)
+        qmp_server_event(s, "BALLOON_CHANGE", json_pack("{s:I}", "actual", (json_int_t)actual));
+}
+
 /* ---- listening ---- */
 
 static void on_accept(void *opaque, uint32_t events)

@@ -95,6 +95,10 @@ struct qmp_vm_ops {
     int (*hostfwd)(void *opaque, const char *netdev, bool add, const char *rule, struct error *err);
     /* set_link NAME on|off: 0, or -ENODEV with err set ("Device 'NAME' not found"). */
     int (*set_link)(void *opaque, const char *name, bool up, struct error *err);
+    /* balloon VALUE (the guest's RAM in bytes) and query-balloon: 0, or -errno with err set
+     * (-ENODEV: no balloon device, QEMU's DeviceNotActive). */
+    int (*balloon)(void *opaque, int64_t target, struct error *err);
+    int (*query_balloon)(void *opaque, uint64_t *actual, struct error *err);
     /* HMP info usernet: malloc'd text, lines ending in "\n"; NULL: nothing to show. */
     char *(*usernet_info)(void *opaque);
     /* HMP commit DEVICE|all: 0, or -errno (-ENODEV: no such device) with err set or not. */
@@ -165,6 +169,8 @@ void qmp_event_reset_reason(struct qmp_server *s, bool guest, const char *reason
 void qmp_event_powerdown(struct qmp_server *s);
 void qmp_event_stop(struct qmp_server *s);
 void qmp_event_resume(struct qmp_server *s);
+/* BALLOON_CHANGE: the guest's RAM less what its balloon holds, in bytes. */
+void qmp_event_balloon_change(struct qmp_server *s, uint64_t actual);
 /* BLOCK_IO_ERROR: device is the drive id, node_name may be NULL (left out), action "report",
  * "ignore" or "stop", reason the error's strerror text. */
 void qmp_event_block_io_error(struct qmp_server *s, const char *device, const char *node_name,

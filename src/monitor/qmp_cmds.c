@@ -8,9 +8,10 @@
 #include "monitor/hmp.h"
 #include "monitor/qmp_int.h"
 
-#define CLS_GENERIC   "GenericError"
-#define CLS_NOT_FOUND "CommandNotFound"
-#define CLS_NO_DEVICE "DeviceNotFound"
+#define CLS_GENERIC    "GenericError"
+#define CLS_NOT_FOUND  "CommandNotFound"
+#define CLS_NO_DEVICE  "DeviceNotFound"
+#define CLS_NOT_ACTIVE "DeviceNotActive"
 
 enum arg_type { ARG_STR, ARG_BOOL, ARG_INT, ARG_STR_LIST };
 
@@ -339,6 +340,33 @@ static json_t *cmd_set_link(struct qmp_client *c, json_t *args, struct qmp_err *
     return NULL;
 }
 
+/* QEMU's balloon and query-balloon; without a balloon device, DeviceNotActive. */
+static json_t *balloon_error(struct qmp_err *e, int r, struct error *err)
+{
+    qmp_err_set(e, r == -ENODEV ? CLS_NOT_ACTIVE : CLS_GENERIC, "%s",
+                err->set ? err->msg : "No balloon device has been activated");
+    return NULL;
+}
+
+static json_t *cmd_balloon(struct qmp_client *c, json_t *args, struct qmp_err *e)
+{
+    struct error err = {0};
+    int64_t v = (int64_t)json_integer_value(json_object_get(args, "value"));
+    int r = c->s->ops.balloon ? c->s->ops.balloon(c->s->ops.opaque, v, &err) : -ENODEV;
+    return r == 0 ? empty_return() : balloon_error(e, r, &err);
+}
+
+static json_t *cmd_query_balloon(struct qmp_client *c, json_t *args, struct qmp_err *e)
+{
+    struct error err = {0};
+    uint64_t actual = 0;
+    int r = c->s->ops.query_balloon ? c->s->ops.query_balloon(c->s->ops.opaque, &actual, &err)
+                                    : -ENODEV;
+    if (r < 0)
+        return balloon_error(e, r, &err);
+    return json_pack("{s:I}", "actual", (json_int_t)actual);
+}
+
 /* ---- human-monitor-command: the same HMP as the interactive monitor ---- */
 
 static json_t *cmd_hmp(struct qmp_client *c, json_t *args, struct qmp_err *e)
@@ -375,6 +403,11 @@ static const struct qmp_arg set_link_args[] = {
     {NULL, ARG_STR, false},
 };
 
+static const struct qmp_arg balloon_args[] = {
+    {"value", ARG_INT, false},
+    {NULL, ARG_STR, false},
+};
+
 static const struct qmp_cmd commands[] = {
     {"qmp_capabilities", cmd_capabilities, capabilities_args},
     {"query-version", cmd_query_version, NULL},
@@ -392,6 +425,8 @@ static const struct qmp_cmd commands[] = {
     {"system_powerdown", cmd_system_powerdown, NULL},
     {"quit", cmd_quit, NULL},
     {"set_link", cmd_set_link, set_link_args},
+    {"balloon", cmd_balloon, balloon_args},
+    {"query-balloon", cmd_query_balloon, NULL},
     {"human-monitor-command", cmd_hmp, hmp_args},
 };
 

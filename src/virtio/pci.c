@@ -605,6 +605,7 @@ static uint32_t class_code(unsigned device_id)
     case VIRTIO_ID_CONSOLE:
         return 0x078000; /* communication controller, other */
     case VIRTIO_ID_RNG:
+    case VIRTIO_ID_BALLOON:
         return 0x00ff00; /* unclassified, as QEMU */
     default:
         return 0xff0000; /* other */

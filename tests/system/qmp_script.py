@@ -11,6 +11,8 @@ Steps:
   hmp:COMMAND LINE        human-monitor-command; prints its output (the reply)
   event:NAME              wait for an event; prints it
   status                  query-status
+  rss:PIDFILE:LABEL       the resident memory (VmRSS, KiB) of the process PIDFILE names
+  sleep:SECONDS           wait that long
 Every wait gives up after --timeout seconds; a failed step prints QMPS-FAIL and stops.
 """
 import argparse
@@ -40,6 +42,16 @@ def wait_file(path, text, n, timeout):
     return False
 
 
+def rss_kib(pidfile):
+    with open(pidfile) as f:
+        pid = int(f.read().split()[0])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise ValueError(f"no VmRSS for pid {pid}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=float, default=240)
@@ -65,6 +77,10 @@ def main():
                 report(step, event=q.wait_event(arg, timeout=a.timeout))
             elif kind == "status":
                 report(step, reply=q.cmd("query-status"))
+            elif kind == "rss":
+                report(step, rss_kib=rss_kib(arg.rsplit(":", 1)[0]))
+            elif kind == "sleep":
+                time.sleep(float(arg.split(":")[0]))
             else:
                 raise ValueError(f"unknown step {step}")
         except (OSError, EOFError, TimeoutError, QMPError, ValueError) as e:

@@ -187,6 +187,39 @@ def test_hmp_over_qmp(vm):
     assert p.wait(timeout=10) == 0
 
 
+def test_balloon_commands(vm):
+    """QEMU's balloon, query-balloon and info balloon: DeviceNotActive without a balloon device
+    (whatever the value); with one (the tiny guest has no driver) the target is taken and actual
+    stays at the RAM size until a driver inflates."""
+    p, q = vm()
+    q.negotiate()
+    for cmd, args in (("query-balloon", None), ("balloon", {"value": 32 << 20}),
+                      ("balloon", {"value": 0})):
+        r = q.cmd_raw(cmd, args)
+        assert r["error"] == {"class": "DeviceNotActive",
+                              "desc": "No balloon device has been activated"}, r
+    out = q.cmd("human-monitor-command", {"command-line": "info balloon"})
+    assert out == "Error: No balloon device has been activated\r\n", out
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+    p, q = vm("-device", "virtio-balloon-pci,id=b0,deflate-on-oom=on")
+    q.negotiate()
+    assert q.cmd("query-balloon") == {"actual": 64 << 20}
+    assert q.cmd("balloon", {"value": 32 << 20}) == {}
+    r = q.cmd_raw("balloon", {"value": -1})
+    assert r["error"] == {"class": "GenericError", "desc": "Parameter 'target' expects a size"}, r
+    r = q.cmd_raw("balloon", {"value": "1G"})
+    assert r["error"]["class"] == "GenericError", r
+    for line, want in (("balloon 48", ""), ("info balloon", "balloon: actual=64\r\n")):
+        out = q.cmd("human-monitor-command", {"command-line": line})
+        assert out == want, (line, out)
+    devs = [d for bus in q.cmd("query-pci") for d in bus["devices"] if d["qdev_id"] == "b0"]
+    assert [(d["id"]["vendor"], d["id"]["device"]) for d in devs] == [(0x1af4, 0x1045)], devs
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
 def test_query_block_io_status(vm, tmp_path):
     """io-status as QEMU shows it: on a virtio-blk drive whose werror/rerror can stop the VM
     (werror=enospc is the default), "ok" until a failure stops it; absent otherwise."""

@@ -289,6 +289,7 @@ struct fake {
     int stops, conts, quits;
     bool running;
     char committed[64];
+    int64_t balloon;
 };
 
 static const char *f_status(void *opaque, bool *running)
@@ -353,6 +354,24 @@ static size_t f_block(void *opaque, struct qmp_block_info *out, size_t max)
     return 3;
 }
 
+/* A 1 GiB guest whose balloon follows the target at once. */
+static int f_balloon(void *opaque, int64_t target, struct error *err)
+{
+    struct fake *f = opaque;
+    if (target <= 0) {
+        error_setf(err, "Parameter 'target' expects a size");
+        return -EINVAL;
+    }
+    f->balloon = target;
+    return 0;
+}
+
+static int f_query_balloon(void *opaque, uint64_t *actual, struct error *err)
+{
+    *actual = (uint64_t)((struct fake *)opaque)->balloon;
+    return 0;
+}
+
 static struct qmp_vm_ops fake_ops(struct fake *f)
 {
     return (struct qmp_vm_ops){.status = f_status,
@@ -361,6 +380,8 @@ static struct qmp_vm_ops fake_ops(struct fake *f)
                                .quit = f_quit,
                                .commit = f_commit,
                                .query_block = f_block,
+                               .balloon = f_balloon,
+                               .query_balloon = f_query_balloon,
                                .opaque = f};
 }
 
@@ -439,6 +460,42 @@ static void commands(void **state)
         assert_string_equal(fk.committed, commits[i].committed ? commits[i].committed : "");
         free(s);
     }
+    /* balloon: QEMU's 'M' argument, a number of MiB (no suffixes), and its messages */
+    static const struct {
+        const char *line, *out;
+        int64_t target;
+    } balloons[] = {
+        {"balloon 512", "", 512ll << 20},
+        {"balloon 0x10", "", 16ll << 20},
+        {"balloon 0", "Error: Parameter 'target' expects a size\r\n", -1},
+        {"balloon -5", "enter a positive value\r\nTry \"help balloon\" for more information\r\n",
+         -1},
+        {"balloon 2G",
+         "balloon: extraneous characters at the end of line\r\n"
+         "Try \"help balloon\" for more information\r\n",
+         -1},
+        {"balloon 1 2",
+         "balloon: extraneous characters at the end of line\r\n"
+         "Try \"help balloon\" for more information\r\n",
+         -1},
+        {"balloon x",
+         "invalid char 'x' in expression\r\nTry \"help balloon\" for more information\r\n", -1},
+        {"balloon 99999999999999",
+         "number too large\r\nTry \"help balloon\" for more information\r\n", -1},
+        {"balloon", "unexpected end of expression\r\nTry \"help balloon\" for more information\r\n",
+         -1},
+    };
+    for (size_t i = 0; i < sizeof(balloons) / sizeof(balloons[0]); i++) {
+        fk.balloon = -1;
+        s = run(&ops, balloons[i].line, &quit);
+        assert_string_equal(s, balloons[i].out);
+        assert_int_equal(fk.balloon, balloons[i].target);
+        free(s);
+    }
+    fk.balloon = 768ll << 20;
+    s = run(&ops, "info balloon", &quit);
+    assert_string_equal(s, "balloon: actual=768\r\n");
+    free(s);
     s = run(&ops, "frob\x1b[2J", &quit);
     assert_string_equal(s, "unknown command: 'frob?[2J'\r\n");
     free(s);
