@@ -1028,6 +1028,7 @@ static struct qcow2 *open_chain(int fd, const char *name, const struct qcow2_ope
             goto fail;
         }
         if (type == EXT_BACKING_FMT) {
+            free(q->backing_fmt); /* a second one wins, as in QEMU */
             if (!(q->backing_fmt = strndup((const char *)hdr + p + 8, len))) {
                 error_setf(err, "%s: out of memory", name);
                 goto fail;
