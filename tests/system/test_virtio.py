@@ -168,11 +168,14 @@ def test_net_hostfwd_reaches_guest_server():
     assert "FWD=served-by-the-guest" in r.host_output, r
 
 
-# A one-connection line server on the host: it records the first line it gets and answers.
+# A one-connection line server on the host: it records the first line it gets and answers. It
+# says when it listens (/tmp/gf-ready): kemu connects to it at start-up, and a python3 in the
+# test host may take more than a second to get there.
 LINE_SERVER = (
     "import socket\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('127.0.0.1', 18123)); s.listen(1); c, _ = s.accept(); b = b''\n"
+    "s.bind(('127.0.0.1', 18123)); s.listen(1); open('/tmp/gf-ready', 'w').close()\n"
+    "c, _ = s.accept(); b = b''\n"
     "while b'\\n' not in b:\n"
     "    d = c.recv(100)\n"
     "    if not d: break\n"
@@ -190,8 +193,9 @@ def test_net_guestfwd_stream_and_cmd():
                       "(echo from-guest; sleep 4) | nc 10.0.2.100 1234 > /tmp/gf & "
                       "(echo echoed-by-cat; sleep 4) | nc 10.0.2.101 7 > /tmp/gc & "
                       "sleep 6; echo GF=$(cat /tmp/gf); echo GC=$(cat /tmp/gc)",
-                  prefix="rm -f /tmp/gf-host; (timeout 120 python3 -c " +
-                         shlex.quote(LINE_SERVER) + " &); sleep 1; ",
+                  prefix="rm -f /tmp/gf-host /tmp/gf-ready; (timeout 120 python3 -c " +
+                         shlex.quote(LINE_SERVER) + " &); for i in $(seq 300); do "
+                         "[ -e /tmp/gf-ready ] && break; sleep 0.1; done; ",
                   suffix="echo GF-HOST=$(cat /tmp/gf-host)")
     assert r.status == 0, r
     assert "GF-HOST=from-guest" in r.host_output, r
