@@ -763,13 +763,20 @@ static int add_balloon(struct machine_devices *md, const struct opts *o, const c
     return plug(md, d, slot, func, err);
 }
 
+/* QEMU's have_balloon(): 0, or -ENODEV with its words. */
+static int have_balloon(struct machine_devices *md, struct error *err)
+{
+    if (md && md->balloon)
+        return 0;
+    error_setf(err, "No balloon device has been activated");
+    return -ENODEV;
+}
+
 int machine_devices_balloon(struct machine_devices *md, int64_t target, struct error *err)
 {
     /* QEMU 7.2's order and words: the device first, then the value */
-    if (!md || !md->balloon) {
-        error_setf(err, "No balloon device has been activated");
+    if (have_balloon(md, err) < 0)
         return -ENODEV;
-    }
     if (target <= 0) {
         error_setf(err, "Parameter 'target' expects a size");
         return -EINVAL;
@@ -780,10 +787,8 @@ int machine_devices_balloon(struct machine_devices *md, int64_t target, struct e
 
 int machine_devices_query_balloon(struct machine_devices *md, uint64_t *actual, struct error *err)
 {
-    if (!md || !md->balloon) {
-        error_setf(err, "No balloon device has been activated");
+    if (have_balloon(md, err) < 0)
         return -ENODEV;
-    }
     *actual = virtio_balloon_actual(md->balloon);
     return 0;
 }

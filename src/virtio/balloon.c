@@ -30,8 +30,7 @@ enum { Q_INFLATE, Q_DEFLATE, Q_REPORTING };
 
 struct virtio_balloon {
     struct virtio_device vdev;
-    bool reporting; /* the reporting queue exists (free-page-reporting=on) */
-    int stop_fd;    /* eventfd: stop() asks the worker to return */
+    int stop_fd; /* eventfd: stop() asks the worker to return */
     pthread_t thread;
 
     /* Under vdev.lock. */
@@ -263,7 +262,7 @@ int virtio_balloon_create(struct guest_mem *mem, const struct virtio_balloon_opt
     struct virtio_balloon *b = calloc(1, sizeof(*b));
     if (!b)
         return error_setf(err, "virtio-balloon: out of memory");
-    b->reporting = o && o->free_page_reporting;
+    bool reporting = o && o->free_page_reporting;
     b->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (b->stop_fd < 0) {
         error_setf_errno(err, errno, "virtio-balloon: eventfd");
@@ -273,12 +272,12 @@ int virtio_balloon_create(struct guest_mem *mem, const struct virtio_balloon_opt
     uint64_t features = VIRTIO_BIT(VIRTIO_BALLOON_F_PAGE_POISON);
     if (o && o->deflate_on_oom)
         features |= VIRTIO_BIT(VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
-    if (b->reporting)
+    if (reporting)
         features |= VIRTIO_BIT(VIRTIO_BALLOON_F_REPORTING);
     /* Queues are numbered as the driver finds them: those of features not offered (stats,
      * free page hints) take no number, so the reporting queue is the third. */
     if (virtio_device_init(&b->vdev, "virtio-balloon", &balloon_ops, b, mem, VIRTIO_ID_BALLOON,
-                           features, b->reporting ? 3 : 2, VIRTIO_BALLOON_QUEUE_SIZE, CFG_LEN,
+                           features, reporting ? 3 : 2, VIRTIO_BALLOON_QUEUE_SIZE, CFG_LEN,
                            err) < 0) {
         close(b->stop_fd);
         free(b);
