@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "block/iov.h"
+#include "core/os.h"
 
 static const struct block_format_ops *const formats[] = {&block_format_raw, &block_format_qcow2};
 
@@ -327,11 +328,8 @@ void block_complete_later(struct block_backend *bb, struct block_request *req, i
     pthread_mutex_unlock(&bb->done_lock);
     /* Only the first completion of a batch signals: until block_backend_process takes the list
      * (after reading the eventfd), the signal the first one gave is still pending. */
-    if (first) {
-        uint64_t one = 1;
-        ssize_t r = write(bb->efd, &one, sizeof(one));
-        (void)r; /* only fails when the counter is saturated: it is readable anyway */
-    }
+    if (first)
+        os_event_signal(bb->efd);
 }
 
 void block_complete_now(struct block_backend *bb, struct block_request *req, int ret)

@@ -17,6 +17,7 @@
 
 #include "block/drive.h"
 #include "cli/nic_opts.h"
+#include "core/os.h"
 #include "kemu-config.h"
 #include "monitor/qmp.h"
 #include "net/net.h"
@@ -241,9 +242,7 @@ static void blk_on_error(void *opaque, const struct virtio_blk_error *e)
         md->lost_set = true;
     }
     pthread_mutex_unlock(&md->err_lock);
-    uint64_t one = 1;
-    ssize_t w = write(md->err_fd, &one, sizeof(one));
-    (void)w; /* only fails when the counter is saturated: readable anyway */
+    os_event_signal(md->err_fd);
 }
 
 static void report_error(struct machine_devices *md, const struct blk_error_ev *ev)
@@ -270,9 +269,7 @@ static void report_error(struct machine_devices *md, const struct blk_error_ev *
 static void on_blk_errors(void *opaque, uint32_t events)
 {
     struct machine_devices *md = opaque;
-    uint64_t n;
-    ssize_t r = read(md->err_fd, &n, sizeof(n));
-    (void)r;
+    os_event_drain(md->err_fd);
     pthread_mutex_lock(&md->err_lock);
     struct blk_error_ev *list = md->err_head, lost = md->lost;
     bool lost_set = md->lost_set;
@@ -686,9 +683,7 @@ static void balloon_changed(void *opaque, uint64_t actual)
 {
     struct machine_devices *md = opaque;
     __atomic_store_n(&md->balloon_actual, actual, __ATOMIC_RELEASE);
-    uint64_t one = 1;
-    ssize_t w = write(md->balloon_fd, &one, sizeof(one));
-    (void)w; /* only fails when the counter is saturated: readable anyway */
+    os_event_signal(md->balloon_fd);
 }
 
 /* Main loop: report the latest size and hold the next report back for a second. */
@@ -704,9 +699,7 @@ static void balloon_report(struct machine_devices *md)
 static void on_balloon_change(void *opaque, uint32_t events)
 {
     struct machine_devices *md = opaque;
-    uint64_t n;
-    ssize_t r = read(md->balloon_fd, &n, sizeof(n));
-    (void)r;
+    os_event_drain(md->balloon_fd);
     (void)events;
     if (md->balloon_throttled)
         md->balloon_pending = true;
@@ -717,9 +710,7 @@ static void on_balloon_change(void *opaque, uint32_t events)
 static void on_balloon_timer(void *opaque, uint32_t events)
 {
     struct machine_devices *md = opaque;
-    uint64_t n;
-    ssize_t r = read(md->balloon_timer_fd, &n, sizeof(n));
-    (void)r;
+    os_event_drain(md->balloon_timer_fd);
     (void)events;
     md->balloon_throttled = false;
     if (md->balloon_pending)

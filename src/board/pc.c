@@ -19,6 +19,7 @@
 #include "arch/x86/cpu_init.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
+#include "core/os.h"
 #include "hw/acpi_pm.h"
 #include "hw/debugexit.h"
 #include "hw/i8042.h"
@@ -333,9 +334,7 @@ static void dev_timer_changed(void *opaque)
 static void on_dev_timer(void *opaque, uint32_t events)
 {
     struct dev_timer *t = opaque;
-    uint64_t n;
-    ssize_t r = read(t->fd, &n, sizeof(n));
-    (void)r;
+    os_event_drain(t->fd);
     t->tick(t->dev, t->clock == DEV_CLOCK_VM         ? vm_clock_ns(t->vm)
                     : t->clock == DEV_CLOCK_REALTIME ? clock_ns(CLOCK_REALTIME)
                                                      : clock_ns(CLOCK_MONOTONIC));

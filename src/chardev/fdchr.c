@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/os.h"
+
 static void watch(struct fdchr *f, bool on)
 {
     if (f->in_fd < 0 || f->reading == on)
@@ -135,9 +137,7 @@ static void on_input(void *opaque, uint32_t events)
 static void on_kick(void *opaque, uint32_t events)
 {
     struct fdchr *f = opaque;
-    uint64_t v;
-    ssize_t r = read(f->kick_fd, &v, sizeof(v));
-    (void)r;
+    os_event_drain(f->kick_fd);
     deliver(f);
 }
 
@@ -200,9 +200,7 @@ ssize_t fdchr_write(struct chardev *c, const uint8_t *buf, size_t len)
 void fdchr_accept_input(struct chardev *c)
 {
     struct fdchr *f = (struct fdchr *)c;
-    uint64_t one = 1;
-    ssize_t r = write(f->kick_fd, &one, sizeof(one));
-    (void)r;
+    os_event_signal(f->kick_fd);
 }
 
 void fdchr_set_monitor(struct chardev *c, const struct chardev_frontend *fe)

@@ -289,3 +289,16 @@ _Noreturn void os_lib_unopened(const struct os_lib *lib, const char *fn)
     fprintf(stderr, "kemu: internal error: %s called before %s was opened\n", fn, lib->soname);
     abort();
 }
+
+void os_event_signal(int fd)
+{
+    uint64_t one = 1;
+    ssize_t r = write(fd, &one, sizeof(one));
+    (void)r;
+}
+
+uint64_t os_event_drain(int fd)
+{
+    uint64_t n;
+    return read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) ? n : 0;
+}

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "core/error.h"
@@ -45,6 +46,12 @@ int os_signals_init(struct os_signals *s, struct error *err);
 int os_signals_read(struct os_signals *s, int *pid);
 /* Restore the terminal before dying from a crash signal. */
 void os_install_crash_handlers(void);
+
+/* Counter descriptors (eventfd, timerfd) that only say "look again". Signalling adds one; it
+ * fails only when the counter is saturated, and then the fd is readable anyway, so it returns
+ * nothing. Draining reads and resets the count: 0 when nothing was pending (a non-blocking fd). */
+void os_event_signal(int fd);
+uint64_t os_event_drain(int fd);
 
 /*
  * A shared library opened with dlopen() when a feature first needs it, rather than linked: a

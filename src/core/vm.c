@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/os.h"
 
 #define SIG_VCPU_KICK SIGUSR1
 
@@ -144,9 +145,7 @@ void vm_request(struct vm *vm, enum vm_request req, int exit_status)
         posted = atomic_compare_exchange_strong(&vm->request, &expected, (int)req);
     if (posted) {
         vm->exit_status = exit_status;
-        uint64_t one = 1;
-        ssize_t r = write(vm->wake_fd, &one, sizeof(one));
-        (void)r;
+        os_event_signal(vm->wake_fd);
     }
     /* Whatever was asked, no vCPU should keep running guest code past this point. */
     atomic_store(&vm->stopping, true);
@@ -578,9 +577,7 @@ int vm_reset(struct vm *vm, struct error *err)
 static void on_wake(void *opaque, uint32_t events)
 {
     struct vm *vm = opaque;
-    uint64_t n;
-    ssize_t r = read(vm->wake_fd, &n, sizeof(n));
-    (void)r;
+    os_event_drain(vm->wake_fd);
     int req = atomic_load(&vm->request);
     switch (req) {
     case VM_REQ_NONE:

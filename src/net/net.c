@@ -658,17 +658,13 @@ static int create_tap(const struct opts *o, struct netdev *nd, struct error *err
 
 static void netdev_wake(struct netdev *nd)
 {
-    uint64_t one = 1;
-    ssize_t r = write(nd->wake_fd, &one, sizeof(one));
-    (void)r; /* only fails when the counter is saturated: a wake-up is pending anyway */
+    os_event_signal(nd->wake_fd);
 }
 
 static void wake_cb(void *opaque)
 {
     struct netdev *nd = opaque;
-    uint64_t v;
-    ssize_t r = read(nd->wake_fd, &v, sizeof(v));
-    (void)r;
+    os_event_drain(nd->wake_fd);
     pthread_mutex_lock(&nd->lock);
     if (nd->req_pending) {
         void (*fn)(void *) = nd->req_fn;

@@ -148,9 +148,7 @@ static void cb_register_poll_fd(int fd, void *opaque)
 static void cb_notify(void *opaque)
 {
     struct netdev *nd = opaque;
-    uint64_t one = 1;
-    ssize_t r = write(nd->wake_fd, &one, sizeof(one));
-    (void)r;
+    os_event_signal(nd->wake_fd);
 }
 
 static const SlirpCb slirp_cbs = {

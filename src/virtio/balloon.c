@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/bytes.h"
+#include "core/os.h"
 
 enum { Q_INFLATE, Q_DEFLATE, Q_REPORTING };
 
@@ -168,7 +169,7 @@ static void *worker(void *opaque)
         if (n < 0 || (pfd[nq].revents & POLLIN))
             break;
         for (unsigned q = 0; q < nq; q++)
-            if ((pfd[q].revents & POLLIN) && virtio_kick_drain(vdev->kick_fd[q]) && service(b, q))
+            if ((pfd[q].revents & POLLIN) && os_event_drain(vdev->kick_fd[q]) && service(b, q))
                 virtio_notify_queue(vdev, q);
     }
     return NULL;
@@ -213,7 +214,7 @@ static int balloon_start(struct virtio_device *vdev)
     b->broken = false;
     __atomic_store_n(&b->stopping, false, __ATOMIC_RELEASE);
     update_poison(b);
-    virtio_kick_drain(b->stop_fd);
+    os_event_drain(b->stop_fd);
     int e = pthread_create(&b->thread, NULL, worker, b);
     if (e) {
         fprintf(stderr, "kemu: %s: cannot start the worker thread: %s\n", vdev->name, strerror(e));
@@ -225,12 +226,10 @@ static int balloon_start(struct virtio_device *vdev)
 static void balloon_stop(struct virtio_device *vdev)
 {
     struct virtio_balloon *b = vdev->opaque;
-    uint64_t one = 1;
     __atomic_store_n(&b->stopping, true, __ATOMIC_RELEASE);
-    ssize_t w = write(b->stop_fd, &one, sizeof(one));
-    (void)w; /* only fails when the counter is saturated: it is signalled anyway */
+    os_event_signal(b->stop_fd);
     pthread_join(b->thread, NULL);
-    virtio_kick_drain(b->stop_fd);
+    os_event_drain(b->stop_fd);
 }
 
 /* A reset (or a reboot) leaves the guest with no balloon: actual is 0 again (QEMU keeps the

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/bytes.h"
+#include "core/os.h"
 
 #define BLK_HDR_SIZE        16
 #define BLK_DWZ_SIZE        16 /* struct virtio_blk_discard_write_zeroes */
@@ -605,10 +606,10 @@ static void *worker(void *arg)
             } else if (tag == TAG_COMPL) {
                 block_backend_process(b->bb);
             } else if (tag == TAG_RETRY) {
-                virtio_kick_drain(b->retry_fd);
+                os_event_drain(b->retry_fd);
                 retry_held(b);
             } else if (tag < b->num_queues) {
-                virtio_kick_drain(b->vdev.kick_fd[tag]);
+                os_event_drain(b->vdev.kick_fd[tag]);
                 process_queue(b, tag);
             }
         }
@@ -672,9 +673,7 @@ fail:
 static void blk_stop(struct virtio_device *vdev)
 {
     struct virtio_blk *b = vdev->opaque;
-    uint64_t one = 1;
-    ssize_t w = write(b->stop_fd, &one, sizeof(one));
-    (void)w; /* cannot fail on a fresh eventfd */
+    os_event_signal(b->stop_fd);
     pthread_join(b->thread, NULL);
     close(b->epfd);
     close(b->stop_fd);
@@ -796,9 +795,7 @@ void virtio_blk_retry(struct virtio_blk *b)
 {
     /* Also fine while the worker is stopped: nothing is held then, and the count is read (and
      * ignored) at the next start. */
-    uint64_t one = 1;
-    ssize_t w = write(b->retry_fd, &one, sizeof(one));
-    (void)w; /* only fails when the counter is saturated: readable anyway */
+    os_event_signal(b->retry_fd);
 }
 
 unsigned virtio_blk_held(struct virtio_blk *b)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/bytes.h"
+#include "core/os.h"
 
 #define VS_QUEUE_SIZE 128 /* as QEMU */
 /* Control messages waiting for a control rx buffer: a guest that never gives any buffers but
@@ -397,7 +398,7 @@ static void *worker(void *opaque)
         if (r < 0 || (pfd[n].revents & POLLIN))
             break;
         for (unsigned q = 0; q < n; q++)
-            if ((pfd[q].revents & POLLIN) && virtio_kick_drain(pfd[q].fd))
+            if ((pfd[q].revents & POLLIN) && os_event_drain(pfd[q].fd))
                 service_queue(vs, q);
     }
     return NULL;
@@ -439,11 +440,9 @@ static int vs_start(struct virtio_device *vdev)
 static void vs_stop(struct virtio_device *vdev)
 {
     struct virtio_serial *vs = vdev->opaque;
-    uint64_t one = 1;
-    ssize_t r = write(vs->stop_fd, &one, sizeof(one));
-    (void)r; /* only fails when the counter is saturated: it is signalled anyway */
+    os_event_signal(vs->stop_fd);
     pthread_join(vs->thread, NULL);
-    virtio_kick_drain(vs->stop_fd);
+    os_event_drain(vs->stop_fd);
     set_running(vs, false);
 }
 

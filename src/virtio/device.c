@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/os.h"
+
 /* What every kemu virtio device offers whatever its kind: a modern device with indirect
  * descriptors and event index. */
 #define VIRTIO_COMMON_FEATURES                                                                     \
@@ -89,7 +91,7 @@ void virtio_reset(struct virtio_device *vdev)
         vdev->ops->reset(vdev);
     for (unsigned i = 0; i < vdev->nqueues; i++) {
         vq_reset(&vdev->vq[i]);
-        virtio_kick_drain(vdev->kick_fd[i]);
+        os_event_drain(vdev->kick_fd[i]);
     }
     __atomic_store_n(&vdev->status, 0, __ATOMIC_SEQ_CST);
     vdev->driver_features = 0;
@@ -181,15 +183,7 @@ void virtio_kick(struct virtio_device *vdev, unsigned q)
 {
     if (q >= vdev->nqueues)
         return;
-    uint64_t one = 1;
-    ssize_t r = write(vdev->kick_fd[q], &one, sizeof(one));
-    (void)r; /* EAGAIN only when the counter is saturated: a kick is pending anyway */
-}
-
-uint64_t virtio_kick_drain(int fd)
-{
-    uint64_t n;
-    return read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) ? n : 0;
+    os_event_signal(vdev->kick_fd[q]);
 }
 
 bool virtio_notify_queue(struct virtio_device *vdev, unsigned q)

@@ -148,8 +148,5 @@ static inline bool virtio_has_feature(const struct virtio_device *vdev, unsigned
 {
     return (vdev->features >> bit) & 1;
 }
-/* Drain a kick eventfd after it became readable: the number of notifications it had counted
- * (0 if it was not signalled). */
-uint64_t virtio_kick_drain(int fd);
 
 #endif

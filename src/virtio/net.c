@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/bytes.h"
+#include "core/os.h"
 
 #define TX_BUDGET       256 /* chains per TX kick before other events get their turn */
 #define TX_NOTIFY_BATCH 32  /* completions per interrupt check within one TX kick */
@@ -367,7 +368,7 @@ static void rx_kick(void *opaque)
 {
     struct net_pair *p = opaque;
     struct virtio_net *n = p->n;
-    n->stats.rx_kicks += virtio_kick_drain(n->vdev.kick_fd[rxq(p)]);
+    n->stats.rx_kicks += os_event_drain(n->vdev.kick_fd[rxq(p)]);
     if (n->broken)
         return;
     while (p->held_count) {
@@ -475,7 +476,7 @@ static void tx_kick(void *opaque)
     struct net_pair *p = opaque;
     struct virtio_net *n = p->n;
     struct virtqueue *vq = &n->vdev.vq[txq(p)];
-    uint64_t kicks = virtio_kick_drain(n->vdev.kick_fd[txq(p)]);
+    uint64_t kicks = os_event_drain(n->vdev.kick_fd[txq(p)]);
     uint64_t own = kicks < p->tx_self_kicks ? kicks : p->tx_self_kicks;
     p->tx_self_kicks -= own;
     n->stats.tx_kicks += kicks - own;
@@ -715,7 +716,7 @@ static void ctrl_kick(void *opaque)
 {
     struct virtio_net *n = opaque;
     struct virtqueue *vq = &n->vdev.vq[n->ctrl_q];
-    virtio_kick_drain(n->vdev.kick_fd[n->ctrl_q]);
+    os_event_drain(n->vdev.kick_fd[n->ctrl_q]);
     if (n->broken)
         return;
     /* Bounded by the queue size, so the driver cannot keep the thread here. */
@@ -757,7 +758,7 @@ static void vhost_call(void *opaque)
 {
     struct net_call *c = opaque;
     struct virtio_net *n = c->n;
-    if (!virtio_kick_drain(c->fd))
+    if (!os_event_drain(c->fd))
         return;
     n->stats.vhost_calls++;
     /* The kernel already applied the driver's suppression (event index): interrupt as is. */
@@ -780,7 +781,7 @@ static void vhost_call_direct(void *opaque, int fd)
         /* A signal the relay got just before the switch is still owed: the vector is unmasked,
          * its irqfd delivers it (if the netdev thread drains it first, it notifies instead). */
         uint64_t one = 1;
-        if (fd >= 0 && virtio_kick_drain(c->fd) && write(fd, &one, sizeof(one)) < 0) {
+        if (fd >= 0 && os_event_drain(c->fd) && write(fd, &one, sizeof(one)) < 0) {
             /* EAGAIN only: an interrupt is pending on the irqfd already */
         }
     }
@@ -834,7 +835,7 @@ static int vhost_pair_start(struct virtio_net *n, struct net_pair *p, struct err
         };
     }
     for (unsigned i = 0; i < 2; i++) {
-        virtio_kick_drain(r[i].call_fd); /* nothing stale from an earlier run */
+        os_event_drain(r[i].call_fd); /* nothing stale from an earlier run */
         if (netdev_add_fd(n->nd, r[i].call_fd, vhost_call, &n->calls[qs[i]], err) < 0)
             goto fail;
     }
@@ -866,7 +867,7 @@ static void vhost_pair_stop(struct virtio_net *n, struct net_pair *p)
         struct net_call *c = &n->calls[qs[i]];
         netdev_remove_fd(n->nd, c->fd);
         /* An interrupt the kernel asked for just before it stopped is still owed. */
-        if (virtio_kick_drain(c->fd) && v->transport && v->transport->notify_queue)
+        if (os_event_drain(c->fd) && v->transport && v->transport->notify_queue)
             v->transport->notify_queue(v, qs[i]);
         /* What the kernel consumed and completed: next avail entry from the kernel, the used
          * index from the ring it wrote (QEMU's vhost_virtqueue_stop does the same). */

@@ -23,6 +23,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "core/os.h"
+
 struct virtio_rng {
     struct virtio_device vdev;
     char *filename;
@@ -169,7 +171,7 @@ static void *worker(void *opaque)
                 work = true;
             }
         }
-        if ((pfd[KICK].revents & POLLIN) && virtio_kick_drain(vdev->kick_fd[0]))
+        if ((pfd[KICK].revents & POLLIN) && os_event_drain(vdev->kick_fd[0]))
             work = true;
         if (pfd[SOURCE].revents)
             work = true; /* readable, or hung up: the read tells */
@@ -185,7 +187,7 @@ static int rng_start(struct virtio_device *vdev)
 {
     struct virtio_rng *r = vdev->opaque;
     r->broken = r->held = r->wait_source = false;
-    virtio_kick_drain(r->stop_fd);
+    os_event_drain(r->stop_fd);
     int e = pthread_create(&r->thread, NULL, worker, r);
     if (e) {
         fprintf(stderr, "kemu: %s: cannot start the worker thread: %s\n", vdev->name, strerror(e));
@@ -197,11 +199,9 @@ static int rng_start(struct virtio_device *vdev)
 static void rng_stop(struct virtio_device *vdev)
 {
     struct virtio_rng *r = vdev->opaque;
-    uint64_t one = 1;
-    ssize_t w = write(r->stop_fd, &one, sizeof(one));
-    (void)w; /* only fails when the counter is saturated: it is signalled anyway */
+    os_event_signal(r->stop_fd);
     pthread_join(r->thread, NULL);
-    virtio_kick_drain(r->stop_fd);
+    os_event_drain(r->stop_fd);
     r->held = false; /* the chain belongs to the queue that is about to be reset */
     r->wait_source = false;
 }

@@ -20,6 +20,7 @@
 #include "core/bus.h"
 #include "core/bytes.h"
 #include "core/memory.h"
+#include "core/os.h"
 #include "pci/pci.h"
 #include "virtio/device.h"
 #include "virtio/pci.h"
@@ -1344,15 +1345,15 @@ static void test_device_config(void **state)
         assert_int_equal(notify_addr(t, q), t->bar4 + VIRTIO_PCI_NOTIFY_OFF + 4 * q);
         mmio_write(t, notify_addr(t, q), 2, q);
         for (unsigned j = 0; j < 3; j++)
-            assert_int_equal(virtio_kick_drain(f->vdev.kick_fd[j]), j == q);
+            assert_int_equal(os_event_drain(f->vdev.kick_fd[j]), j == q);
     }
     mmio_write(t, notify_addr(t, 2), 2, 1); /* the value names queue 1 */
-    assert_true(virtio_kick_drain(f->vdev.kick_fd[1]));
+    assert_true(os_event_drain(f->vdev.kick_fd[1]));
     mmio_write(t, notify_addr(t, 2), 2, 7); /* no queue 7: the address's queue 2 */
-    assert_true(virtio_kick_drain(f->vdev.kick_fd[2]));
+    assert_true(os_event_drain(f->vdev.kick_fd[2]));
     mmio_write(t, t->bar4 + VIRTIO_PCI_NOTIFY_OFF + 12, 2, 0); /* beyond the queues */
     for (unsigned j = 0; j < 3; j++)
-        assert_false(virtio_kick_drain(f->vdev.kick_fd[j]));
+        assert_false(os_event_drain(f->vdev.kick_fd[j]));
 
     /* A configuration change: the generation moves, the config vector fires (DRIVER_OK). */
     assert_true(negotiate(t, VIRTIO_BIT(VIRTIO_F_VERSION_1)));
