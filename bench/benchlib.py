@@ -27,6 +27,20 @@ GUESTRUN = os.path.join(ROOT, "tests", "system", "guestrun.py")
 # Inside the test host, commands run in a chroot of this machine, where this is Debian's Python.
 PYTHON = "/usr/bin/python3"
 INIT_MARKER = "KEMU-GUEST-INIT"
+# A guest line 'BENCH-MARK <key> <numbers...>' makes guestrun record what the VMM has cost the
+# host so far (tests/system/guestrun.py --mark-stats); two such lines bracket one job.
+MARK = "BENCH-MARK"
+# KVM's counters are in the test host's debugfs.
+DEBUGFS = ("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug "
+           "2>/dev/null; ")
+
+
+def uncached(path):
+    """Shell: drop the page cache's copy of an image (GNU dd's documented way), so that every
+    run starts from the same state: with cache=none a VMM's O_DIRECT writes must invalidate the
+    cached pages they cover, and whichever VMM wrote first after the image was made paid for it
+    (round 1 always starts with kemu)."""
+    return f"dd if={path} iflag=nocache count=0 status=none; "
 
 
 def q(argv):
@@ -76,12 +90,14 @@ def shown_argv(argv):
     return q(out)
 
 
-def run_vmm(argv, timeout, prefix="", suffix=""):
+def run_vmm(argv, timeout, prefix="", suffix="", costs=None):
     """Run one VMM where KVM runs Linux. Returns (ok, figures, text): figures from the guest's
     'BENCH key value' lines; text is the guest console (and host output) for failures.
-    `prefix`/`suffix`: shell commands run there before and after the VMM."""
-    cmd = prefix + "KEMU_TRACE=reset " + q([PYTHON, GUESTRUN, "--timeout", str(timeout), "--",
-                                            *argv])
+    `prefix`/`suffix`: shell commands run there before and after the VMM. `costs`: a function
+    from the run's marks (see MARK) to more figures, merged in."""
+    marks = ["--mark-stats", MARK] if costs else []
+    cmd = (DEBUGFS if costs else "") + prefix + "KEMU_TRACE=reset " + q(
+        [PYTHON, GUESTRUN, "--timeout", str(timeout), *marks, "--", *argv])
     if suffix:
         cmd = f"{{ {cmd}; }}; {suffix}"
     for attempt in (1, 2):
@@ -110,6 +126,8 @@ def run_vmm(argv, timeout, prefix="", suffix=""):
                 figures[f[1]] = float(f[2])
             except ValueError:
                 pass
+    if costs:
+        figures.update(costs(res.get("marks") or []))
     host = out[:out.find("GUESTRUN-RESULT ")].strip()
     ok = (res["status"] == 0 and not res["timed_out"] and "KEMU-RUN-EXIT=0" in text)
     why = (f"VMM exit status {res['status']}" + (", timed out" if res["timed_out"] else "") +
@@ -193,6 +211,59 @@ def table(metrics, results, rounds):
               f"  {summ:32s} {paired or '-'}")
     print("  (higher is better for every figure; a ratio >= 1.0 means kemu is at least as fast;")
     print("   an interval that holds 1.0 means this run cannot tell the two apart)")
+
+
+def mark_windows(marks):
+    """{key: (first, last)} of the marks 'BENCH-MARK key numbers...' seen at least twice, each
+    mark with its numbers as 'values': the guest's counters at the start and end of one job."""
+    seen = {}
+    for m in marks:
+        f = m["line"].split()
+        if len(f) >= 2 and f[0] == MARK:
+            try:
+                m = dict(m, values=[int(x) for x in f[2:]])
+            except ValueError:
+                continue
+            seen.setdefault(f[1], []).append(m)
+    return {k: (v[0], v[-1]) for k, v in seen.items() if len(v) >= 2}
+
+
+def window_cost(first, last, units):
+    """What `units` (requests, MiB...) of guest work cost between two marks: KVM exits, the
+    VMM's own CPU milliseconds (without its guest's) and the guest's, each per unit; None
+    where a counter is missing (no debugfs, no /proc) or nothing was done."""
+    if units <= 0:
+        return {}
+    out = {}
+    exits = [m["kvm"].get("exits") for m in (first, last)]
+    if None not in exits:
+        out["exits"] = (exits[1] - exits[0]) / units
+    for k in ("vmm_cpu", "guest_cpu"):
+        if k in first and k in last:
+            out[k] = (last[k] - first[k]) * 1000 / units
+    return out
+
+
+def cost_table(metrics, results):
+    """metrics: [(key, label, unit)]: figures that are costs (lower is better), as medians of
+    each VMM's runs and their ratio."""
+    print()
+    print(f"  {'cost, median (lower is better)':40s} {'kemu':>10s} {'QEMU':>10s} {'kemu/QEMU':>10s}"
+          "  per round (kemu/QEMU)")
+    for key, label, unit in metrics:
+        meds, runs = {}, {}
+        for vmm in ("kemu", "qemu"):
+            runs[vmm] = results[vmm].get(key, {})
+            meds[vmm] = statistics.median(runs[vmm].values()) if runs[vmm] else None
+        cells = [f"{meds[v]:10.3f}" if meds[v] is not None else f"{'-':>10s}"
+                 for v in ("kemu", "qemu")]
+        ratio = (f"{meds['kemu'] / meds['qemu']:10.3f}" if meds["kemu"] is not None and
+                 meds["qemu"] else f"{'-':>10s}")
+        pairs = ", ".join(f"r{r + 1} {runs['kemu'][r] / runs['qemu'][r]:.2f}"
+                          for r in sorted(runs["kemu"]) if runs["qemu"].get(r))
+        print(f"  {label + ' [' + unit + ']':40s} {cells[0]} {cells[1]} {ratio}  {pairs or '-'}")
+    print("  (exits: the VM's KVM exits, every vCPU, in the test host's debugfs; CPU: the VMM's own")
+    print("   threads outside guest mode, and the guest's time in guest mode, from /proc)")
 
 
 class Clock:

@@ -5,9 +5,11 @@ The system tests run this where KVM can run Linux: directly on a host with VMX/S
 test host (tests/testhost). Everything the test asserts comes from what the guest printed.
 
   guestrun.py [--timeout S] [--input-after MARKER TEXT]... [--kill-after-count MARKER N]
-              [--stdin-tty] -- CMD ARGS...
+              [--stdin-tty] [--mark-stats MARKER] -- CMD ARGS...
 
-Output: one line 'GUESTRUN-RESULT <json>' with status, seconds, output and whether it was killed.
+Output: one line 'GUESTRUN-RESULT <json>' with status, seconds, output and whether it was killed;
+with --mark-stats, also 'marks': for each console line starting with MARKER, what the VMM had
+cost the host up to then (its CPU time, and its VM's KVM exit counters from debugfs).
 """
 import argparse
 import json
@@ -55,6 +57,35 @@ def thread_dump(pid):
     return "\n".join(lines)
 
 
+# KVM's per-VM counters (vCPU ones summed) under /sys/kernel/debug/kvm/<pid>-<fd>/.
+KVM_STATS = ("exits", "halt_exits", "io_exits", "mmio_exits", "irq_exits", "irq_injections",
+             "halt_wakeup", "signal_exits")
+
+
+def cost_snapshot(pid):
+    """What the VMM has cost so far: CPU seconds (its own, and its guest's, which Linux counts
+    in utime as well) and its VMs' KVM exit counters (empty where debugfs is not mounted)."""
+    stat = read_text(f"/proc/{pid}/stat")
+    f = stat[stat.rfind(")") + 2:].split() if ")" in stat else []
+    hz = os.sysconf("SC_CLK_TCK")
+    snap = {"t": time.monotonic()}
+    if len(f) > 41:  # fields 14, 15 and 43 of proc(5), counted from field 3 here
+        user, system, guest = int(f[11]), int(f[12]), int(f[40])
+        snap.update(vmm_cpu=(user + system - guest) / hz, guest_cpu=guest / hz)
+    kvm = {}
+    try:
+        dirs = [d for d in os.listdir("/sys/kernel/debug/kvm") if d.startswith(f"{pid}-")]
+    except OSError:
+        dirs = []
+    for d in dirs:
+        for name in KVM_STATS:
+            v = read_text(f"/sys/kernel/debug/kvm/{d}/{name}")
+            if v.isdigit():
+                kvm[name] = kvm.get(name, 0) + int(v)
+    snap["kvm"] = kvm
+    return snap
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=float, default=240)
@@ -63,6 +94,8 @@ def main():
     ap.add_argument("--kill-after-count", nargs=2, metavar=("MARKER", "N"),
                     help="kill the VMM once MARKER was printed N times")
     ap.add_argument("--stdin-tty", action="store_true", help="give the VMM a pty as terminal")
+    ap.add_argument("--mark-stats", metavar="MARKER",
+                    help="record the VMM's costs at each console line starting with MARKER")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
@@ -82,6 +115,7 @@ def main():
     buf = b""
     pending = [(m.encode(), t.encode().decode("unicode_escape").encode()) for m, t in a.input_after]
     killed = timed_out = exited = False
+    marks, scanned = [], 0  # scanned: how much of the console the marker search has seen
     while True:
         left = a.timeout - (time.monotonic() - start)
         if left <= 0:
@@ -102,6 +136,13 @@ def main():
             text = buf.replace(b"\r", b"")
             while pending and pending[0][0] in text:
                 os.write(in_fd, pending.pop(0)[1])
+            if a.mark_stats:
+                end = text.rfind(b"\n") + 1
+                for line in text[scanned:end].splitlines():
+                    if line.startswith(a.mark_stats.encode()):
+                        marks.append(dict(cost_snapshot(p.pid),
+                                          line=line.decode("utf-8", "replace")))
+                scanned = max(scanned, end)
             if a.kill_after_count:
                 m, n = a.kill_after_count
                 if text.count(m.encode()) >= int(n):
@@ -126,6 +167,7 @@ def main():
         "timed_out": timed_out,
         "output": buf.decode("utf-8", "replace").replace("\r", ""),
         "threads": threads,
+        "marks": marks,
     }
     sys.stdout.write("GUESTRUN-RESULT " + json.dumps(result) + "\n")
 
