@@ -714,6 +714,8 @@ static int build_machine(struct app *app, struct error *err)
         .loop = &app->loop,
         .microvm = cfg->machine == KEMU_MACHINE_MICROVM,
         .ram_size = cfg->ram_size,
+        .mem_backing = {cfg->mem_path, !cfg->mem_merge, !cfg->dump_guest_core},
+        .mem_prealloc = cfg->mem_prealloc,
         .cpus = cfg->smp.cpus,
         .maxcpus = cfg->smp.maxcpus,
         .topo = {cfg->smp.sockets, cfg->smp.dies, cfg->smp.cores, cfg->smp.threads},

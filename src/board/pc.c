@@ -667,8 +667,13 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
         goto fail;
     if (p->initrd && map_image(p->initrd, "-initrd", &pc->initrd, err) < 0)
         goto fail;
-    if (guest_mem_init_x86(&vm->mem, p->ram_size, X86_PC_BELOW_4G_LIMIT, err) < 0) {
-        error_prefix(err, "-m: ");
+    if (guest_mem_init_x86(&vm->mem, p->ram_size, X86_PC_BELOW_4G_LIMIT, &p->mem_backing, err) <
+        0) {
+        error_prefix(err, p->mem_backing.path ? "-mem-path: " : "-m: ");
+        goto fail;
+    }
+    if (p->mem_prealloc && guest_mem_prealloc(&vm->mem, p->cpus, err) < 0) {
+        error_prefix(err, "-mem-prealloc: ");
         goto fail;
     }
     if (add_devices(pc, err) < 0)

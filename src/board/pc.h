@@ -19,8 +19,10 @@ struct pc_params {
     struct eventloop *loop;
     bool microvm;
     uint64_t ram_size;
-    unsigned cpus;    /* present at boot */
-    unsigned maxcpus; /* topology size */
+    struct guest_mem_backing mem_backing; /* -mem-path, -machine mem-merge=, dump-guest-core= */
+    bool mem_prealloc;                    /* -mem-prealloc: one thread per vCPU, as QEMU */
+    unsigned cpus;                        /* present at boot */
+    unsigned maxcpus;                     /* topology size */
     struct x86_topology topo;
     const char *kernel, *initrd, *append;
     struct chardev *serial[PC_MAX_SERIAL]; /* NULL: port absent */

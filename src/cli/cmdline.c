@@ -597,6 +597,20 @@ static int h_start_paused(struct parse_state *st, const char *arg, struct opts *
     return 0;
 }
 
+static int h_mem_path(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
+{
+    if (!*arg)
+        return error_setf(err, "empty path");
+    return set_str(&st->cfg->mem_path, arg, err);
+}
+
+static int h_mem_prealloc(struct parse_state *st, const char *arg, struct opts *o,
+                          struct error *err)
+{
+    st->cfg->mem_prealloc = true;
+    return 0;
+}
+
 static int h_pidfile(struct parse_state *st, const char *arg, struct opts *o, struct error *err)
 {
     if (!*arg)
@@ -1067,6 +1081,9 @@ static const struct cmdline_option options[] = {
      "select the CPU model (-cpu help lists them)"},
     {"smp", ARG | HELP_ARG, NULL, &smp_group, h_smp, "set the number of vCPUs and the topology"},
     {"m", ARG | HELP_ARG, NULL, &mem_group, h_mem, "set the RAM size (default 128M)"},
+    {"mem-path", ARG, "FILE|DIR", NULL, h_mem_path,
+     "back guest RAM with FILE, or a new file in DIR (hugetlbfs: huge pages)"},
+    {"mem-prealloc", 0, NULL, NULL, h_mem_prealloc, "allocate all guest RAM at start"},
     {"kernel", ARG, "FILE", NULL, h_kernel, "boot this Linux kernel (bzImage)"},
     {"initrd", ARG, "FILE", NULL, h_initrd, "use FILE as the initial ram disk"},
     {"append", ARG, "CMDLINE", NULL, h_append, "kernel command line"},
@@ -1372,6 +1389,7 @@ void kemu_config_free(struct kemu_config *cfg)
     free(cfg->name);
     free(cfg->process_name);
     free(cfg->pidfile);
+    free(cfg->mem_path);
     for (size_t i = 0; i < KEMU_MAX_SERIALS; i++) {
         free(cfg->serials[i].path);
         free(cfg->serials[i].chardev_id);

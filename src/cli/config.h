@@ -113,6 +113,8 @@ struct kemu_config {
     uint64_t ram_size;   /* bytes, default 128 MiB, 4 KiB aligned */
     uint64_t ram_slots;  /* hotplug slots (0: none); hotplug itself is not supported yet */
     uint64_t ram_maxmem; /* bytes, == ram_size unless maxmem given */
+    char *mem_path;      /* -mem-path: a file, or a directory (hugetlbfs) to make one in */
+    bool mem_prealloc;   /* -mem-prealloc */
 
     /* CPUs. */
     struct smp_topology smp;

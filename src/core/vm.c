@@ -551,9 +551,7 @@ static int reset_vm(struct vm *vm, struct error *err)
      * until they are stopped, and their ioeventfds are removed from it. */
     vm->board->reset_devices(vm);
     destroy_kvm_vm(vm);
-    /* A PC's RAM is not cleared by reset, but handing back the pages keeps the host lean. */
-    if (vm->mem.mapping)
-        madvise(vm->mem.mapping, vm->mem.mapping_size, MADV_DONTNEED);
+    guest_mem_reset(&vm->mem);
     vm->resets++;
     vm->have_paused_clock = false;
     /* After a power-off the machine waits for cont, as QEMU's does after system_reset. */

@@ -4,7 +4,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -105,7 +110,7 @@ static void memory_x86_layout_splits_at_the_hole(void **state)
 {
     struct guest_mem m;
     struct error err = {0};
-    assert_int_equal(guest_mem_init_x86(&m, 4ULL << 30, 3ULL << 30, &err), 0);
+    assert_int_equal(guest_mem_init_x86(&m, 4ULL << 30, 3ULL << 30, NULL, &err), 0);
     assert_int_equal(m.nr, 2);
     assert_int_equal(m.regions[0].size, 3ULL << 30);
     assert_int_equal(m.regions[1].gpa, 4ULL << 30);
@@ -115,12 +120,198 @@ static void memory_x86_layout_splits_at_the_hole(void **state)
     assert_null(guest_mem_ptr(&m, (3ULL << 30) - 1, 2));
     assert_non_null(guest_mem_ptr(&m, (4ULL << 30) + 5, 4096));
     guest_mem_destroy(&m);
-    assert_int_equal(guest_mem_init_x86(&m, 512ULL << 20, 3ULL << 30, &err), 0);
+    assert_int_equal(guest_mem_init_x86(&m, 512ULL << 20, 3ULL << 30, NULL, &err), 0);
     assert_int_equal(m.nr, 1);
     guest_mem_destroy(&m);
     struct error e = {0};
-    assert_int_equal(guest_mem_init_x86(&m, 0, 3ULL << 30, &e), -1);
+    assert_int_equal(guest_mem_init_x86(&m, 0, 3ULL << 30, NULL, &e), -1);
     assert_true(e.set);
+}
+
+/* How many of the mapping's pages are resident (mincore). */
+static size_t resident_pages(const struct guest_mem *m)
+{
+    size_t n = m->mapping_size / 4096, count = 0;
+    unsigned char *v = malloc(n);
+    assert_non_null(v);
+    assert_int_equal(mincore(m->mapping, m->mapping_size, v), 0);
+    for (size_t i = 0; i < n; i++)
+        count += v[i] & 1;
+    free(v);
+    return count;
+}
+
+/* The VmFlags line of /proc/self/smaps for the mapping that starts at p. */
+static void vm_flags(const void *p, char *out, size_t size)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    bool ours = false;
+    out[0] = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long start, end;
+        /* A mapping's first line is "start-end perms ..."; its "Key: value" lines follow. */
+        if (sscanf(line, "%lx-%lx", &start, &end) == 2)
+            ours = start == (unsigned long)p;
+        else if (ours && !strncmp(line, "VmFlags:", 8)) {
+            size_t n = strnlen(line + 8, size - 1);
+            memcpy(out, line + 8, n);
+            out[n] = 0;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static char *make_tmpdir(void)
+{
+    char tmpl[] = "/tmp/kemu-test-mem.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    return strdup(tmpl);
+}
+
+static int count_entries(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &n), 1);
+    pclose(f);
+    return n;
+}
+
+static void memory_backed_by_a_new_file_in_a_directory(void **state)
+{
+    char *dir = make_tmpdir();
+    struct guest_mem m;
+    struct error err = {0};
+    struct guest_mem_backing b = {.path = dir};
+    assert_int_equal(guest_mem_init_x86(&m, 8 << 20, 3ULL << 30, &b, &err), 0);
+    assert_true(m.file_backed);
+    assert_int_equal((uintptr_t)m.mapping % GUEST_MEM_ALIGN, 0);
+    /* Unlinked at once: nothing is left behind, even if kemu is killed. */
+    assert_int_equal(count_entries(dir), 0);
+    uint32_t v = 0x12345678, r = 0;
+    assert_int_equal(guest_mem_write(&m, (8 << 20) - 4, &v, 4), 0);
+    assert_int_equal(guest_mem_read(&m, (8 << 20) - 4, &r, 4), 0);
+    assert_int_equal(r, v);
+    guest_mem_destroy(&m);
+    rmdir(dir);
+    free(dir);
+}
+
+static void memory_backed_by_a_named_file(void **state)
+{
+    char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof(path), "%s/ram", dir);
+    struct guest_mem m;
+    struct error err = {0};
+    struct guest_mem_backing b = {.path = path};
+    /* Created, sized, kept; the guest's writes stay private. */
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 4 << 20);
+    uint8_t pattern[4096];
+    memset(pattern, 0x5a, sizeof(pattern));
+    assert_int_equal(guest_mem_write(&m, 8192, pattern, sizeof(pattern)), 0);
+    guest_mem_destroy(&m);
+    FILE *f = fopen(path, "rb");
+    uint8_t back[4096];
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 8192, SEEK_SET), 0);
+    assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(back));
+    fclose(f);
+    assert_int_equal(back[0], 0);
+    assert_int_equal(back[4095], 0);
+
+    /* An existing file's contents are the RAM's first contents. */
+    f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 8192, SEEK_SET), 0);
+    assert_int_equal(fwrite(pattern, 1, sizeof(pattern), f), sizeof(pattern));
+    fclose(f);
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &err), 0);
+    assert_int_equal(guest_mem_read(&m, 8192, back, sizeof(back)), 0);
+    assert_memory_equal(back, pattern, sizeof(back));
+    guest_mem_destroy(&m);
+
+    /* A non-empty file too small for the RAM is refused and left as it was. */
+    struct error e = {0};
+    assert_int_equal(guest_mem_init_x86(&m, 8 << 20, 3ULL << 30, &b, &e), -1);
+    assert_non_null(strstr(e.msg, "less than"));
+    assert_non_null(strstr(e.msg, path));
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 4 << 20);
+    unlink(path);
+
+    /* Neither a file nor a directory; a directory that does not exist. */
+    struct error e2 = {0}, e3 = {0};
+    b.path = "/dev/null";
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &e2), -1);
+    assert_non_null(strstr(e2.msg, "not a regular file"));
+    snprintf(path, sizeof(path), "%s/missing/ram", dir);
+    b.path = path;
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &e3), -1);
+    assert_non_null(strstr(e3.msg, "cannot open"));
+    assert_non_null(strstr(e3.msg, "No such file or directory"));
+    rmdir(dir);
+    free(dir);
+}
+
+static void memory_prealloc_touches_every_page_and_reset_keeps_them(void **state)
+{
+    struct guest_mem m;
+    struct error err = {0};
+    assert_int_equal(guest_mem_init_x86(&m, 16 << 20, 3ULL << 30, NULL, &err), 0);
+    assert_int_equal(resident_pages(&m), 0);
+    /* Reset hands back what an ordinary guest touched... */
+    uint32_t v = 1;
+    assert_int_equal(guest_mem_write(&m, 1 << 20, &v, 4), 0);
+    assert_true(resident_pages(&m) >= 1);
+    guest_mem_reset(&m);
+    assert_int_equal(resident_pages(&m), 0);
+    /* ...but not preallocated memory, in parts on several threads. */
+    assert_int_equal(guest_mem_prealloc(&m, 3, &err), 0);
+    assert_true(m.preallocated);
+    assert_int_equal(resident_pages(&m), m.mapping_size / 4096);
+    guest_mem_reset(&m);
+    assert_int_equal(resident_pages(&m), m.mapping_size / 4096);
+    guest_mem_destroy(&m);
+
+    /* File-backed RAM too (a private mapping: the copies are the guest's). */
+    char *dir = make_tmpdir();
+    struct guest_mem_backing b = {.path = dir};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &err), 0);
+    assert_int_equal(guest_mem_prealloc(&m, 64, &err), 0);
+    assert_int_equal(resident_pages(&m), m.mapping_size / 4096);
+    guest_mem_destroy(&m);
+    rmdir(dir);
+    free(dir);
+}
+
+static void memory_merge_and_dump_flags(void **state)
+{
+    struct guest_mem m;
+    struct error err = {0};
+    char flags[256];
+    struct guest_mem_backing b = {.no_merge = true, .no_dump = true};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &err), 0);
+    vm_flags(m.mapping, flags, sizeof(flags));
+    assert_non_null(strstr(flags, " dd"));
+    assert_null(strstr(flags, " mg"));
+    guest_mem_destroy(&m);
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, NULL, &err), 0);
+    vm_flags(m.mapping, flags, sizeof(flags));
+    assert_null(strstr(flags, " dd"));
+    /* KSM's flag, where the kernel has KSM. */
+    if (access("/sys/kernel/mm/ksm", F_OK) == 0)
+        assert_non_null(strstr(flags, " mg"));
+    guest_mem_destroy(&m);
 }
 
 static void errors_keep_the_first_reason_and_take_prefixes(void **state)
@@ -256,6 +447,10 @@ int main(void)
         cmocka_unit_test(bus_rejects_overlaps_and_bad_ranges),
         cmocka_unit_test(memory_bounds_are_checked),
         cmocka_unit_test(memory_x86_layout_splits_at_the_hole),
+        cmocka_unit_test(memory_backed_by_a_new_file_in_a_directory),
+        cmocka_unit_test(memory_backed_by_a_named_file),
+        cmocka_unit_test(memory_prealloc_touches_every_page_and_reset_keeps_them),
+        cmocka_unit_test(memory_merge_and_dump_flags),
         cmocka_unit_test(errors_keep_the_first_reason_and_take_prefixes),
         cmocka_unit_test(gsi_table_keeps_irqchip_routes_and_adds_msi),
         cmocka_unit_test(host_port_splits_at_the_last_colon),
