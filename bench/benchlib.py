@@ -230,8 +230,9 @@ def mark_windows(marks):
 
 def window_cost(first, last, units):
     """What `units` (requests, MiB...) of guest work cost between two marks: KVM exits, the
-    VMM's own CPU milliseconds (without its guest's) and the guest's, each per unit; None
-    where a counter is missing (no debugfs, no /proc) or nothing was done."""
+    VMM's own CPU milliseconds (without its guest's) and the guest's, each per unit; a figure
+    is left out where its counter is missing (no debugfs, no /proc), all where nothing was
+    done."""
     if units <= 0:
         return {}
     out = {}

@@ -448,6 +448,39 @@ static int mon_query_balloon(void *opaque, uint64_t *actual, struct error *err)
     return machine_devices_query_balloon(((struct app *)opaque)->devices, actual, err);
 }
 
+/* The guest RAM's backend: the -object that -machine memory-backend names, else QEMU's implicit
+ * one (pc.ram, microvm.ram) with -mem-path/-mem-prealloc's settings. Other memory backend
+ * objects are not allocated (nothing uses them yet), so they are not listed. */
+static size_t mon_query_memdev(void *opaque, struct qmp_memdev_info *out, size_t max)
+{
+    struct app *app = opaque;
+    const struct kemu_config *cfg = &app->cfg;
+    if (!app->pc)
+        return 0;
+    if (max < 1)
+        return 1;
+    const struct guest_mem *mem = &pc_vm(app->pc)->mem;
+    bool v;
+    struct error ignored = {0};
+    const struct opts *o = cfg->ram_backend;
+    out[0] = (struct qmp_memdev_info){
+        .id = o                                      ? opts_get_str(o, "id")
+              : cfg->machine == KEMU_MACHINE_MICROVM ? "microvm.ram"
+                                                     : "pc.ram",
+        .size = mem->ram_size,
+        .merge = cfg->mem_merge,
+        .dump = cfg->dump_guest_core,
+        .prealloc = mem->preallocated,
+        .share = mem->shared,
+        .reserve = mem->file_backed, /* anonymous RAM is mapped MAP_NORESERVE */
+    };
+    if (o && opts_has(o, "merge") && opts_get_bool(o, "merge", &v, &ignored) > 0)
+        out[0].merge = v;
+    if (o && opts_has(o, "dump") && opts_get_bool(o, "dump", &v, &ignored) > 0)
+        out[0].dump = v;
+    return 1;
+}
+
 static void ev_balloon_change(void *opaque, uint64_t actual)
 {
     qmp_event_balloon_change(((struct app *)opaque)->qmp, actual);
@@ -609,6 +642,7 @@ static int start_qmp(struct app *app, struct error *err)
                                        .usernet_info = mon_usernet_info,
                                        .balloon = mon_balloon,
                                        .query_balloon = mon_query_balloon,
+                                       .query_memdev = mon_query_memdev,
                                        .vm = mon_vm,
                                        .name = cfg->name,
                                        .opaque = app};
@@ -707,6 +741,43 @@ static bool print_backend_help(const struct kemu_config *cfg)
     return false;
 }
 
+/* What backs guest RAM: -mem-path and -mem-prealloc, or the -object memory-backend-* that
+ * -machine memory-backend= names (its keys were checked while parsing); -machine mem-merge= and
+ * dump-guest-core= are the backend's defaults, as in QEMU. */
+static void ram_backing(const struct kemu_config *cfg, struct pc_params *p)
+{
+    p->mem_backing = (struct guest_mem_backing){
+        .path = cfg->mem_path, .no_merge = !cfg->mem_merge, .no_dump = !cfg->dump_guest_core};
+    p->mem_prealloc = cfg->mem_prealloc;
+    const struct opts *o = cfg->ram_backend;
+    if (!o)
+        return;
+    struct error ignored = {0};
+    const char *type = opts_get_str(o, "qom-type");
+    bool memfd = !strcmp(type, "memory-backend-memfd"), v;
+    uint64_t n;
+    p->mem_backend_id = opts_get_str(o, "id");
+    p->mem_backing.path = opts_get_str(o, "mem-path");
+    p->mem_backing.memfd = memfd;
+    p->mem_backing.share = memfd; /* QEMU's memfd backend is shared unless told otherwise */
+    if (opts_has(o, "share") && opts_get_bool(o, "share", &v, &ignored) > 0)
+        p->mem_backing.share = v;
+    if (opts_has(o, "merge") && opts_get_bool(o, "merge", &v, &ignored) > 0)
+        p->mem_backing.no_merge = !v;
+    if (opts_has(o, "dump") && opts_get_bool(o, "dump", &v, &ignored) > 0)
+        p->mem_backing.no_dump = !v;
+    if (memfd) {
+        p->mem_backing.hugetlb = opts_get_bool(o, "hugetlb", &v, &ignored) > 0 && v;
+        p->mem_backing.seal = opts_get_bool(o, "seal", &v, &ignored) > 0 && v;
+        if (opts_has(o, "hugetlbsize") && opts_get_size(o, "hugetlbsize", &n, &ignored) > 0)
+            p->mem_backing.hugetlbsize = n;
+    }
+    if (opts_get_bool(o, "prealloc", &v, &ignored) > 0 && v)
+        p->mem_prealloc = true;
+    if (opts_has(o, "prealloc-threads") && opts_get_number(o, "prealloc-threads", &n, &ignored) > 0)
+        p->mem_prealloc_threads = n > 64 ? 64 : (unsigned)n;
+}
+
 static int build_machine(struct app *app, struct error *err)
 {
     const struct kemu_config *cfg = &app->cfg;
@@ -714,8 +785,6 @@ static int build_machine(struct app *app, struct error *err)
         .loop = &app->loop,
         .microvm = cfg->machine == KEMU_MACHINE_MICROVM,
         .ram_size = cfg->ram_size,
-        .mem_backing = {cfg->mem_path, !cfg->mem_merge, !cfg->dump_guest_core},
-        .mem_prealloc = cfg->mem_prealloc,
         .cpus = cfg->smp.cpus,
         .maxcpus = cfg->smp.maxcpus,
         .topo = {cfg->smp.sockets, cfg->smp.dies, cfg->smp.cores, cfg->smp.threads},
@@ -733,6 +802,7 @@ static int build_machine(struct app *app, struct error *err)
                                                            : PC_RTC_CLOCK_HOST,
         .rtc_driftfix_slew = cfg->rtc_driftfix_slew,
     };
+    ram_backing(cfg, &p);
     if (open_chardevs(app, err) < 0)
         return -1;
     for (size_t i = 0; i < cfg->nserials && i < PC_MAX_SERIAL; i++)

@@ -669,11 +669,19 @@ int pc_create(const struct pc_params *p, struct pc **out, struct error *err)
         goto fail;
     if (guest_mem_init_x86(&vm->mem, p->ram_size, X86_PC_BELOW_4G_LIMIT, &p->mem_backing, err) <
         0) {
-        error_prefix(err, p->mem_backing.path ? "-mem-path: " : "-m: ");
+        if (p->mem_backend_id)
+            error_prefix(err, "memory backend '%s': ", p->mem_backend_id);
+        else
+            error_prefix(err, p->mem_backing.path ? "-mem-path: " : "-m: ");
         goto fail;
     }
-    if (p->mem_prealloc && guest_mem_prealloc(&vm->mem, p->cpus, err) < 0) {
-        error_prefix(err, "-mem-prealloc: ");
+    if (p->mem_prealloc &&
+        guest_mem_prealloc(&vm->mem, p->mem_prealloc_threads ? p->mem_prealloc_threads : p->cpus,
+                           err) < 0) {
+        if (p->mem_backend_id)
+            error_prefix(err, "memory backend '%s': ", p->mem_backend_id);
+        else
+            error_prefix(err, "-mem-prealloc: ");
         goto fail;
     }
     if (add_devices(pc, err) < 0)

@@ -19,10 +19,13 @@ struct pc_params {
     struct eventloop *loop;
     bool microvm;
     uint64_t ram_size;
-    struct guest_mem_backing mem_backing; /* -mem-path, -machine mem-merge=, dump-guest-core= */
-    bool mem_prealloc;                    /* -mem-prealloc: one thread per vCPU, as QEMU */
-    unsigned cpus;                        /* present at boot */
-    unsigned maxcpus;                     /* topology size */
+    /* -mem-path, -machine mem-merge=, dump-guest-core=, or a memory backend object */
+    struct guest_mem_backing mem_backing;
+    const char *mem_backend_id;    /* -machine memory-backend=ID, for errors */
+    bool mem_prealloc;             /* -mem-prealloc or prealloc=on */
+    unsigned mem_prealloc_threads; /* 0: one per vCPU, as QEMU */
+    unsigned cpus;                 /* present at boot */
+    unsigned maxcpus;              /* topology size */
     struct x86_topology topo;
     const char *kernel, *initrd, *append;
     struct chardev *serial[PC_MAX_SERIAL]; /* NULL: port absent */

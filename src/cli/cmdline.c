@@ -58,6 +58,7 @@ static const struct opt_desc machine_desc[] = {
     {"acpi", OPT_BOOL, "on", "ACPI tables (off: CPUs, IOAPIC and IRQs from the MP table)"},
     {"kernel-irqchip", OPT_STRING, NULL,
      "on: the 8254 PIT in KVM too (unset: LAPIC, IOAPIC and PIC in KVM, the PIT in kemu)"},
+    {"memory-backend", OPT_STRING, NULL, "RAM from this -object memory-backend-* (its id)"},
     {NULL, 0, NULL, NULL},
 };
 static const struct opts_group machine_group = {"machine", "type", false, machine_desc};
@@ -290,10 +291,38 @@ static const struct device_model *find_device_model(const char *name)
 
 /* -object: the backends devices refer to by id. */
 static const struct opt_desc object_desc[] = {
-    {"qom-type", OPT_STRING, NULL, "object type (rng-random, rng-builtin)"},
+    {"qom-type", OPT_STRING, NULL,
+     "object type (rng-random, rng-builtin, memory-backend-ram, memory-backend-file, "
+     "memory-backend-memfd)"},
     {"id", OPT_STRING, NULL, "unique object name"},
     {"filename", OPT_STRING, "/dev/urandom", "rng-random: the entropy source"},
+    {"size", OPT_SIZE, NULL, "memory-backend-*: the memory's size"},
+    {"mem-path", OPT_STRING, NULL, "memory-backend-file: the file, or a directory to make one in"},
+    {"share", OPT_BOOL, NULL, "memory-backend-*: map it shared (default off; memfd: on)"},
+    {"prealloc", OPT_BOOL, "off", "memory-backend-*: allocate all of it at start"},
+    {"prealloc-threads", OPT_NUMBER, NULL,
+     "memory-backend-*: threads that preallocate (default: one per vCPU)"},
+    {"merge", OPT_BOOL, NULL, "memory-backend-*: KSM may merge it (default: -machine mem-merge)"},
+    {"dump", OPT_BOOL, NULL, "memory-backend-*: in core dumps (default: -machine dump-guest-core)"},
+    {"hugetlb", OPT_BOOL, "off", "memory-backend-memfd: on huge pages"},
+    {"hugetlbsize", OPT_SIZE, NULL, "memory-backend-memfd: huge page size (default: the host's)"},
+    {"seal", OPT_BOOL, "on", "memory-backend-memfd: seal its size"},
     {NULL, 0, NULL, NULL},
+};
+
+/* The keys each object type takes besides qom-type and id. */
+static const struct object_type {
+    const char *name;
+    const char *keys[10];
+} object_types[] = {
+    {"rng-random", {"filename"}},
+    {"rng-builtin", {NULL}},
+    {"memory-backend-ram", {"size", "share", "prealloc", "prealloc-threads", "merge", "dump"}},
+    {"memory-backend-file",
+     {"size", "mem-path", "share", "prealloc", "prealloc-threads", "merge", "dump"}},
+    {"memory-backend-memfd",
+     {"size", "share", "prealloc", "prealloc-threads", "merge", "dump", "hugetlb", "hugetlbsize",
+      "seal"}},
 };
 static const struct opts_group object_group = {"object", "qom-type", false, object_desc};
 
@@ -413,6 +442,9 @@ static int h_machine(struct parse_state *st, const char *arg, struct opts *o, st
     }
     bool acpi = true;
     if (opts_get_bool(o, "acpi", &acpi, err) < 0) /* checked here, read from machine_opts */
+        return -1;
+    if (opts_has(o, "memory-backend") &&
+        set_str(&cfg->memory_backend, opts_get_str(o, "memory-backend"), err) < 0)
         return -1;
     return opts_parse(&cfg->machine_opts, &machine_group, arg, err);
 }
@@ -1019,15 +1051,64 @@ static int h_object(struct parse_state *st, const char *arg, struct opts *o, str
     const char *type = opts_get_str(o, "qom-type");
     if (!type)
         return error_setf(err, "qom-type not specified");
-    if (strcmp(type, "rng-random") && strcmp(type, "rng-builtin"))
-        return error_setf(err, "object type '%s' is not supported (rng-random, rng-builtin)", type);
+    const struct object_type *t = NULL;
+    for (size_t i = 0; i < sizeof(object_types) / sizeof(object_types[0]); i++)
+        if (!strcmp(object_types[i].name, type))
+            t = &object_types[i];
+    if (!t)
+        return error_setf(err,
+                          "object type '%s' is not supported (rng-random, rng-builtin, "
+                          "memory-backend-ram, memory-backend-file, memory-backend-memfd)",
+                          type);
     const char *id = opts_get_str(o, "id");
     if (!id)
         return error_setf(err, "parameter 'id' is missing");
     if (check_id(id, err) < 0)
         return -1;
-    if (!strcmp(type, "rng-builtin") && opts_has(o, "filename"))
-        return error_setf(err, "rng-builtin has no parameter 'filename'");
+    /* QEMU's words for a property the type does not have. */
+    for (const struct opt_desc *d = object_desc; d->name; d++) {
+        if (!strcmp(d->name, "qom-type") || !strcmp(d->name, "id") || !opts_has(o, d->name))
+            continue;
+        bool known = false;
+        for (size_t k = 0; k < sizeof(t->keys) / sizeof(t->keys[0]) && t->keys[k]; k++)
+            known |= !strcmp(t->keys[k], d->name);
+        if (!known)
+            return error_setf(err, "Invalid parameter '%s'", d->name);
+    }
+    if (!strncmp(type, "memory-backend-", 15)) {
+        uint64_t size = 0, n = 0;
+        bool b;
+        if (!opts_has(o, "size"))
+            return error_setf(err, "Parameter 'size' is missing");
+        if (opts_get_size(o, "size", &size, err) < 0)
+            return -1;
+        if (!size)
+            return error_setf(err, "can't create backend with size 0");
+        if (size > KEMU_MAX_RAM_SIZE)
+            return error_setf(err, "size '%s' is too large (maximum 1T)", opts_get_str(o, "size"));
+        if (!strcmp(type, "memory-backend-file") && !opts_has(o, "mem-path"))
+            return error_setf(err, "Parameter 'mem-path' is missing");
+        if (opts_has(o, "mem-path") && !*opts_get_str(o, "mem-path"))
+            return error_setf(err, "mem-path is empty");
+        static const char *const bools[] = {"share", "prealloc", "merge",
+                                            "dump",  "hugetlb",  "seal"};
+        for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++)
+            if (opts_has(o, bools[i]) && opts_get_bool(o, bools[i], &b, err) < 0)
+                return -1;
+        if (opts_has(o, "prealloc-threads") &&
+            (opts_get_number(o, "prealloc-threads", &n, err) < 0 || n < 1))
+            return error_setf(err, "prealloc-threads must be at least 1");
+        if (opts_has(o, "hugetlbsize")) {
+            bool huge = false;
+            if (opts_get_bool(o, "hugetlb", &huge, err) < 0 ||
+                opts_get_size(o, "hugetlbsize", &n, err) < 0)
+                return -1;
+            if (!huge)
+                return error_setf(err, "hugetlbsize needs hugetlb=on");
+            if (!n || (n & (n - 1)))
+                return error_setf(err, "hugetlbsize must be a power of two");
+        }
+    }
     return opts_list_add(&cfg->objects, &cfg->nobjects, o, "object", err);
 }
 
@@ -1184,6 +1265,45 @@ static int finish_memory(struct parse_state *st, struct error *err)
     return 0;
 }
 
+/* -machine memory-backend=ID: the RAM is that object's, and so is its size (QEMU's rules and
+ * words). */
+static int finish_memory_backend(struct parse_state *st, struct error *err)
+{
+    struct kemu_config *cfg = st->cfg;
+    if (!cfg->memory_backend)
+        return 0;
+    if (cfg->mem_path)
+        return error_setf(err, "'-mem-path' can't be used together with '-machine memory-backend'");
+    const struct opts *be = NULL;
+    for (size_t i = 0; i < cfg->nobjects; i++) {
+        const char *id = opts_get_str(&cfg->objects[i], "id");
+        const char *type = opts_get_str(&cfg->objects[i], "qom-type");
+        if (id && !strcmp(id, cfg->memory_backend) && !strncmp(type, "memory-backend-", 15))
+            be = &cfg->objects[i];
+    }
+    if (!be)
+        return error_setf(err, "Memory backend '%s' not found", cfg->memory_backend);
+    uint64_t size;
+    if (opts_get_size(be, "size", &size, err) < 0)
+        return -1;
+    if (st->mem_arg && opts_has(&cfg->mem_opts, "size") && size != cfg->ram_size)
+        return error_setf(err, "Machine memory size does not match the size of the memory "
+                               "backend");
+    if (size < KEMU_MIN_RAM_SIZE || size % 4096)
+        return error_setf(err,
+                          "memory backend '%s': the RAM size must be a multiple of 4 KiB "
+                          "and at least 1 MiB",
+                          cfg->memory_backend);
+    if (!opts_has(&cfg->mem_opts, "maxmem"))
+        cfg->ram_maxmem = size;
+    else if (cfg->ram_maxmem < size)
+        return error_setf(err, "maxmem (%" PRIu64 ") must be at least the RAM size (%" PRIu64 ")",
+                          cfg->ram_maxmem, size);
+    cfg->ram_size = size;
+    cfg->ram_backend = be;
+    return 0;
+}
+
 static int finish_smp(struct parse_state *st, struct error *err)
 {
     struct kemu_config *cfg = st->cfg;
@@ -1263,6 +1383,8 @@ static int finish(struct parse_state *st, struct error *err)
         error_prefix(err, "-m %s: ", st->mem_arg);
         return -1;
     }
+    if (finish_memory_backend(st, err) < 0)
+        return -1;
     if (finish_smp(st, err) < 0) {
         if (st->smp_arg)
             error_prefix(err, "-smp %s: ", st->smp_arg);
@@ -1390,6 +1512,7 @@ void kemu_config_free(struct kemu_config *cfg)
     free(cfg->process_name);
     free(cfg->pidfile);
     free(cfg->mem_path);
+    free(cfg->memory_backend);
     for (size_t i = 0; i < KEMU_MAX_SERIALS; i++) {
         free(cfg->serials[i].path);
         free(cfg->serials[i].chardev_id);

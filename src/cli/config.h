@@ -110,11 +110,13 @@ struct kemu_config {
     bool kernel_pit;      /* -machine kernel-irqchip=on: KVM's in-kernel PIT */
 
     /* Memory: -m [size=]N[,slots=n,maxmem=size]. */
-    uint64_t ram_size;   /* bytes, default 128 MiB, 4 KiB aligned */
-    uint64_t ram_slots;  /* hotplug slots (0: none); hotplug itself is not supported yet */
-    uint64_t ram_maxmem; /* bytes, == ram_size unless maxmem given */
-    char *mem_path;      /* -mem-path: a file, or a directory (hugetlbfs) to make one in */
-    bool mem_prealloc;   /* -mem-prealloc */
+    uint64_t ram_size;    /* bytes, default 128 MiB, 4 KiB aligned */
+    uint64_t ram_slots;   /* hotplug slots (0: none); hotplug itself is not supported yet */
+    uint64_t ram_maxmem;  /* bytes, == ram_size unless maxmem given */
+    char *mem_path;       /* -mem-path: a file, or a directory (hugetlbfs) to make one in */
+    bool mem_prealloc;    /* -mem-prealloc */
+    char *memory_backend; /* -machine memory-backend=ID */
+    const struct opts *ram_backend; /* that -object (in objects[]), once resolved */
 
     /* CPUs. */
     struct smp_topology smp;

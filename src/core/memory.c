@@ -15,6 +15,9 @@
 #ifndef HUGETLBFS_MAGIC
 #define HUGETLBFS_MAGIC 0x958458f6
 #endif
+#ifndef MFD_HUGE_SHIFT
+#define MFD_HUGE_SHIFT 26 /* linux/memfd.h, as MAP_HUGE_SHIFT */
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -50,8 +53,34 @@ static int open_backing(const char *path, bool *created, struct error *err)
     return fd;
 }
 
-/* Map `size` bytes of the file (sized here if empty) privately at an `align`-aligned address. */
-static uint8_t *map_backing(int fd, const char *path, size_t size, size_t align, struct error *err)
+/* An anonymous memfd for RAM (memory-backend-memfd, or shared anonymous RAM). */
+static int open_memfd(const struct guest_mem_backing *b, struct error *err)
+{
+    unsigned flags = MFD_CLOEXEC | (b->seal ? MFD_ALLOW_SEALING : 0);
+    if (b->hugetlb) {
+        flags |= MFD_HUGETLB;
+        if (b->hugetlbsize) {
+            /* Linux takes the page size as its log2 in the flags. */
+            unsigned shift = 0;
+            while (shift < 63 && (1ULL << shift) < b->hugetlbsize)
+                shift++;
+            if ((1ULL << shift) != b->hugetlbsize)
+                return error_setf(err, "hugetlbsize %llu is not a power of two",
+                                  (unsigned long long)b->hugetlbsize);
+            flags |= shift << MFD_HUGE_SHIFT;
+        }
+    }
+    int fd = memfd_create("kemu-ram", flags);
+    if (fd < 0)
+        return error_setf_errno(err, errno, "cannot create a memfd%s for guest RAM",
+                                b->hugetlb ? " on huge pages" : "");
+    return fd;
+}
+
+/* Map `size` bytes of the file (sized here if empty) at an `align`-aligned address, shared or
+ * private. */
+static uint8_t *map_backing(int fd, const char *path, size_t size, size_t align, bool share,
+                            struct error *err)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -80,9 +109,11 @@ static uint8_t *map_backing(int fd, const char *path, size_t size, size_t align,
         return NULL;
     }
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
-    /* Private: the guest's writes never reach the file. Without MAP_NORESERVE, hugetlbfs
-     * reserves every huge page now, so a short pool fails here rather than at a guest fault. */
-    if (mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
+    /* Private unless asked: the guest's writes never reach the file. Without MAP_NORESERVE,
+     * hugetlbfs reserves every huge page now, so a short pool fails here rather than at a guest
+     * fault. */
+    int flags = (share ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED;
+    if (mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED) {
         error_setf_errno(err, errno, "cannot map %zu MiB of '%s' for guest RAM", size >> 20, path);
         munmap(raw, size + align);
         return NULL;
@@ -133,9 +164,10 @@ int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_
     size_t page = hp > 0 ? (size_t)hp : 4096;
     size_t len;
     uint8_t *p;
-    if (b && b->path) {
-        bool created;
-        int fd = open_backing(b->path, &created, err);
+    if (b && (b->path || b->memfd || b->share)) {
+        bool created = false;
+        const char *name = b->path ? b->path : "memfd";
+        int fd = b->path ? open_backing(b->path, &created, err) : open_memfd(b, err);
         if (fd < 0)
             return -1;
         struct statfs fs;
@@ -148,10 +180,18 @@ int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_
             return error_setf(err,
                               "the RAM size (%llu bytes) is smaller than the huge page "
                               "size of '%s' (%zu bytes)",
-                              (unsigned long long)ram_size, b->path, page);
+                              (unsigned long long)ram_size, name, page);
         }
         len = (size_t)((ram_size + page - 1) & ~(uint64_t)(page - 1));
-        p = map_backing(fd, b->path, len, page > GUEST_MEM_ALIGN ? page : GUEST_MEM_ALIGN, err);
+        p = map_backing(fd, name, len, page > GUEST_MEM_ALIGN ? page : GUEST_MEM_ALIGN, b->share,
+                        err);
+        /* A sealed memfd keeps its size for good (QEMU's seal=on). */
+        if (p && b->memfd && b->seal &&
+            fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+            error_setf_errno(err, errno, "cannot seal the memfd");
+            munmap(p, len);
+            p = NULL;
+        }
         close(fd); /* the mapping keeps the file */
         if (!p) {
             if (created)
@@ -159,6 +199,7 @@ int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_
             return -1;
         }
         mem->file_backed = true;
+        mem->shared = b->share;
     } else {
         len = (size_t)((ram_size + page - 1) & ~(uint64_t)(page - 1));
         p = map_anonymous(len, err);
@@ -308,8 +349,9 @@ int64_t guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t le
     uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
     if (end <= start)
         return 0;
-    /* Private memory: the next touch maps a zero page (or the file's page, for -mem-path). */
-    if (madvise((void *)start, end - start, MADV_DONTNEED) < 0)
+    /* Private memory: the next touch maps a zero page (or the file's page, for -mem-path).
+     * Shared memory: a hole in the file or memfd, which is where the pages live. */
+    if (madvise((void *)start, end - start, mem->shared ? MADV_REMOVE : MADV_DONTNEED) < 0)
         return 0;
     return (int64_t)(end - start);
 }

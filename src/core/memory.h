@@ -28,7 +28,8 @@ struct guest_mem {
     void *mapping;     /* one mapping backing all regions */
     size_t mapping_size;
     size_t page_size;  /* of the backing: the host's, or a hugetlbfs file's huge page */
-    bool file_backed;  /* a private mapping of a file (-mem-path) */
+    bool file_backed;  /* a mapping of a file or memfd (-mem-path, memory-backend-file/memfd) */
+    bool shared;       /* MAP_SHARED: giving pages back punches holes (MADV_REMOVE) */
     bool preallocated; /* every page was touched at start (-mem-prealloc) */
 };
 
@@ -38,6 +39,15 @@ struct guest_mem_backing {
      * at once. Anything else: that file, created if missing; an existing non-empty file must
      * hold the whole RAM and is mapped privately, so the guest never writes it. */
     const char *path;
+    /* Instead of a path: an anonymous memfd (memory-backend-memfd), on huge pages of
+     * `hugetlbsize` bytes (0: the host's default size) with hugetlb, sealed against resizing
+     * with seal. */
+    bool memfd, hugetlb, seal;
+    uint64_t hugetlbsize;
+    /* MAP_SHARED (memory-backend-*,share=on): the guest's writes reach the file or memfd, where
+     * another process mapping it (a vhost-user backend) sees them. Anonymous shared RAM is a
+     * memfd. */
+    bool share;
     bool no_merge; /* mem-merge=off: KSM may not merge its pages */
     bool no_dump;  /* dump-guest-core=off: left out of kemu's core dumps */
 };

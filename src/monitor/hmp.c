@@ -83,6 +83,7 @@ static void info_version(struct hmp_ctx *c);
 static void info_kvm(struct hmp_ctx *c);
 static void info_name(struct hmp_ctx *c);
 static void info_network(struct hmp_ctx *c);
+static void info_memdev(struct hmp_ctx *c);
 static void info_usernet(struct hmp_ctx *c);
 static void info_balloon(struct hmp_ctx *c);
 
@@ -100,6 +101,7 @@ static const struct hmp_info infos[] = {
     {"kvm", "show KVM information", info_kvm},
     {"mtree", "show memory tree", info_mtree},
     {"name", "show the current VM name", info_name},
+    {"memdev", "show memory backends", info_memdev},
     {"network", "show the network state", info_network},
     {"pci", "show PCI info", info_pci},
     {"qtree", "show device tree", info_qtree},
@@ -401,6 +403,22 @@ static void info_chardev(struct hmp_ctx *c)
     for (size_t i = 0; i < n; i++)
         fprintf(c->f, "%s: filename=%s\r\n", v[i].label ? v[i].label : "",
                 v[i].filename ? v[i].filename : "");
+    free(v);
+}
+
+static void info_memdev(struct hmp_ctx *c)
+{
+    size_t n;
+    struct qmp_memdev_info *v = FETCH(c->ops, query_memdev, struct qmp_memdev_info, &n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(c->f,
+                "memory backend: %s\r\n  size:  %llu\r\n  merge: %s\r\n  dump: %s\r\n"
+                "  prealloc: %s\r\n  share: %s\r\n  reserve: %s\r\n  policy: default\r\n"
+                "  host nodes: \r\n",
+                v[i].id, (unsigned long long)v[i].size, v[i].merge ? "true" : "false",
+                v[i].dump ? "true" : "false", v[i].prealloc ? "true" : "false",
+                v[i].share ? "true" : "false", v[i].reserve ? "true" : "false");
+    fprintf(c->f, "\r\n");
     free(v);
 }
 

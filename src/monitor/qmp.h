@@ -69,6 +69,13 @@ struct qmp_block_info {
     const char *io_status;
 };
 
+/* A memory backend (query-memdev, info memdev): the guest RAM's, as QEMU's pc.ram. */
+struct qmp_memdev_info {
+    const char *id;
+    uint64_t size;
+    bool merge, dump, prealloc, share, reserve;
+};
+
 /*
  * Supplied by main/board. Any callback may be NULL: a NULL action makes its command fail with a
  * GenericError, a NULL query reports an empty list. The list queries follow snprintf: fill at
@@ -99,6 +106,7 @@ struct qmp_vm_ops {
      * (-ENODEV: no balloon device, QEMU's DeviceNotActive). */
     int (*balloon)(void *opaque, int64_t target, struct error *err);
     int (*query_balloon)(void *opaque, uint64_t *actual, struct error *err);
+    size_t (*query_memdev)(void *opaque, struct qmp_memdev_info *out, size_t max);
     /* HMP info usernet: malloc'd text, lines ending in "\n"; NULL: nothing to show. */
     char *(*usernet_info)(void *opaque);
     /* HMP commit DEVICE|all: 0, or -errno (-ENODEV: no such device) with err set or not. */

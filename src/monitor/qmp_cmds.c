@@ -367,6 +367,21 @@ static json_t *cmd_query_balloon(struct qmp_client *c, json_t *args, struct qmp_
     return json_pack("{s:I}", "actual", (json_int_t)actual);
 }
 
+/* QEMU's query-memdev; kemu binds no backend to host NUMA nodes (policy default). */
+static json_t *cmd_query_memdev(struct qmp_client *c, json_t *args, struct qmp_err *e)
+{
+    struct qmp_memdev_info v[8];
+    size_t n = c->s->ops.query_memdev ? c->s->ops.query_memdev(c->s->ops.opaque, v, 8) : 0;
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n && i < 8; i++)
+        json_array_append_new(list, json_pack("{s:s, s:I, s:b, s:b, s:b, s:b, s:b, s:[], s:s}",
+                                              "id", v[i].id, "size", (json_int_t)v[i].size, "merge",
+                                              v[i].merge, "dump", v[i].dump, "prealloc",
+                                              v[i].prealloc, "share", v[i].share, "reserve",
+                                              v[i].reserve, "host-nodes", "policy", "default"));
+    return list;
+}
+
 /* ---- human-monitor-command: the same HMP as the interactive monitor ---- */
 
 static json_t *cmd_hmp(struct qmp_client *c, json_t *args, struct qmp_err *e)
@@ -427,6 +442,7 @@ static const struct qmp_cmd commands[] = {
     {"set_link", cmd_set_link, set_link_args},
     {"balloon", cmd_balloon, balloon_args},
     {"query-balloon", cmd_query_balloon, NULL},
+    {"query-memdev", cmd_query_memdev, NULL},
     {"human-monitor-command", cmd_hmp, hmp_args},
 };
 

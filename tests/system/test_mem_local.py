@@ -119,11 +119,38 @@ def test_mem_path_file_runs_the_guest_and_keeps_the_file(tiny, tmp_path):
         assert f.read(1 << 20) == bytes(1 << 20)
 
 
+@needs_kvm
+def test_memory_backend_file_shared_holds_what_kemu_loaded(tiny, tmp_path):
+    # share=on: RAM is the file; kemu's writes into guest RAM (the boot parameters, the kernel
+    # at 1 MiB) are in it after kemu exits. libvirt's form: no -m, the backend sets the size.
+    ram = tmp_path / "shared.ram"
+    r = kemu("-enable-kvm", "-display", "none", "-nodefaults", "-object",
+             f"memory-backend-file,id=pc.ram,size=64M,mem-path={ram},share=on",
+             "-machine", "pc,memory-backend=pc.ram", "-device", DEBUG_EXIT, "-kernel", tiny(3))
+    assert r.returncode == (3 << 1) | 1, r
+    data = ram.read_bytes()
+    assert len(data) == 64 << 20
+    assert any(data[1 << 20:(1 << 20) + 4096]), "the kernel is not at 1 MiB in the file"
+
+
+@needs_kvm
+def test_memory_backend_ram_prealloc_sets_the_size(tiny):
+    with Paused(tiny(0), "-object", "memory-backend-ram,id=m,size=160M,prealloc=on",
+                "-machine", "memory-backend=m") as vm:
+        vm.wait_for(lambda: status_kib(vm.p.pid, "VmRSS") >= 160 * 1024, "160 MiB resident")
+
+
 BAD = [
     (["-mem-path", "/nonexistent/dir/ram"],
      "-mem-path: cannot open '/nonexistent/dir/ram': No such file or directory"),
     (["-mem-path", "/dev/null"], "-mem-path: '/dev/null' is not a regular file or a directory"),
     (["-mem-path", ""], "-mem-path : empty path"),
+    (["-machine", "memory-backend=nope"], "Memory backend 'nope' not found"),
+    (["-object", "memory-backend-ram,id=m,size=128M", "-machine", "memory-backend=m"],
+     "Machine memory size does not match the size of the memory backend"),
+    (["-object", "memory-backend-file,id=m,size=64M,mem-path=/nonexistent/ram", "-machine",
+      "memory-backend=m"],
+     "memory backend 'm': cannot open '/nonexistent/ram': No such file or directory"),
 ]
 
 
@@ -196,4 +223,10 @@ def test_hugetlbfs_backs_the_guest(tiny, hugetlbfs):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kemu: -mem-path: cannot map 256 MiB"), r.stderr
     assert "Cannot allocate memory" in lines[0], lines[0]
+    assert meminfo("HugePages_Free") == free
+    # A memfd on huge pages (memory-backend-memfd,hugetlb=on) takes them from the same pool.
+    with Paused(tiny(0), "-object", "memory-backend-memfd,id=m,size=32M,hugetlb=on,"
+                "hugetlbsize=2M,prealloc=on", "-machine", "memory-backend=m") as vm:
+        vm.wait_for(lambda: meminfo("HugePages_Free") <= free - 16, "16 huge pages taken")
+        assert meminfo("HugePages_Free") == free - 16
     assert meminfo("HugePages_Free") == free

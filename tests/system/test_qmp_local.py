@@ -220,6 +220,31 @@ def test_balloon_commands(vm):
     assert p.wait(timeout=10) == 0
 
 
+def test_query_memdev(vm, tmp_path):
+    """QEMU's query-memdev and info memdev: the guest RAM as pc.ram, or as the memory backend
+    object -machine memory-backend names, with what backs it."""
+    p, q = vm("-machine", "mem-merge=off", "-mem-prealloc")
+    q.negotiate()
+    assert q.cmd("query-memdev") == [{
+        "id": "pc.ram", "size": 64 << 20, "merge": False, "dump": True, "prealloc": True,
+        "share": False, "reserve": False, "host-nodes": [], "policy": "default"}]
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+    p, q = vm("-object", f"memory-backend-file,id=ram0,size=64M,mem-path={tmp_path},share=on,"
+              "dump=off", "-machine", "memory-backend=ram0")
+    q.negotiate()
+    assert q.cmd("query-memdev") == [{
+        "id": "ram0", "size": 64 << 20, "merge": True, "dump": False, "prealloc": False,
+        "share": True, "reserve": True, "host-nodes": [], "policy": "default"}]
+    out = q.cmd("human-monitor-command", {"command-line": "info memdev"})
+    assert out == ("memory backend: ram0\r\n  size:  67108864\r\n  merge: true\r\n"
+                   "  dump: false\r\n  prealloc: false\r\n  share: true\r\n"
+                   "  reserve: true\r\n  policy: default\r\n  host nodes: \r\n\r\n"), out
+    q.cmd("quit")
+    assert p.wait(timeout=10) == 0
+
+
 def test_query_block_io_status(vm, tmp_path):
     """io-status as QEMU shows it: on a virtio-blk drive whose werror/rerror can stop the VM
     (werror=enospc is the default), "ok" until a failure stops it; absent otherwise."""

@@ -164,6 +164,28 @@ static void test_memory(void **state)
     assert_int_equal(PARSE(&cfg, &err, "-m", "1M"), 0);
     assert_int_equal(cfg.ram_size, 1ULL << 20);
     kemu_config_free(&cfg);
+    /* -mem-path, -mem-prealloc */
+    assert_int_equal(PARSE(&cfg, &err, "-mem-path", "/dev/hugepages", "-mem-prealloc"), 0);
+    assert_string_equal(cfg.mem_path, "/dev/hugepages");
+    assert_true(cfg.mem_prealloc);
+    assert_null(cfg.ram_backend);
+    kemu_config_free(&cfg);
+    /* A memory backend sets the RAM size when -m does not (libvirt's pc.ram); an -m that
+     * agrees is fine. */
+    assert_int_equal(PARSE(&cfg, &err, "-object", "memory-backend-ram,id=pc.ram,size=3G",
+                           "-machine", "pc,memory-backend=pc.ram"),
+                     0);
+    assert_int_equal(cfg.ram_size, 3ULL << 30);
+    assert_int_equal(cfg.ram_maxmem, 3ULL << 30);
+    assert_non_null(cfg.ram_backend);
+    assert_string_equal(opts_get_str(cfg.ram_backend, "id"), "pc.ram");
+    kemu_config_free(&cfg);
+    assert_int_equal(PARSE(&cfg, &err, "-m", "512M", "-object",
+                           "memory-backend-memfd,id=m,size=512M,hugetlb=on,hugetlbsize=2M,seal=off",
+                           "-machine", "memory-backend=m"),
+                     0);
+    assert_int_equal(cfg.ram_size, 512ULL << 20);
+    kemu_config_free(&cfg);
 }
 
 static void test_smp_merge_and_machine(void **state)
@@ -605,10 +627,40 @@ static const struct error_case error_cases[] = {
      "-hda disk.img: IDE and floppy disks are not supported yet; use -drive "
      "file=disk.img,if=virtio"},
     {{"-object", "rng-egd,id=r"},
-     "-object rng-egd,id=r: object type 'rng-egd' is not supported (rng-random, rng-builtin)"},
+     "-object rng-egd,id=r: object type 'rng-egd' is not supported (rng-random, rng-builtin, "
+     "memory-backend-ram, memory-backend-file, memory-backend-memfd)"},
     {{"-object", "rng-random"}, "-object rng-random: parameter 'id' is missing"},
     {{"-object", "rng-builtin,id=r,filename=/dev/random"},
-     "-object rng-builtin,id=r,filename=/dev/random: rng-builtin has no parameter 'filename'"},
+     "-object rng-builtin,id=r,filename=/dev/random: Invalid parameter 'filename'"},
+    /* memory backends, as QEMU words it */
+    {{"-object", "memory-backend-ram,id=m"},
+     "-object memory-backend-ram,id=m: Parameter 'size' is missing"},
+    {{"-object", "memory-backend-ram,id=m,size=0"},
+     "-object memory-backend-ram,id=m,size=0: can't create backend with size 0"},
+    {{"-object", "memory-backend-file,id=m,size=1G"},
+     "-object memory-backend-file,id=m,size=1G: Parameter 'mem-path' is missing"},
+    {{"-object", "memory-backend-ram,id=m,size=1G,mem-path=/dev/shm"},
+     "-object memory-backend-ram,id=m,size=1G,mem-path=/dev/shm: Invalid parameter 'mem-path'"},
+    {{"-object", "memory-backend-ram,id=m,size=1G,share=maybe"},
+     "-object memory-backend-ram,id=m,size=1G,share=maybe: invalid boolean 'maybe' for 'share' "
+     "(use on/off)"},
+    {{"-object", "memory-backend-memfd,id=m,size=1G,hugetlbsize=2M"},
+     "-object memory-backend-memfd,id=m,size=1G,hugetlbsize=2M: hugetlbsize needs hugetlb=on"},
+    {{"-object", "memory-backend-memfd,id=m,size=1G,hugetlb=on,hugetlbsize=3M"},
+     "-object memory-backend-memfd,id=m,size=1G,hugetlb=on,hugetlbsize=3M: hugetlbsize must be a "
+     "power of two"},
+    {{"-object", "memory-backend-ram,id=m,size=1G,prealloc-threads=0"},
+     "-object memory-backend-ram,id=m,size=1G,prealloc-threads=0: prealloc-threads must be at "
+     "least 1"},
+    {{"-machine", "memory-backend=m"}, "Memory backend 'm' not found"},
+    {{"-object", "rng-random,id=m", "-machine", "memory-backend=m"},
+     "Memory backend 'm' not found"},
+    {{"-m", "2G", "-object", "memory-backend-ram,id=m,size=1G", "-machine", "memory-backend=m"},
+     "Machine memory size does not match the size of the memory backend"},
+    {{"-mem-path", "/dev/hugepages", "-object", "memory-backend-ram,id=m,size=1G", "-machine",
+      "memory-backend=m"},
+     "'-mem-path' can't be used together with '-machine memory-backend'"},
+    {{"-mem-path", ""}, "-mem-path : empty path"},
     {{"-object", "rng-random,id=r", "-object", "rng-builtin,id=r"},
      "-object rng-builtin,id=r: duplicate object id 'r'"},
 };

@@ -294,6 +294,70 @@ static void memory_prealloc_touches_every_page_and_reset_keeps_them(void **state
     free(dir);
 }
 
+static void memory_shared_file_and_memfd(void **state)
+{
+    char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof(path), "%s/shared", dir);
+    struct guest_mem m;
+    struct error err = {0};
+    char flags[256];
+    /* share=on: the guest's writes reach the file. */
+    struct guest_mem_backing b = {.path = path, .share = true};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &b, &err), 0);
+    assert_true(m.shared);
+    vm_flags(m.mapping, flags, sizeof(flags));
+    assert_non_null(strstr(flags, " sh"));
+    uint8_t pattern[4096], back[4096];
+    memset(pattern, 0xa5, sizeof(pattern));
+    assert_int_equal(guest_mem_write(&m, 3 << 20, pattern, sizeof(pattern)), 0);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 3 << 20, SEEK_SET), 0);
+    assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(back));
+    fclose(f);
+    assert_memory_equal(back, pattern, sizeof(back));
+    /* A balloon's page goes back as a hole in the file: zeros there, and in the guest. */
+    assert_int_equal(guest_mem_discard(&m, 3 << 20, 4096), 4096);
+    assert_int_equal(guest_mem_read(&m, 3 << 20, back, sizeof(back)), 0);
+    assert_int_equal(back[0], 0);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 3 << 20, SEEK_SET), 0);
+    assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(back));
+    fclose(f);
+    assert_int_equal(back[4095], 0);
+    /* Reset keeps shared RAM: it is the file's. */
+    assert_int_equal(guest_mem_write(&m, 1 << 20, pattern, sizeof(pattern)), 0);
+    guest_mem_reset(&m);
+    assert_int_equal(guest_mem_read(&m, 1 << 20, back, sizeof(back)), 0);
+    assert_memory_equal(back, pattern, sizeof(back));
+    guest_mem_destroy(&m);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+
+    /* A memfd, shared (QEMU's default for memory-backend-memfd) and sealed. */
+    struct guest_mem_backing mb = {.memfd = true, .share = true, .seal = true};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &mb, &err), 0);
+    assert_true(m.file_backed && m.shared);
+    assert_int_equal(guest_mem_write(&m, 0, pattern, sizeof(pattern)), 0);
+    assert_int_equal(guest_mem_read(&m, 0, back, sizeof(back)), 0);
+    assert_memory_equal(back, pattern, sizeof(back));
+    guest_mem_destroy(&m);
+    /* Anonymous shared RAM (memory-backend-ram,share=on) is a memfd too. */
+    struct guest_mem_backing sb = {.share = true};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &sb, &err), 0);
+    vm_flags(m.mapping, flags, sizeof(flags));
+    assert_non_null(strstr(flags, " sh"));
+    guest_mem_destroy(&m);
+    /* Not a power of two. */
+    struct error e = {0};
+    struct guest_mem_backing hb = {.memfd = true, .hugetlb = true, .hugetlbsize = 3 << 20};
+    assert_int_equal(guest_mem_init_x86(&m, 4 << 20, 3ULL << 30, &hb, &e), -1);
+    assert_non_null(strstr(e.msg, "power of two"));
+}
+
 static void memory_merge_and_dump_flags(void **state)
 {
     struct guest_mem m;
@@ -450,6 +514,7 @@ int main(void)
         cmocka_unit_test(memory_backed_by_a_new_file_in_a_directory),
         cmocka_unit_test(memory_backed_by_a_named_file),
         cmocka_unit_test(memory_prealloc_touches_every_page_and_reset_keeps_them),
+        cmocka_unit_test(memory_shared_file_and_memfd),
         cmocka_unit_test(memory_merge_and_dump_flags),
         cmocka_unit_test(errors_keep_the_first_reason_and_take_prefixes),
         cmocka_unit_test(gsi_table_keeps_irqchip_routes_and_adds_msi),
