@@ -867,6 +867,8 @@ static int add_device(struct machine_devices *md, const struct kemu_config *cfg,
             const struct opts *obj = find_object(cfg, rng);
             if (!obj)
                 return error_setf(err, "Property 'rng': can't find value '%s'", rng);
+            if (strncmp(opts_get_str(obj, "qom-type"), "rng-", 4))
+                return error_setf(err, "Invalid parameter type for 'rng', expected: rng-backend");
             if (!strcmp(opts_get_str(obj, "qom-type"), "rng-random"))
                 file = opts_get_str(obj, "filename");
         }

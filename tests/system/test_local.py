@@ -361,6 +361,8 @@ BAD_DEVICES = [
      "drive with bus=0, unit=1 (index=1) exists"),
     (["-device", "virtio-rng-pci,bus=pci.1"], "pci.1"),
     (["-device", "virtio-rng-pci,rng=nope"], "nope"),
+    (["-object", "memory-backend-ram,id=m,size=64M", "-device", "virtio-rng-pci,rng=m"],
+     "Invalid parameter type for 'rng', expected: rng-backend"),
     (["-object", "rng-random,id=r,filename=/nonexistent", "-device", "virtio-rng-pci,rng=r"],
      "/nonexistent"),
     (["-device", "virtconsole,chardev=c0"], "virtio-serial"),
