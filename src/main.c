@@ -460,24 +460,18 @@ static size_t mon_query_memdev(void *opaque, struct qmp_memdev_info *out, size_t
     if (max < 1)
         return 1;
     const struct guest_mem *mem = &pc_vm(app->pc)->mem;
-    bool v;
-    struct error ignored = {0};
     const struct opts *o = cfg->ram_backend;
     out[0] = (struct qmp_memdev_info){
         .id = o                                      ? opts_get_str(o, "id")
               : cfg->machine == KEMU_MACHINE_MICROVM ? "microvm.ram"
                                                      : "pc.ram",
         .size = mem->ram_size,
-        .merge = cfg->mem_merge,
-        .dump = cfg->dump_guest_core,
+        .merge = mem->merge,
+        .dump = mem->dump,
         .prealloc = mem->preallocated,
         .share = mem->shared,
         .reserve = mem->file_backed, /* anonymous RAM is mapped MAP_NORESERVE */
     };
-    if (o && opts_has(o, "merge") && opts_get_bool(o, "merge", &v, &ignored) > 0)
-        out[0].merge = v;
-    if (o && opts_has(o, "dump") && opts_get_bool(o, "dump", &v, &ignored) > 0)
-        out[0].dump = v;
     return 1;
 }
 

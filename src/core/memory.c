@@ -22,6 +22,22 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
+/* `size` bytes of private anonymous memory (NORESERVE) at an `align`-aligned address (a power of
+ * two): mapped `align` larger, then trimmed at both ends. NULL with errno set on failure. */
+static uint8_t *map_aligned(size_t size, size_t align, int prot)
+{
+    uint8_t *raw =
+        mmap(NULL, size + align, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    if (p < raw + align)
+        munmap(p + size, (size_t)(raw + align - p));
+    return p;
+}
+
 /* The -mem-path file: a new unlinked one in a directory, or the named file (created if need be,
  * *created says so). Returns the fd or -1. */
 static int open_backing(const char *path, bool *created, struct error *err)
@@ -102,27 +118,26 @@ static uint8_t *map_backing(int fd, const char *path, size_t size, size_t align,
         return NULL;
     }
     /* Reserve an aligned range first, then put the file over it. */
-    uint8_t *raw =
-        mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (raw == MAP_FAILED) {
+    uint8_t *p = map_aligned(size, align, PROT_NONE);
+    if (!p) {
         error_setf_errno(err, errno, "cannot reserve %zu MiB of address space", size >> 20);
         return NULL;
     }
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
     /* Private unless asked: the guest's writes never reach the file. Without MAP_NORESERVE,
      * hugetlbfs reserves every huge page now, so a short pool fails here rather than at a guest
      * fault. */
     int flags = (share ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED;
     if (mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED) {
         error_setf_errno(err, errno, "cannot map %zu MiB of '%s' for guest RAM", size >> 20, path);
-        munmap(raw, size + align);
+        munmap(p, size);
         return NULL;
     }
-    if (p > raw)
-        munmap(raw, (size_t)(p - raw));
-    if (p + size < raw + size + align)
-        munmap(p + size, (size_t)(raw + size + align - (p + size)));
     return p;
+}
+
+static size_t round_up(uint64_t size, size_t page)
+{
+    return (size_t)((size + page - 1) & ~(uint64_t)(page - 1));
 }
 
 static uint8_t *map_anonymous(size_t size, struct error *err)
@@ -131,19 +146,11 @@ static uint8_t *map_anonymous(size_t size, struct error *err)
      * 2 MiB boundary: KVM maps guest memory with huge pages only where guest-physical and host
      * addresses agree modulo 2 MiB, and 4 KiB mappings cost TLB misses on every device access
      * and guest page walk (QEMU aligns the same way). */
-    const size_t extra = GUEST_MEM_ALIGN;
-    uint8_t *raw = mmap(NULL, size + extra, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (raw == MAP_FAILED) {
+    uint8_t *p = map_aligned(size, GUEST_MEM_ALIGN, PROT_READ | PROT_WRITE);
+    if (!p) {
         error_setf_errno(err, errno, "cannot allocate %zu MiB of guest RAM", size >> 20);
         return NULL;
     }
-    uint8_t *p =
-        (uint8_t *)(((uintptr_t)raw + GUEST_MEM_ALIGN - 1) & ~(uintptr_t)(GUEST_MEM_ALIGN - 1));
-    if (p > raw)
-        munmap(raw, (size_t)(p - raw));
-    if (p < raw + extra)
-        munmap(p + size, (size_t)(raw + extra - p));
     madvise(p, size, MADV_HUGEPAGE); /* best effort: THP may be off */
     /* Not the first 2 MiB: real-mode data, boot parameters and small guests live there, and a
      * huge page would cost a tiny VM 2 MiB of RSS for a few touched pages. */
@@ -182,7 +189,7 @@ int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_
                               "size of '%s' (%zu bytes)",
                               (unsigned long long)ram_size, name, page);
         }
-        len = (size_t)((ram_size + page - 1) & ~(uint64_t)(page - 1));
+        len = round_up(ram_size, page);
         p = map_backing(fd, name, len, page > GUEST_MEM_ALIGN ? page : GUEST_MEM_ALIGN, b->share,
                         err);
         /* A sealed memfd keeps its size for good (QEMU's seal=on). */
@@ -201,14 +208,16 @@ int guest_mem_init_x86(struct guest_mem *mem, uint64_t ram_size, uint64_t below_
         mem->file_backed = true;
         mem->shared = b->share;
     } else {
-        len = (size_t)((ram_size + page - 1) & ~(uint64_t)(page - 1));
+        len = round_up(ram_size, page);
         p = map_anonymous(len, err);
         if (!p)
             return -1;
     }
-    if (!b || !b->no_merge)
+    mem->merge = !b || !b->no_merge;
+    mem->dump = !b || !b->no_dump;
+    if (mem->merge)
         madvise(p, len, MADV_MERGEABLE); /* best effort; KSM may be off */
-    if (b && b->no_dump)
+    if (!mem->dump)
         madvise(p, len, MADV_DONTDUMP);
     mem->mapping = p;
     mem->mapping_size = len;

@@ -31,6 +31,7 @@ struct guest_mem {
     bool file_backed;  /* a mapping of a file or memfd (-mem-path, memory-backend-file/memfd) */
     bool shared;       /* MAP_SHARED: giving pages back punches holes (MADV_REMOVE) */
     bool preallocated; /* every page was touched at start (-mem-prealloc) */
+    bool merge, dump;  /* offered to KSM; in core dumps */
 };
 
 /* What backs guest RAM (QEMU's -mem-path and -machine mem-merge=/dump-guest-core=). */
